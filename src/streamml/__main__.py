@@ -1,0 +1,5 @@
+"""``python -m streamml`` runs the CLI (how `streamml up` starts its children)."""
+
+from streamml.cli import app
+
+app()

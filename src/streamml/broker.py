@@ -1,0 +1,225 @@
+"""The request stream and its keys in Redis: publish, consumer group, read, ack, results, status.
+
+One stream entry per accepted request (it may carry many records), with fields:
+
+    v            message format version (keys.MESSAGE_FORMAT_VERSION)
+    request_id   the id the client polls with
+    route        model route, e.g. "svm"
+    records      JSON list of records, keys already normalised to the signature's names
+    accepted_ms  gateway acceptance time, epoch milliseconds (latency is measured from here)
+    reply        "1" when a client waits synchronously (POST /predict)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from streamml import keys
+from streamml.errors import BrokerUnavailable
+from streamml.settings import StreamSettings
+
+PENDING = b'{"status":"pending"}'
+
+
+class InvalidEntry(ValueError):
+    """A stream entry that is not a well-formed request (written by something other than our gateway)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One request read from the stream."""
+
+    stream_id: str
+    request_id: str
+    route: str
+    records: list[dict[str, Any]]
+    accepted_ms: float
+    reply: bool
+
+
+def decode_entry(stream_id: str, fields: dict[bytes, bytes]) -> Entry:
+    try:
+        records = orjson.loads(fields[b"records"])
+        if (
+            not isinstance(records, list)
+            or not records
+            or not all(isinstance(r, dict) for r in records)
+        ):
+            raise InvalidEntry("'records' is not a non-empty JSON list of objects")
+        return Entry(
+            stream_id=stream_id,
+            request_id=fields[b"request_id"].decode(),
+            route=fields[b"route"].decode(),
+            records=records,
+            accepted_ms=float(fields.get(b"accepted_ms", b"0")),
+            reply=fields.get(b"reply") == b"1",
+        )
+    except KeyError as exc:
+        raise InvalidEntry(f"missing field {exc.args[0]!r}") from exc
+    except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, InvalidEntry):
+            raise
+        raise InvalidEntry(f"unreadable entry: {exc}") from exc
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+class Broker:
+    """Every Redis operation of the pipeline, on one client. Errors reaching Redis become
+    :class:`BrokerUnavailable` where a caller must answer a client."""
+
+    def __init__(self, redis: Redis, streams: StreamSettings) -> None:
+        self.redis = redis
+        self.streams = streams
+        self.stream = streams.stream
+        self.group = streams.group
+
+    # -- gateway side --------------------------------------------------------------------------
+
+    async def publish(
+        self, request_id: str, route: str, records: Sequence[dict[str, Any]], *, reply: bool = False
+    ) -> str:
+        """Record the request as pending and append it to the stream, atomically (MULTI)."""
+        fields: dict[str, Any] = {
+            "v": keys.MESSAGE_FORMAT_VERSION,
+            "request_id": request_id,
+            "route": route,
+            "records": orjson.dumps(records),
+            "accepted_ms": f"{now_ms():.3f}",
+        }
+        if reply:
+            fields["reply"] = "1"
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(
+                    keys.result_key(self.stream, request_id),
+                    PENDING,
+                    ex=self.streams.result_ttl_s,
+                    nx=True,
+                )
+                pipe.xadd(self.stream, fields)
+                _, stream_id = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot publish to Redis: {type(exc).__name__}") from exc
+        return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+
+    async def result(self, request_id: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.redis.get(keys.result_key(self.stream, request_id))
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot read from Redis: {type(exc).__name__}") from exc
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def live_workers(self, within_s: float) -> list[str]:
+        members = await self.redis.zrangebyscore(
+            keys.workers_heartbeat_key(self.stream), time.time() - within_s, "+inf"
+        )
+        return [m.decode() for m in members]
+
+    # -- worker side ---------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the group from the start of the stream (id 0), so nothing published before the
+        first worker is skipped. MKSTREAM creates the stream if the gateway has not yet."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(
+        self, consumer: str, count: int, block_ms: int | None, *, own_pending: bool = False
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """New entries (``>``), or this consumer's own pending ones (``0``) when recovering."""
+        start = "0" if own_pending else ">"
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group,
+                consumer,
+                {self.stream: start},
+                count=count,
+                block=None if own_pending else block_ms,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                raise RuntimeError(
+                    f"consumer group {self.group!r} on stream {self.stream!r} is gone (was the stream "
+                    "deleted?); restart the worker to recreate it"
+                ) from exc
+            raise
+        if not reply:
+            return []
+        return [(_text(sid), fields) for sid, fields in reply[0][1] if fields]
+
+    async def heartbeat(self, consumer: str) -> None:
+        await self.redis.zadd(keys.workers_heartbeat_key(self.stream), {consumer: time.time()})
+
+    async def forget_worker(self, consumer: str) -> None:
+        """Remove a stopped consumer from the heartbeat set and, when it holds nothing, the group."""
+        await self.redis.zrem(keys.workers_heartbeat_key(self.stream), consumer)
+        pending = await self.redis.xpending_range(
+            self.stream, self.group, "-", "+", 1, consumername=consumer
+        )
+        if not pending:
+            await self.redis.xgroup_delconsumer(self.stream, self.group, consumer)
+
+    # -- operators -----------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Stream length, the group's lag and pending count, consumers and their idle time."""
+        out: dict[str, Any] = {
+            "stream": self.stream,
+            "length": await self.redis.xlen(self.stream),
+            "results_stream": self.streams.results_stream,
+            "results_length": await self.redis.xlen(self.streams.results_stream),
+            "dead_letters": await self.redis.xlen(keys.dead_letter_stream(self.stream)),
+            "groups": [],
+        }
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            groups = []
+        for group in groups:
+            name = _text(group["name"])
+            consumers = await self.redis.xinfo_consumers(self.stream, name)
+            out["groups"].append(
+                {
+                    "name": name,
+                    "pending": group["pending"],
+                    "lag": group.get("lag"),
+                    "last_delivered_id": _text(group["last-delivered-id"]),
+                    "consumers": [
+                        {"name": _text(c["name"]), "pending": c["pending"], "idle_ms": c["idle"]}
+                        for c in consumers
+                    ],
+                }
+            )
+        if out["groups"] and out["groups"][0]["lag"] is None:
+            # Redis < 7 has no "lag" in XINFO GROUPS: count the entries after the last delivered id.
+            for group in out["groups"]:
+                group["lag"] = await self._lag(group["last_delivered_id"])
+        return out
+
+    async def _lag(self, last_delivered_id: str) -> int:
+        """Entries not yet delivered to the group (bounded scan; Redis 7 reports it directly)."""
+        lag = 0
+        start = f"({last_delivered_id}"
+        while True:
+            batch = await self.redis.xrange(self.stream, min=start, max="+", count=10_000)
+            lag += len(batch)
+            if len(batch) < 10_000:
+                return lag
+            start = f"({_text(batch[-1][0])}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,232 @@
+"""``streamml``: the command line. Settings are built here, in each command, and passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamml.settings import Settings
+
+app = typer.Typer(
+    help="Real-time ML inference on Redis Streams with models from the MLflow Model Registry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir", envvar="STREAMML_STATE_DIR", help="Redis data, MLflow db, predictions CSV."
+    ),
+]
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")]
+
+
+def _settings(state_dir: Path | None) -> Settings:
+    return Settings.load(state_dir)
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 2,
+    port: Annotated[int | None, typer.Option("--port", help="Gateway port (default 8800).")] = None,
+    rate: Annotated[float, typer.Option("--rate", help="Producer records/s.")] = 50.0,
+    produce: Annotated[
+        bool, typer.Option("--produce/--no-produce", help="Run the synthetic producer.")
+    ] = True,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds.")
+    ] = None,
+    state_dir: StateDir = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Start everything: Redis, MLflow, demo models if absent, gateway, workers and producer."""
+    from streamml.runtime import configure_logging
+    from streamml.stack import Stack
+
+    configure_logging(log_level)
+    settings = _settings(state_dir)
+    if port is not None:
+        settings.gateway.port = port
+    raise typer.Exit(
+        Stack(settings, console).run(
+            workers=workers, rate=rate if produce else 0.0, duration=duration
+        )
+    )
+
+
+@app.command()
+def api(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default 8800).")] = None,
+    state_dir: StateDir = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the HTTP gateway."""
+    from streamml.runtime import configure_logging, run_gateway
+
+    configure_logging(log_level)
+    settings = _settings(state_dir)
+    if host:
+        settings.gateway.host = host
+    if port:
+        settings.gateway.port = port
+    run_gateway(settings, log_level=log_level)
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option("--burst", help="Drain the stream, then exit.")] = False,
+    consumer: Annotated[
+        str | None, typer.Option("--consumer", help="Consumer name (default: unique).")
+    ] = None,
+    state_dir: StateDir = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run a stream worker (consumer group member)."""
+    from streamml.runtime import configure_logging, run_worker
+
+    configure_logging(log_level)
+    stats = run_worker(_settings(state_dir), burst=burst, consumer=consumer)
+    if burst:
+        console.print(
+            f"drained: {stats.entries} requests, {stats.records} records, {stats.dead_lettered} dead-lettered"
+        )
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path | None, typer.Option("--data", exists=True, dir_okay=False, help="Real CSV.")
+    ] = None,
+    rows: Annotated[int, typer.Option("--rows", help="Synthetic rows when no --data.")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    state_dir: StateDir = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Train the three demo models and register them with alias 'champion'."""
+    from streamml.runtime import configure_logging
+    from streamml.training import train_and_register, training_frame
+
+    configure_logging(log_level)
+    settings = _settings(state_dir)
+    frame, source = training_frame(data, rows, seed)
+    trained = train_and_register(
+        frame,
+        tracking_uri=settings.tracking_uri(),
+        experiment=settings.mlflow.experiment,
+        trusted_types=settings.mlflow.trusted_types,
+        source=source,
+        seed=seed,
+    )
+    table = Table(
+        "model",
+        "version",
+        "holdout macro-F1",
+        "accuracy",
+        "train rows",
+        title=f"trained on {source}",
+    )
+    for model in trained:
+        table.add_row(
+            model.name,
+            model.version,
+            f"{model.macro_f1:.3f}",
+            f"{model.accuracy:.3f}",
+            str(model.rows),
+        )
+    console.print(table)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Stream length, group lag and pending, consumers and their idle time, results stream length."""
+    from streamml.broker import Broker
+    from streamml.runtime import make_redis
+
+    settings = _settings(state_dir)
+
+    async def read() -> dict[str, Any]:
+        redis = make_redis(settings)
+        try:
+            return await Broker(redis, settings.streams).status()
+        finally:
+            await redis.aclose()
+
+    report = asyncio.run(read())
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console.print(
+        f"stream [bold]{report['stream']}[/]: {report['length']} entries · results "
+        f"{report['results_stream']}: {report['results_length']} · dead letters: {report['dead_letters']}"
+    )
+    for group in report["groups"]:
+        console.print(
+            f"group [bold]{group['name']}[/]: lag {group['lag']}, pending {group['pending']}"
+        )
+        table = Table("consumer", "pending", "idle")
+        for c in group["consumers"]:
+            table.add_row(c["name"], str(c["pending"]), f"{c['idle_ms'] / 1000:.1f}s")
+        console.print(table)
+
+
+@app.command()
+def profile(
+    csv: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV to profile.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the copula calibration.")] = 0,
+) -> None:
+    """Compute a dataset's statistical profile (marginals, null rates, Gaussian copula)."""
+    from streamml.profile import profile_csv
+
+    result = profile_csv(csv, seed=seed)
+    output.write_text(result.to_json())
+    kinds = {c.name: c.kind for c in result.columns}
+    console.print(f"profiled {result.source['rows']} rows, {len(kinds)} columns -> {output}")
+    console.print(", ".join(f"{name} ({kind})" for name, kind in kinds.items()))
+
+
+@app.command()
+def synth(
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")],
+    rows: Annotated[int, typer.Option("--rows", min=1)] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    profile_path: Annotated[
+        Path | None, typer.Option("--profile", help="Default: shipped profile.")
+    ] = None,
+    drift: Annotated[
+        list[str] | None, typer.Option("--drift", help="e.g. 'Mental Fatigue Score=+1.5sd'.")
+    ] = None,
+    no_nulls: Annotated[bool, typer.Option("--no-nulls", help="Generate complete rows.")] = False,
+) -> None:
+    """Write synthetic rows drawn from a profile, in the real data's columns and formats."""
+    from streamml.profile import Profile
+    from streamml.synth import generate, parse_drifts
+
+    try:
+        drifts = parse_drifts(drift or [])
+        frame = generate(
+            Profile.load(profile_path), rows, seed=seed, nulls=not no_nulls, drift=drifts
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    frame.to_csv(output, index=False)
+    console.print(f"wrote {len(frame)} rows x {len(frame.columns)} columns to {output}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

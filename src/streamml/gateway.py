@@ -1,0 +1,321 @@
+"""The HTTP gateway: validate against the model's signature at the edge, then publish to the stream.
+
+A thin adapter: validation lives in :mod:`streamml.schema`, publishing in :mod:`streamml.broker`,
+model resolution in :mod:`streamml.registry`. Domain errors are mapped to HTTP status codes in one
+table (``ERROR_STATUS``); nothing else reaches a client, and never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+
+from streamml import keys
+from streamml.broker import Broker
+from streamml.errors import (
+    BrokerUnavailable,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+    PredictionTimeout,
+    Problem,
+    StreammlError,
+    UnknownRoute,
+)
+from streamml.registry import ModelRegistry
+from streamml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ERROR_STATUS: dict[type[StreammlError], int] = {
+    InvalidRequest: 422,
+    UnknownRoute: 404,
+    NotFound: 404,
+    ModelUnavailable: 503,
+    BrokerUnavailable: 503,
+    PredictionTimeout: 504,
+}
+RETRY_AFTER_S = {BrokerUnavailable: 1, ModelUnavailable: 5}
+REPLY_POLL_S = 0.5
+LISTEN_POLL_S = 0.5
+"""The reply listener checks for a stop request this often."""
+"""While waiting on ``POST /predict``, re-check the result this often in case a notice was missed."""
+
+
+class PredictRequest(BaseModel):
+    data: list[dict[str, Any]] = Field(
+        description="Records of feature name -> value. Names match the model's signature ignoring "
+        "case, spaces, underscores and hyphens; omitted features are imputed by the model.",
+        examples=[[{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]],
+    )
+
+
+class Accepted(BaseModel):
+    request_id: str
+    stream_id: str
+    model: str
+    records: int
+    status_url: str
+    missing_features: dict[str, int] = Field(
+        default_factory=dict, description="Feature -> number of records that omitted it (imputed)."
+    )
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    problems: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (404, 422, 503, 504)
+}
+
+
+class ReplyHub:
+    """One pub/sub subscription per gateway process, waking the requests waiting on ``/predict``."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.channel = keys.replies_channel(broker.stream)
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        # A flag, not only cancel(): redis-py's pubsub read can swallow a cancellation.
+        self._stopping.set()
+        if self._task:
+            try:
+                await asyncio.wait_for(self._task, timeout=2 * LISTEN_POLL_S)
+            except TimeoutError:
+                log.warning("reply listener did not stop in time")
+
+    async def _listen(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                async with self.broker.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    while not self._stopping.is_set():
+                        message = await pubsub.get_message(timeout=LISTEN_POLL_S)
+                        if message is None:
+                            continue
+                        waiter = self._waiters.get(message["data"].decode())
+                        if waiter and not waiter.done():
+                            waiter.set_result(None)
+            except (RedisError, OSError) as exc:
+                log.warning("reply channel lost (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(1.0)  # waiters fall back to polling meanwhile
+
+    async def wait(self, request_id: str, timeout_s: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiters[request_id] = loop.create_future()
+        deadline = loop.time() + timeout_s
+        try:
+            while True:
+                document = await self.broker.result(request_id)
+                if document and document.get("status") == "done":
+                    return document
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise PredictionTimeout(
+                        f"no prediction within {timeout_s:g}s; it is still queued: "
+                        f"GET /predictions/{request_id}"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), min(remaining, REPLY_POLL_S))
+        finally:
+            self._waiters.pop(request_id, None)
+
+
+def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> FastAPI:
+    """The gateway, with its collaborators handed in (tests pass a broker on their own stream)."""
+    hub = ReplyHub(broker)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        yield
+        await hub.stop()
+
+    app = FastAPI(
+        title="streamml gateway",
+        version="1",
+        description="Validated requests in, micro-batched predictions out, through Redis Streams.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+
+    async def accept(route: str, body: PredictRequest, *, reply: bool) -> Accepted:
+        ref = await registry.aresolve(route)
+        schema = await registry.aschema(ref)
+        batch = schema.validate(body.data)
+        request_id = uuid.uuid4().hex
+        stream_id = await broker.publish(request_id, route, batch.records, reply=reply)
+        return Accepted(
+            request_id=request_id,
+            stream_id=stream_id,
+            model=route,
+            records=len(batch.records),
+            status_url=f"/predictions/{request_id}",
+            missing_features=batch.missing,
+        )
+
+    @app.post(
+        "/predict_stream", status_code=202, response_model=Accepted, responses=ERROR_RESPONSES
+    )
+    async def predict_stream(
+        body: PredictRequest, model: str = Query(description="Model route, e.g. svm, knn, lightgbm")
+    ) -> Accepted:
+        """Validate the records and queue them for prediction; poll ``status_url`` for the result."""
+        return await accept(model, body, reply=False)
+
+    @app.post("/predict", responses=ERROR_RESPONSES)
+    async def predict(
+        body: PredictRequest, model: str = Query(description="Model route, e.g. svm, knn, lightgbm")
+    ) -> dict[str, Any]:
+        """Queue the records and wait for their predictions (504 after the configured timeout)."""
+        accepted = await accept(model, body, reply=True)
+        document = await hub.wait(accepted.request_id, settings.gateway.predict_timeout_s)
+        document["missing_features"] = accepted.missing_features
+        return document
+
+    @app.get("/predictions/{request_id}", responses=ERROR_RESPONSES)
+    async def prediction(request_id: str) -> JSONResponse:
+        """The predictions once done (200), ``pending`` while queued (202), 404 if unknown or expired."""
+        document = await broker.result(request_id)
+        if document is None:
+            raise NotFound(f"no request {request_id!r} (never accepted, or its result expired)")
+        if document.get("status") != "done":
+            return JSONResponse({"status": "pending", "request_id": request_id}, status_code=202)
+        return JSONResponse(document)
+
+    @app.get("/models")
+    async def models() -> dict[str, Any]:
+        """Each route, the model version it resolves to now, and that version's input schema."""
+        out: dict[str, Any] = {}
+        for route in registry.routes:
+            entry: dict[str, Any] = {"uri": registry.route_uris[route]}
+            try:
+                ref = await registry.aresolve(route)
+                entry |= {"name": ref.name, "version": ref.version}
+                entry["inputs"] = (await registry.aschema(ref)).as_dict()
+            except ModelUnavailable as exc:
+                entry["error"] = str(exc)
+            out[route] = entry
+        return {"models": out}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """The process is alive (no dependency is checked)."""
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Redis reachable, every route's model resolvable, a worker seen recently."""
+        checks: dict[str, Any] = {}
+        try:
+            await broker.redis.ping()
+            workers = await broker.live_workers(settings.gateway.worker_seen_s)
+            checks["redis"] = "ok"
+            checks["workers"] = len(workers)
+        except (RedisError, OSError) as exc:
+            checks["redis"] = f"unreachable ({type(exc).__name__})"
+            checks["workers"] = 0
+        routes: dict[str, str] = {}
+        for route in registry.routes:
+            try:
+                ref = await registry.aresolve(route)
+                routes[route] = f"{ref.name} v{ref.version}"
+            except ModelUnavailable as exc:
+                routes[route] = f"unavailable: {exc}"
+        checks["models"] = routes
+        ok = (
+            checks["redis"] == "ok"
+            and checks["workers"] > 0
+            and all(" v" in v for v in routes.values())
+        )
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    return app
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    problems: list[Problem] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "problems": [p.as_dict() for p in problems or []],
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StreammlError)
+    async def domain_error(request: Request, exc: StreammlError) -> JSONResponse:
+        status = next((s for t, s in ERROR_STATUS.items() if isinstance(exc, t)), 500)
+        retry = next((r for t, r in RETRY_AFTER_S.items() if isinstance(exc, t)), None)
+        headers = {"Retry-After": str(retry)} if retry else None
+        if status >= 500:
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+        problems = exc.problems if isinstance(exc, InvalidRequest) else None
+        message = str(exc)
+        if isinstance(exc, BrokerUnavailable | ModelUnavailable):
+            message = "a backing service is unavailable; retry later"  # internals stay in our logs
+        return _error(status, exc.code, message, problems, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [_problem_from_pydantic(e) for e in exc.errors()]
+        return _error(
+            422,
+            InvalidRequest.code,
+            problems[0].message if problems else "invalid request",
+            problems,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error; it has been logged")
+
+
+def _problem_from_pydantic(error: Any) -> Problem:
+    """Turn FastAPI's location (``body.data.3``) into the record index and field a client needs."""
+    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "missing" and location == ["data"]:
+        return Problem("the body must be an object with a 'data' list of records", field="data")
+    if location[:1] == ["data"] and len(location) >= 2 and location[1].isdigit():
+        index = int(location[1])
+        return Problem(
+            f"record {index}: {message.lower()} (each record is an object of feature: value)", index
+        )
+    if location[:1] == ["query"]:
+        return Problem(f"query parameter {location[-1]!r}: {message.lower()}", field=location[-1])
+    where = ".".join(location) or "body"
+    return Problem(f"{where}: {message.lower()}", field=where)

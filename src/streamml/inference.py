@@ -1,0 +1,46 @@
+"""Inference in one place: validated records in, class labels out, one predict call per batch.
+
+The gateway and the worker are thin adapters around this module. ``predict`` blocks (it runs the
+scikit-learn pipeline), so async callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from streamml.schema import NUMERIC_TYPES, InputSchema
+
+
+@dataclass
+class LoadedModel:
+    """A deserialized model version and the schema its inputs follow."""
+
+    route: str
+    name: str
+    version: str
+    estimator: Any
+    schema: InputSchema
+
+    def predict(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """One predict call for all ``records``; absent features become NaN for the imputers."""
+        labels = self.estimator.predict(records_to_frame(records, self.schema))
+        return [str(label) for label in labels]
+
+
+def records_to_frame(records: Sequence[dict[str, Any]], schema: InputSchema) -> pd.DataFrame:
+    """Build the model's input frame column by column (much cheaper than per-row DataFrame work)."""
+    columns: dict[str, Any] = {}
+    nan = float("nan")
+    for column in schema.columns:
+        name = column.name
+        if column.type in NUMERIC_TYPES:
+            values = [record.get(name, nan) for record in records]
+            columns[name] = np.asarray(values, dtype=np.float64)
+        else:
+            columns[name] = pd.array([record.get(name, nan) for record in records], dtype=object)
+    return pd.DataFrame(columns, columns=schema.names)

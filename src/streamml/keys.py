@@ -1,0 +1,44 @@
+"""Every Redis key, stream, group and channel name streamml uses, with its default.
+
+All per-pipeline keys are derived from the request stream's name, so two pipelines (or two tests)
+that use different streams never touch each other's keys.
+"""
+
+from __future__ import annotations
+
+DEFAULT_STREAM = "mlops_stream"
+"""Requests accepted by the gateway, one entry per request (which may hold many records)."""
+
+DEFAULT_GROUP = "workers"
+"""Consumer group the workers read the request stream with."""
+
+DEFAULT_RESULTS_STREAM = "mlops_predictions"
+"""Capped stream of finished predictions, one entry per request, for downstream consumers."""
+
+MESSAGE_FORMAT_VERSION = "1"
+"""Version of the request-entry layout (field ``v``); bumped on incompatible changes."""
+
+
+def dead_letter_stream(stream: str) -> str:
+    """Entries that failed too often, with the reason (``mlops_stream:dlq``)."""
+    return f"{stream}:dlq"
+
+
+def result_key(stream: str, request_id: str) -> str:
+    """JSON document with a request's status and, once done, its predictions."""
+    return f"{stream}:result:{request_id}"
+
+
+def replies_channel(stream: str) -> str:
+    """Pub/sub channel on which workers announce finished requests that a client waits for."""
+    return f"{stream}:replies"
+
+
+def workers_heartbeat_key(stream: str) -> str:
+    """Sorted set of consumer name -> last heartbeat (epoch seconds)."""
+    return f"{stream}:workers"
+
+
+def idempotency_key(stream: str, key: str) -> str:
+    """The first response given to a client's ``Idempotency-Key``."""
+    return f"{stream}:idem:{key}"

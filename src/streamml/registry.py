@@ -1,0 +1,263 @@
+"""Routes -> registered models in the MLflow Model Registry: alias resolution, safe loading, caching.
+
+A route such as ``svm`` names a model URI such as ``models:/SVC@champion``. The alias is resolved to a
+version at most every ``alias_refresh_s`` seconds, so moving ``champion`` in MLflow switches every
+worker to the new version without a restart. A model is loaded once per (name, version) and kept.
+
+Models are loaded only from the skops format, with the allow-list of extra types coming from our
+settings (not from the artifact itself). A pickled model is refused, never silently loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamml.errors import ModelLoadError, ModelUnavailable, UnknownRoute
+from streamml.inference import LoadedModel
+from streamml.schema import InputSchema
+
+log = logging.getLogger(__name__)
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One concrete model version serving a route."""
+
+    route: str
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """What a route points at: a fixed version or an alias to resolve."""
+
+    name: str
+    alias: str | None
+    version: str | None
+
+    @classmethod
+    def parse(cls, uri: str) -> RouteTarget:
+        match = _MODEL_URI.match(uri)
+        if not match:
+            raise ValueError(
+                f"model URI {uri!r} must look like models:/Name@alias or models:/Name/3"
+            )
+        return cls(match["name"], match["alias"], match["version"])
+
+
+class ModelRegistry:
+    """Thread-safe resolver and loader. Every method that may talk to MLflow blocks: call it in a
+    thread from async code (the ``a*`` helpers do, and skip the thread when the cache is fresh)."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        routes: Mapping[str, str],
+        *,
+        alias_refresh_s: float = 30.0,
+        trusted_types: Sequence[str] = (),
+        cache_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from mlflow import MlflowClient  # mlflow is slow to import; only processes that need it pay
+
+        self.tracking_uri = tracking_uri
+        self.targets = {route: RouteTarget.parse(uri) for route, uri in routes.items()}
+        self.route_uris = dict(routes)
+        self.alias_refresh_s = alias_refresh_s
+        self.trusted_types = list(trusted_types)
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._cache_dir = cache_dir
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._resolved: dict[str, tuple[ModelRef, float]] = {}
+        self._schemas: dict[tuple[str, str], InputSchema] = {}
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._load_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    @property
+    def routes(self) -> list[str]:
+        return list(self.targets)
+
+    def target(self, route: str) -> RouteTarget:
+        try:
+            return self.targets[route]
+        except KeyError:
+            raise UnknownRoute(route, self.routes) from None
+
+    # -- resolution ---------------------------------------------------------------------------
+
+    def cached_ref(self, route: str) -> ModelRef | None:
+        """The resolved version if it is still fresh, without touching MLflow."""
+        entry = self._resolved.get(route)
+        if entry and self._clock() - entry[1] < self.alias_refresh_s:
+            return entry[0]
+        return None
+
+    def resolve(self, route: str) -> ModelRef:
+        """Route -> (name, version), re-resolving the alias when the cached answer is stale.
+
+        If MLflow cannot be reached but the route was resolved before, the last known version keeps
+        serving (a registry outage must not stop inference of models we already have)."""
+        target = self.target(route)
+        fresh = self.cached_ref(route)
+        if fresh:
+            return fresh
+        try:
+            if target.version is not None:
+                version = target.version
+            else:
+                assert target.alias is not None
+                version = str(
+                    self._client.get_model_version_by_alias(target.name, target.alias).version
+                )
+        except Exception as exc:
+            stale = self._resolved.get(route)
+            if stale:
+                log.warning(
+                    "registry unreachable (%s); %s stays on version %s",
+                    exc,
+                    route,
+                    stale[0].version,
+                )
+                return stale[0]
+            raise ModelUnavailable(
+                f"cannot resolve {self.route_uris[route]} in the registry at {self.tracking_uri}: {exc}"
+            ) from exc
+        ref = ModelRef(route, target.name, version)
+        previous = self._resolved.get(route)
+        if previous and previous[0] != ref:
+            log.info(
+                "route %s moved from %s v%s to v%s", route, ref.name, previous[0].version, version
+            )
+        with self._lock:
+            self._resolved[route] = (ref, self._clock())
+        return ref
+
+    async def aresolve(self, route: str) -> ModelRef:
+        self.target(route)  # unknown routes fail fast, without a thread hop
+        return self.cached_ref(route) or await asyncio.to_thread(self.resolve, route)
+
+    # -- signatures ----------------------------------------------------------------------------
+
+    def schema(self, ref: ModelRef) -> InputSchema:
+        """The input schema of a model version (its MLflow signature), cached per version."""
+        key = (ref.name, ref.version)
+        cached = self._schemas.get(key)
+        if cached:
+            return cached
+        from mlflow.artifacts import download_artifacts
+        from mlflow.models import Model
+
+        try:
+            # Only the MLmodel file: the gateway needs the signature, not the model.
+            path = download_artifacts(
+                artifact_uri=f"{ref.uri}/MLmodel",
+                dst_path=tempfile.mkdtemp(prefix="streamml-mlmodel-", dir=self._cache_dir),
+                tracking_uri=self.tracking_uri,
+                registry_uri=self.tracking_uri,
+            )
+            signature = Model.load(path).signature
+        except Exception as exc:
+            raise ModelUnavailable(f"cannot read the signature of {ref.uri}: {exc}") from exc
+        schema = InputSchema.from_mlflow_signature(signature)
+        self._schemas[key] = schema
+        return schema
+
+    async def aschema(self, ref: ModelRef) -> InputSchema:
+        return self._schemas.get((ref.name, ref.version)) or await asyncio.to_thread(
+            self.schema, ref
+        )
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self, ref: ModelRef) -> LoadedModel:
+        """The model object for a version, loaded once (concurrent callers wait for one load)."""
+        key = (ref.name, ref.version)
+        model = self._models.get(key)
+        if model:
+            return model
+        with self._lock:
+            key_lock = self._load_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            model = self._models.get(key)
+            if model:
+                return model
+            started = time.perf_counter()
+            model = self._load_uncached(ref)
+            self._models[key] = model
+            log.info(
+                "loaded %s v%s in %.0f ms",
+                ref.name,
+                ref.version,
+                (time.perf_counter() - started) * 1e3,
+            )
+            return model
+
+    def loaded_versions(self) -> list[tuple[str, str]]:
+        return sorted(self._models)
+
+    def _load_uncached(self, ref: ModelRef) -> LoadedModel:
+        from mlflow.artifacts import download_artifacts
+        from mlflow.models import Model
+
+        try:
+            local = download_artifacts(
+                artifact_uri=ref.uri,
+                dst_path=tempfile.mkdtemp(prefix="streamml-model-", dir=self._cache_dir),
+                tracking_uri=self.tracking_uri,
+                registry_uri=self.tracking_uri,
+            )
+        except Exception as exc:
+            raise ModelUnavailable(f"cannot download {ref.uri}: {exc}") from exc
+        mlmodel = Model.load(local)
+        flavor = mlmodel.flavors.get("sklearn")
+        if flavor is None:
+            raise ModelLoadError(
+                f"{ref.uri} has no sklearn flavor; streamml serves scikit-learn models"
+            )
+        if flavor.get("serialization_format") != "skops":
+            raise ModelLoadError(
+                f"{ref.uri} is serialized as {flavor.get('serialization_format')!r}; streamml loads "
+                "only the skops format (log it with serialization_format='skops')"
+            )
+        import skops.io
+
+        path = Path(local) / flavor["pickled_model"]
+        try:
+            estimator = skops.io.load(path, trusted=self.trusted_types)
+        except Exception as exc:
+            untrusted = _untrusted_types(path)
+            hint = (
+                f"; untrusted types: {untrusted} (add to STREAMML_MLFLOW_TRUSTED_TYPES)"
+                if untrusted
+                else ""
+            )
+            raise ModelLoadError(f"cannot load {ref.uri} with skops: {exc}{hint}") from exc
+        schema = InputSchema.from_mlflow_signature(mlmodel.signature)
+        self._schemas.setdefault((ref.name, ref.version), schema)
+        return LoadedModel(ref.route, ref.name, ref.version, estimator, schema)
+
+
+def _untrusted_types(path: Path) -> list[str]:
+    import skops.io
+
+    try:
+        return list(skops.io.get_untrusted_types(file=path))
+    except Exception:
+        return []

@@ -1,0 +1,113 @@
+"""Process entry points: build collaborators from settings, run the gateway or a worker, handle signals.
+
+The CLI calls these; they are also what `streamml up` runs as child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from streamml.registry import ModelRegistry
+from streamml.settings import Settings
+from streamml.worker import Worker, WorkerStats
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("mlflow", "urllib3", "alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def make_registry(settings: Settings) -> ModelRegistry:
+    cache = settings.state_dir / "model-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return ModelRegistry(
+        settings.tracking_uri(),
+        settings.mlflow.routes,
+        alias_refresh_s=settings.mlflow.alias_refresh_s,
+        trusted_types=settings.mlflow.trusted_types,
+        cache_dir=cache,
+    )
+
+
+def make_redis(settings: Settings) -> Redis:
+    # Timeouts bound every call, so an unreachable Redis turns into a 503, never a hang.
+    return Redis.from_url(
+        settings.redis_url(),
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=10,
+        retry_on_timeout=False,
+    )
+
+
+def run_gateway(settings: Settings, *, log_level: str = "info") -> None:
+    import uvicorn
+
+    from streamml.broker import Broker
+    from streamml.gateway import create_app
+
+    app = create_app(
+        settings, Broker(make_redis(settings), settings.streams), make_registry(settings)
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level=log_level,
+        access_log=False,  # a log line per request costs more than the request at high rates
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+
+
+async def run_worker_async(
+    settings: Settings, *, burst: bool = False, consumer: str | None = None
+) -> WorkerStats:
+    redis = make_redis(settings)
+    worker = Worker(redis, make_registry(settings), settings, consumer=consumer)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if worker._stopping.is_set():  # a second signal: stop now, the batch stays pending
+            log.warning("second %s: stopping at once", signal.Signals(signum).name)
+            if task:
+                task.cancel()
+            return
+        log.info("%s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        worker.stop()
+        if task:
+            loop.call_later(settings.worker.shutdown_grace_s, task.cancel)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await worker.run(burst=burst)
+    finally:
+        await redis.aclose()
+
+
+def run_worker(
+    settings: Settings, *, burst: bool = False, consumer: str | None = None
+) -> WorkerStats:
+    try:
+        return asyncio.run(run_worker_async(settings, burst=burst, consumer=consumer))
+    except asyncio.CancelledError:
+        log.warning("worker stopped before its batch finished; it stays pending for another worker")
+        return WorkerStats()
+
+
+def state_file(settings: Settings, name: str) -> Path:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return settings.state_dir / name

@@ -1,0 +1,181 @@
+"""Typed settings, one object per external system, read from ``STREAMML_*`` environment variables.
+
+Nothing here is read at import time: commands call :meth:`Settings.load` in ``main()`` and pass the
+result down. The conventional ``REDIS_URL`` and ``MLFLOW_TRACKING_URI`` variables are honoured too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamml import keys
+
+DEFAULT_ROUTES: dict[str, str] = {
+    "svm": "models:/SVC@champion",
+    "knn": "models:/Knn_Classifier@champion",
+    "lightgbm": "models:/LightGBM_Classifier@champion",
+}
+
+# Types skops may rebuild beyond scikit-learn's own, which skops trusts by default. The list lives in
+# our configuration, not in the model artifact, so a tampered artifact cannot widen it.
+DEFAULT_TRUSTED_TYPES: list[str] = [
+    "collections.OrderedDict",
+    "collections.defaultdict",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "numpy.dtype",
+]
+
+REDIS_URL_FILE = "redis.url"
+MLFLOW_URL_FILE = "mlflow.url"
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", populate_by_name=True)
+
+
+class RedisSettings(BaseSettings):
+    """How to reach Redis, or how to start the embedded server when no URL is given."""
+
+    model_config = _config("STREAMML_REDIS_")
+
+    url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "STREAMML_REDIS_URL", "url")
+    )
+    """``redis://[:password@]host:port/db``. Unset: the URL `streamml up` wrote to the state dir."""
+    port: int = 6390
+    """Port the embedded server prefers; a free one is picked if it is taken."""
+    appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    """AOF fsync policy of the embedded server (``everysec`` may lose the last second on a crash)."""
+
+
+class MlflowSettings(BaseSettings):
+    """The MLflow tracking server and Model Registry, and which registered model serves each route."""
+
+    model_config = _config("STREAMML_MLFLOW_")
+
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "MLFLOW_TRACKING_URI", "STREAMML_MLFLOW_TRACKING_URI", "tracking_uri"
+        ),
+    )
+    """Unset: the URL `streamml up` wrote to the state dir, else http://127.0.0.1:5001."""
+    host: str = "127.0.0.1"
+    """Interface the embedded ``mlflow server`` binds to."""
+    port: int = 5001
+    """Port of the embedded ``mlflow server``."""
+    routes: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_ROUTES),
+        validation_alias=AliasChoices("STREAMML_ROUTES", "routes"),
+    )
+    """Route name -> model URI (``models:/Name@alias`` or ``models:/Name/3``), as JSON in the env."""
+    alias_refresh_s: float = 30.0
+    """How often an alias is re-resolved, so moving ``champion`` takes effect without a restart."""
+    trusted_types: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_TYPES))
+    """Non-scikit-learn types skops may load; anything else in a model artifact is refused."""
+    experiment: str = "streamml-demo-models"
+    """Experiment `streamml train` logs its runs and holdout metrics to."""
+
+
+class StreamSettings(BaseSettings):
+    """Names and retention of the Redis streams and keys of one pipeline."""
+
+    model_config = _config("STREAMML_")
+
+    stream: str = keys.DEFAULT_STREAM
+    """Request stream the gateway publishes to."""
+    group: str = keys.DEFAULT_GROUP
+    """Consumer group of the workers."""
+    results_stream: str = keys.DEFAULT_RESULTS_STREAM
+    """Capped stream of finished predictions."""
+    results_maxlen: int = 100_000
+    """Approximate cap of the results stream (``XADD MAXLEN ~``)."""
+    result_ttl_s: int = 3600
+    """How long a request's result can be fetched from ``GET /predictions/{id}``."""
+
+
+class GatewaySettings(BaseSettings):
+    """The HTTP gateway."""
+
+    model_config = _config("STREAMML_GATEWAY_")
+
+    host: str = "127.0.0.1"
+    port: int = 8800
+    predict_timeout_s: float = 10.0
+    """How long ``POST /predict`` waits for the prediction before answering 504."""
+    worker_seen_s: float = 15.0
+    """``/ready`` needs a worker heartbeat at most this old."""
+
+
+class WorkerSettings(BaseSettings):
+    """The stream workers."""
+
+    model_config = _config("STREAMML_WORKER_")
+
+    batch_entries: int = 256
+    """Most request entries read by one ``XREADGROUP`` (each entry may hold many records)."""
+    block_ms: int = 20
+    """How long ``XREADGROUP`` blocks when the stream is empty."""
+    consumer: str | None = None
+    """Consumer name; unset: ``<host>-<pid>-<random>``, unique per process."""
+    predictions_csv: Path | None = None
+    """CSV sink; unset: ``<state dir>/predictions.csv``."""
+    heartbeat_s: float = 5.0
+    """How often a worker records that it is alive (read by ``/ready`` and ``status``)."""
+    claim_idle_ms: int = 30_000
+    """Entries pending longer than this (a dead or stuck consumer's, or a failed attempt) are
+    claimed (XAUTOCLAIM) and processed again."""
+    claim_interval_s: float = 5.0
+    """How often a running worker looks for such entries."""
+    max_deliveries: int = 5
+    """After this many failed deliveries an entry goes to the dead-letter stream."""
+    shutdown_grace_s: float = 20.0
+    """On SIGTERM/SIGINT: time to finish and ack the in-flight batch before giving up."""
+
+
+class Settings(BaseSettings):
+    """All of streamml's settings. Build with :meth:`load` where a program starts."""
+
+    model_config = _config("STREAMML_")
+
+    state_dir: Path = Path(".streamml")
+    """Redis data, MLflow database and artifacts, predictions CSV."""
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    streams: StreamSettings = Field(default_factory=StreamSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @classmethod
+    def load(cls, state_dir: Path | None = None) -> Settings:
+        """Read the environment; an explicit ``state_dir`` (a CLI flag) wins over it."""
+        settings = cls()
+        if state_dir is not None:
+            settings.state_dir = state_dir
+        return settings
+
+    def redis_url(self) -> str:
+        """The configured URL, else the embedded server's (written by `streamml up`)."""
+        if self.redis.url:
+            return self.redis.url
+        recorded = self.state_dir / REDIS_URL_FILE
+        if recorded.exists():
+            return recorded.read_text().strip()
+        return "redis://127.0.0.1:6379/0"
+
+    def tracking_uri(self) -> str:
+        """The configured tracking URI, else the embedded server's."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        recorded = self.state_dir / MLFLOW_URL_FILE
+        if recorded.exists():
+            return recorded.read_text().strip()
+        return f"http://{self.mlflow.host}:{self.mlflow.port}"
+
+    def predictions_csv(self) -> Path:
+        return self.worker.predictions_csv or self.state_dir / "predictions.csv"

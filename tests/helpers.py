@@ -1,0 +1,35 @@
+"""Helpers shared by tests: an in-process gateway client and a burst worker on the test's stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from redis.asyncio import Redis
+
+from streamml.broker import Broker
+from streamml.gateway import create_app
+from streamml.registry import ModelRegistry
+from streamml.settings import Settings
+from streamml.worker import Worker, WorkerStats
+
+SEED_EXAMPLE = {"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]}
+"""The example from the original project's README, exactly as a user types it."""
+
+
+@asynccontextmanager
+async def gateway_client(
+    settings: Settings, redis: Redis, registry: ModelRegistry
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real FastAPI app (lifespan included) over ASGI, publishing to the test's stream."""
+    app = create_app(settings, Broker(redis, settings.streams), registry)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+
+
+async def drain(settings: Settings, redis: Redis, registry: ModelRegistry, consumer: str = "test-worker") -> WorkerStats:
+    """Run a worker in burst mode until the stream is drained."""
+    return await Worker(redis, registry, settings, consumer=consumer).run(burst=True)
