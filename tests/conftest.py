@@ -45,7 +45,11 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     frame, source = training_frame(None, TRAIN_ROWS, 0)
     train_and_register(
-        frame, tracking_uri=uri, experiment="tests", trusted_types=DEFAULT_TRUSTED_TYPES, source=source,
+        frame,
+        tracking_uri=uri,
+        experiment="tests",
+        trusted_types=DEFAULT_TRUSTED_TYPES,
+        source=source,
         artifact_location=(root / "artifacts").as_uri(),
     )
     return uri
@@ -71,7 +75,9 @@ def settings(tmp_path: Path, redis_url: str, tracking_uri: str) -> Settings:
 def shared_registry(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
     """One registry for tests that only read: models load once per session."""
     return ModelRegistry(
-        tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES,
+        tracking_uri,
+        DEFAULT_ROUTES,
+        trusted_types=DEFAULT_TRUSTED_TYPES,
         cache_dir=tmp_path_factory.mktemp("model-cache"),
     )
 

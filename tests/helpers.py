@@ -30,6 +30,8 @@ async def gateway_client(
             yield client
 
 
-async def drain(settings: Settings, redis: Redis, registry: ModelRegistry, consumer: str = "test-worker") -> WorkerStats:
+async def drain(
+    settings: Settings, redis: Redis, registry: ModelRegistry, consumer: str = "test-worker"
+) -> WorkerStats:
     """Run a worker in burst mode until the stream is drained."""
     return await Worker(redis, registry, settings, consumer=consumer).run(burst=True)

@@ -4,6 +4,7 @@ results, and the operational endpoints."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -42,7 +43,8 @@ async def test_published_entry_uses_the_signature_names(
             json={"data": [{"resource-allocation": 3, "WFH setup available": "Yes", "GENDER": "Male"}]},
         )
     assert response.status_code == 202
-    [(_, fields)] = await redis.xrange(settings.streams.stream)
+    entries: Any = await redis.xrange(settings.streams.stream)
+    [(_, fields)] = entries
     assert fields[b"route"] == b"knn"
     assert fields[b"records"] == b'[{"Resource Allocation":3.0,"WFH Setup Available":"Yes","Gender":"Male"}]'
 
@@ -50,21 +52,46 @@ async def test_published_entry_uses_the_signature_names(
 @pytest.mark.parametrize(
     ("body", "status", "names"),
     [
-        pytest.param({"data": [{"Sleep Hour": 7}]}, 422, ["Sleep Hour", "Sleep Hours"], id="unknown-feature-with-hint"),
-        pytest.param({"data": [{"Designation": 1}, {"Designation": "high"}]}, 422, ["record 1", "Designation"], id="wrong-type"),
-        pytest.param({"data": [{"Gender": 3}]}, 422, ["record 0", "Gender", "string"], id="number-for-string"),
-        pytest.param({"data": [{"Designation": True}]}, 422, ["record 0", "Designation", "bool"], id="bool-for-number"),
+        pytest.param(
+            {"data": [{"Sleep Hour": 7}]},
+            422,
+            ["Sleep Hour", "Sleep Hours"],
+            id="unknown-feature-with-hint",
+        ),
+        pytest.param(
+            {"data": [{"Designation": 1}, {"Designation": "high"}]},
+            422,
+            ["record 1", "Designation"],
+            id="wrong-type",
+        ),
+        pytest.param(
+            {"data": [{"Gender": 3}]}, 422, ["record 0", "Gender", "string"], id="number-for-string"
+        ),
+        pytest.param(
+            {"data": [{"Designation": True}]},
+            422,
+            ["record 0", "Designation", "bool"],
+            id="bool-for-number",
+        ),
         pytest.param({"data": []}, 422, ["empty"], id="empty-data"),
         pytest.param({"rows": []}, 422, ["data"], id="no-data-key"),
         pytest.param({"data": [1, 2]}, 422, ["record 0"], id="record-not-object"),
         pytest.param({"data": "x"}, 422, ["data"], id="data-not-list"),
         pytest.param(
-            {"data": [{"Sleep Hours": 7, "sleep_hours": 8}]}, 422, ["Sleep Hours", "twice"], id="same-feature-twice"
+            {"data": [{"Sleep Hours": 7, "sleep_hours": 8}]},
+            422,
+            ["Sleep Hours", "twice"],
+            id="same-feature-twice",
         ),
     ],
 )
 async def test_invalid_requests_are_rejected_and_publish_nothing(
-    settings: Settings, redis: Redis, shared_registry: ModelRegistry, body: object, status: int, names: list[str]
+    settings: Settings,
+    redis: Redis,
+    shared_registry: ModelRegistry,
+    body: object,
+    status: int,
+    names: list[str],
 ) -> None:
     async with gateway_client(settings, redis, shared_registry) as client:
         response = await client.post("/predict_stream?model=svm", json=body)
@@ -81,7 +108,7 @@ async def test_invalid_requests_are_rejected_and_publish_nothing(
 async def test_non_finite_numbers_are_rejected_naming_record_and_field(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry, token: str
 ) -> None:
-    raw = '{"data": [{"Designation": 1}, {"Designation": 2, "Team Size": %s}]}' % token
+    raw = f'{{"data": [{{"Designation": 1}}, {{"Designation": 2, "Team Size": {token}}}]}}'
     async with gateway_client(settings, redis, shared_registry) as client:
         response = await client.post(
             "/predict_stream?model=svm", content=raw, headers={"Content-Type": "application/json"}
@@ -108,7 +135,9 @@ async def test_unknown_route_is_404_listing_the_routes(
     assert await redis.xlen(settings.streams.stream) == 0
 
 
-async def test_missing_model_parameter_is_422(settings: Settings, redis: Redis, shared_registry: ModelRegistry) -> None:
+async def test_missing_model_parameter_is_422(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
     async with gateway_client(settings, redis, shared_registry) as client:
         response = await client.post("/predict_stream", json=SEED_EXAMPLE)
     assert response.status_code == 422
@@ -136,7 +165,9 @@ async def test_prediction_status_goes_from_pending_to_done(
         assert body["timings"]["latency_ms"] >= 0
 
 
-async def test_unknown_request_id_is_404(settings: Settings, redis: Redis, shared_registry: ModelRegistry) -> None:
+async def test_unknown_request_id_is_404(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
     async with gateway_client(settings, redis, shared_registry) as client:
         response = await client.get("/predictions/does-not-exist")
     assert response.status_code == 404
@@ -152,12 +183,18 @@ async def test_models_lists_routes_versions_and_schemas(
     assert models["svm"]["name"] == "SVC"
     assert models["svm"]["uri"] == "models:/SVC@champion"
     inputs = {c["name"]: c for c in models["knn"]["inputs"]}
-    assert inputs["Resource Allocation"] == {"name": "Resource Allocation", "type": "double", "required": False}
+    assert inputs["Resource Allocation"] == {
+        "name": "Resource Allocation",
+        "type": "double",
+        "required": False,
+    }
     assert inputs["Gender"]["type"] == "string"
     assert len(inputs) == 13
 
 
-async def test_ready_needs_a_live_worker(settings: Settings, redis: Redis, shared_registry: ModelRegistry) -> None:
+async def test_ready_needs_a_live_worker(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
     async with gateway_client(settings, redis, shared_registry) as client:
         assert (await client.get("/health")).json() == {"status": "ok"}
         not_ready = await client.get("/ready")

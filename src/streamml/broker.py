@@ -47,11 +47,7 @@ class Entry:
 def decode_entry(stream_id: str, fields: dict[bytes, bytes]) -> Entry:
     try:
         records = orjson.loads(fields[b"records"])
-        if (
-            not isinstance(records, list)
-            or not records
-            or not all(isinstance(r, dict) for r in records)
-        ):
+        if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
             raise InvalidEntry("'records' is not a non-empty JSON list of objects")
         return Entry(
             stream_id=stream_id,
@@ -89,7 +85,7 @@ class Broker:
         self, request_id: str, route: str, records: Sequence[dict[str, Any]], *, reply: bool = False
     ) -> str:
         """Record the request as pending and append it to the stream, atomically (MULTI)."""
-        fields: dict[str, Any] = {
+        fields: Any = {
             "v": keys.MESSAGE_FORMAT_VERSION,
             "request_id": request_id,
             "route": route,
@@ -107,20 +103,21 @@ class Broker:
                     nx=True,
                 )
                 pipe.xadd(self.stream, fields)
-                _, stream_id = await pipe.execute()
+                replies: Any = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot publish to Redis: {type(exc).__name__}") from exc
+        stream_id = replies[1]
         return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
 
     async def result(self, request_id: str) -> dict[str, Any] | None:
         try:
-            raw = await self.redis.get(keys.result_key(self.stream, request_id))
+            raw: Any = await self.redis.get(keys.result_key(self.stream, request_id))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot read from Redis: {type(exc).__name__}") from exc
         return None if raw is None else dict(orjson.loads(raw))
 
     async def live_workers(self, within_s: float) -> list[str]:
-        members = await self.redis.zrangebyscore(
+        members: Any = await self.redis.zrangebyscore(
             keys.workers_heartbeat_key(self.stream), time.time() - within_s, "+inf"
         )
         return [m.decode() for m in members]
@@ -142,7 +139,7 @@ class Broker:
         """New entries (``>``), or this consumer's own pending ones (``0``) when recovering."""
         start = "0" if own_pending else ">"
         try:
-            reply = await self.redis.xreadgroup(
+            reply: Any = await self.redis.xreadgroup(
                 self.group,
                 consumer,
                 {self.stream: start},
@@ -166,7 +163,7 @@ class Broker:
     async def forget_worker(self, consumer: str) -> None:
         """Remove a stopped consumer from the heartbeat set and, when it holds nothing, the group."""
         await self.redis.zrem(keys.workers_heartbeat_key(self.stream), consumer)
-        pending = await self.redis.xpending_range(
+        pending: Any = await self.redis.xpending_range(
             self.stream, self.group, "-", "+", 1, consumername=consumer
         )
         if not pending:
@@ -185,12 +182,12 @@ class Broker:
             "groups": [],
         }
         try:
-            groups = await self.redis.xinfo_groups(self.stream)
+            groups: Any = await self.redis.xinfo_groups(self.stream)
         except ResponseError:
             groups = []
         for group in groups:
             name = _text(group["name"])
-            consumers = await self.redis.xinfo_consumers(self.stream, name)
+            consumers: Any = await self.redis.xinfo_consumers(self.stream, name)
             out["groups"].append(
                 {
                     "name": name,
@@ -214,7 +211,7 @@ class Broker:
         lag = 0
         start = f"({last_delivered_id}"
         while True:
-            batch = await self.redis.xrange(self.stream, min=start, max="+", count=10_000)
+            batch: Any = await self.redis.xrange(self.stream, min=start, max="+", count=10_000)
             lag += len(batch)
             if len(batch) < 10_000:
                 return lag

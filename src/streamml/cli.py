@@ -23,9 +23,7 @@ console = Console()
 
 StateDir = Annotated[
     Path | None,
-    typer.Option(
-        "--state-dir", envvar="STREAMML_STATE_DIR", help="Redis data, MLflow db, predictions CSV."
-    ),
+    typer.Option("--state-dir", envvar="STREAMML_STATE_DIR", help="Redis data, MLflow db, predictions CSV."),
 ]
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")]
 
@@ -57,17 +55,13 @@ def up(
     if port is not None:
         settings.gateway.port = port
     raise typer.Exit(
-        Stack(settings, console).run(
-            workers=workers, rate=rate if produce else 0.0, duration=duration
-        )
+        Stack(settings, console).run(workers=workers, rate=rate if produce else 0.0, duration=duration)
     )
 
 
 @app.command()
 def api(
-    host: Annotated[
-        str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")
-    ] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8800).")] = None,
     state_dir: StateDir = None,
     log_level: LogLevel = "info",
@@ -175,9 +169,7 @@ def status(
         f"{report['results_stream']}: {report['results_length']} · dead letters: {report['dead_letters']}"
     )
     for group in report["groups"]:
-        console.print(
-            f"group [bold]{group['name']}[/]: lag {group['lag']}, pending {group['pending']}"
-        )
+        console.print(f"group [bold]{group['name']}[/]: lag {group['lag']}, pending {group['pending']}")
         table = Table("consumer", "pending", "idle")
         for c in group["consumers"]:
             table.add_row(c["name"], str(c["pending"]), f"{c['idle_ms'] / 1000:.1f}s")
@@ -205,9 +197,7 @@ def synth(
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")],
     rows: Annotated[int, typer.Option("--rows", min=1)] = 1000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    profile_path: Annotated[
-        Path | None, typer.Option("--profile", help="Default: shipped profile.")
-    ] = None,
+    profile_path: Annotated[Path | None, typer.Option("--profile", help="Default: shipped profile.")] = None,
     drift: Annotated[
         list[str] | None, typer.Option("--drift", help="e.g. 'Mental Fatigue Score=+1.5sd'.")
     ] = None,
@@ -219,13 +209,66 @@ def synth(
 
     try:
         drifts = parse_drifts(drift or [])
-        frame = generate(
-            Profile.load(profile_path), rows, seed=seed, nulls=not no_nulls, drift=drifts
-        )
+        frame = generate(Profile.load(profile_path), rows, seed=seed, nulls=not no_nulls, drift=drifts)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     frame.to_csv(output, index=False)
     console.print(f"wrote {len(frame)} rows x {len(frame.columns)} columns to {output}")
+
+
+@app.command()
+def produce(
+    rate: Annotated[float, typer.Option("--rate", help="Target records per second.")] = 50.0,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Records per request.")] = 1,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Seconds (default: until Ctrl-C).")
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Records in all (instead of --duration).")
+    ] = None,
+    routes: Annotated[
+        str, typer.Option("--routes", "--model", help="'svm' or a mix 'svm=1,knn=1,lightgbm=2'.")
+    ] = ("svm=1,knn=1,lightgbm=1"),
+    via: Annotated[
+        str, typer.Option("--via", help="http (the gateway) or redis (straight to the stream).")
+    ] = "http",
+    url: Annotated[str | None, typer.Option("--url", help="Gateway URL (default from settings).")] = None,
+    drift: Annotated[
+        list[str] | None, typer.Option("--drift", help="e.g. 'Mental Fatigue Score=+1.5sd'.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Requests in flight at most.")
+    ] = 32,
+    profile_path: Annotated[Path | None, typer.Option("--profile", help="Default: shipped profile.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live display; print a JSON summary.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Send synthetic records to the gateway (or the stream) at a target rate."""
+    from streamml.producer import run_producer
+
+    settings = _settings(state_dir)
+    try:
+        summary = run_producer(
+            settings,
+            rate=rate,
+            batch=batch,
+            duration=duration,
+            count=count,
+            routes=routes,
+            via=via,
+            url=url,
+            drift=drift or [],
+            seed=seed,
+            concurrency=concurrency,
+            profile_path=profile_path,
+            quiet=quiet,
+            console=console,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if quiet:
+        print(json.dumps(summary))
 
 
 def main() -> None:  # pragma: no cover - console entry point

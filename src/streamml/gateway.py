@@ -178,9 +178,7 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
             missing_features=batch.missing,
         )
 
-    @app.post(
-        "/predict_stream", status_code=202, response_model=Accepted, responses=ERROR_RESPONSES
-    )
+    @app.post("/predict_stream", status_code=202, response_model=Accepted, responses=ERROR_RESPONSES)
     async def predict_stream(
         body: PredictRequest, model: str = Query(description="Model route, e.g. svm, knn, lightgbm")
     ) -> Accepted:
@@ -247,11 +245,7 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
             except ModelUnavailable as exc:
                 routes[route] = f"unavailable: {exc}"
         checks["models"] = routes
-        ok = (
-            checks["redis"] == "ok"
-            and checks["workers"] > 0
-            and all(" v" in v for v in routes.values())
-        )
+        ok = checks["redis"] == "ok" and checks["workers"] > 0 and all(" v" in v for v in routes.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     return app

@@ -122,9 +122,7 @@ class Profile:
         for c in self.columns:
             if c.name == name:
                 return c
-        raise KeyError(
-            f"no column {name!r} in the profile; columns: {[c.name for c in self.columns]}"
-        )
+        raise KeyError(f"no column {name!r} in the profile; columns: {[c.name for c in self.columns]}")
 
     def to_json(self) -> str:
         document = {
@@ -139,10 +137,7 @@ class Profile:
         }
         text = json.dumps(document, indent=1, ensure_ascii=False)
         # One line per flat list (a marginal, a correlation row) keeps the file short and diffable.
-        return (
-            _FLAT_LIST.sub(lambda m: json.dumps(json.loads(m.group(0)), ensure_ascii=False), text)
-            + "\n"
-        )
+        return _FLAT_LIST.sub(lambda m: json.dumps(json.loads(m.group(0)), ensure_ascii=False), text) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Profile:
@@ -150,9 +145,7 @@ class Profile:
         if data.get("format") != PROFILE_FORMAT or data.get("version") != PROFILE_VERSION:
             raise ValueError(f"not a {PROFILE_FORMAT} v{PROFILE_VERSION} file")
         columns = [ColumnProfile.from_dict(c) for c in data["columns"]]
-        return cls(
-            columns, np.asarray(data["copula"]["correlation"], dtype=float), data.get("source", {})
-        )
+        return cls(columns, np.asarray(data["copula"]["correlation"], dtype=float), data.get("source", {}))
 
     @classmethod
     def load(cls, path: Path | None = None) -> Profile:
@@ -183,9 +176,7 @@ def profile_frame(frame: pd.DataFrame, *, seed: int = 0) -> Profile:
     start = _nearest_correlation(scores.corr().to_numpy())
     # The copula is judged by what users compare: Pearson correlations of the values themselves
     # (categories by their normal score), pairwise over rows where both are present.
-    target = (
-        pd.DataFrame({c.name: comparable(frame[c.name], c) for c in modelled}).corr().to_numpy()
-    )
+    target = pd.DataFrame({c.name: comparable(frame[c.name], c) for c in modelled}).corr().to_numpy()
     correlation = _calibrate(modelled, start, np.nan_to_num(target), seed=seed)
     return Profile(columns, correlation)
 
@@ -267,9 +258,7 @@ def discrete_cdf(column: ColumnProfile) -> tuple[np.ndarray, np.ndarray]:
     """Support and cumulative probabilities of a discrete marginal (normalised to end at 1)."""
     probs = np.asarray(column.probs, dtype=float)
     cumulative = np.cumsum(probs / probs.sum())
-    return np.asarray(
-        column.values, dtype=object if column.kind == "categorical" else float
-    ), cumulative
+    return np.asarray(column.values, dtype=object if column.kind == "categorical" else float), cumulative
 
 
 def normal_scores(series: pd.Series, column: ColumnProfile) -> np.ndarray:
@@ -282,7 +271,7 @@ def normal_scores(series: pd.Series, column: ColumnProfile) -> np.ndarray:
         index = np.array([position[str(v)] for v in series[mask]])
         u = cumulative[index] - np.asarray(column.probs)[index] / 2 / sum(column.probs)
     elif column.kind == "date":
-        origin = pd.Timestamp(column.date_origin)
+        origin = pd.Timestamp(str(column.date_origin))
         days = (pd.to_datetime(series[mask]) - origin).dt.days.to_numpy(dtype=float)
         u = _mid_cdf(days, column)
     else:
@@ -296,8 +285,8 @@ def _mid_cdf(values: np.ndarray, column: ColumnProfile) -> np.ndarray:
         support, cumulative = discrete_cdf(column)
         index = np.clip(np.searchsorted(support.astype(float), values), 0, len(support) - 1)
         below = np.where(index > 0, cumulative[np.maximum(index - 1, 0)], 0.0)
-        return (below + cumulative[index]) / 2
-    return np.interp(values, np.asarray(column.values), np.asarray(column.probs))
+        return np.asarray((below + cumulative[index]) / 2, dtype=float)
+    return np.asarray(np.interp(values, np.asarray(column.values), np.asarray(column.probs)), dtype=float)
 
 
 def _nearest_correlation(matrix: np.ndarray, floor: float = 1e-6) -> np.ndarray:
@@ -307,7 +296,7 @@ def _nearest_correlation(matrix: np.ndarray, floor: float = 1e-6) -> np.ndarray:
     eigenvalues, vectors = np.linalg.eigh(matrix)
     fixed = vectors @ np.diag(np.maximum(eigenvalues, floor)) @ vectors.T
     scale = np.sqrt(np.diag(fixed))
-    fixed = fixed / np.outer(scale, scale)
+    fixed = np.asarray(fixed / np.outer(scale, scale), dtype=float)
     np.fill_diagonal(fixed, 1.0)
     return fixed
 
@@ -318,7 +307,7 @@ def comparable(series: pd.Series, column: ColumnProfile) -> np.ndarray:
     if column.kind == "numeric":
         return series.to_numpy(dtype=float)
     if column.kind == "date":
-        origin = pd.Timestamp(column.date_origin)
+        origin = pd.Timestamp(str(column.date_origin))
         return (pd.to_datetime(series) - origin).dt.days.to_numpy(dtype=float)
     return normal_scores(series, column)
 

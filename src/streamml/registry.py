@@ -54,9 +54,7 @@ class RouteTarget:
     def parse(cls, uri: str) -> RouteTarget:
         match = _MODEL_URI.match(uri)
         if not match:
-            raise ValueError(
-                f"model URI {uri!r} must look like models:/Name@alias or models:/Name/3"
-            )
+            raise ValueError(f"model URI {uri!r} must look like models:/Name@alias or models:/Name/3")
         return cls(match["name"], match["alias"], match["version"])
 
 
@@ -123,9 +121,7 @@ class ModelRegistry:
                 version = target.version
             else:
                 assert target.alias is not None
-                version = str(
-                    self._client.get_model_version_by_alias(target.name, target.alias).version
-                )
+                version = str(self._client.get_model_version_by_alias(target.name, target.alias).version)
         except Exception as exc:
             stale = self._resolved.get(route)
             if stale:
@@ -142,16 +138,15 @@ class ModelRegistry:
         ref = ModelRef(route, target.name, version)
         previous = self._resolved.get(route)
         if previous and previous[0] != ref:
-            log.info(
-                "route %s moved from %s v%s to v%s", route, ref.name, previous[0].version, version
-            )
+            log.info("route %s moved from %s v%s to v%s", route, ref.name, previous[0].version, version)
         with self._lock:
             self._resolved[route] = (ref, self._clock())
         return ref
 
     async def aresolve(self, route: str) -> ModelRef:
         self.target(route)  # unknown routes fail fast, without a thread hop
-        return self.cached_ref(route) or await asyncio.to_thread(self.resolve, route)
+        cached = self.cached_ref(route)
+        return cached if cached is not None else await asyncio.to_thread(self.resolve, route)
 
     # -- signatures ----------------------------------------------------------------------------
 
@@ -180,9 +175,8 @@ class ModelRegistry:
         return schema
 
     async def aschema(self, ref: ModelRef) -> InputSchema:
-        return self._schemas.get((ref.name, ref.version)) or await asyncio.to_thread(
-            self.schema, ref
-        )
+        cached = self._schemas.get((ref.name, ref.version))
+        return cached if cached is not None else await asyncio.to_thread(self.schema, ref)
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -228,9 +222,7 @@ class ModelRegistry:
         mlmodel = Model.load(local)
         flavor = mlmodel.flavors.get("sklearn")
         if flavor is None:
-            raise ModelLoadError(
-                f"{ref.uri} has no sklearn flavor; streamml serves scikit-learn models"
-            )
+            raise ModelLoadError(f"{ref.uri} has no sklearn flavor; streamml serves scikit-learn models")
         if flavor.get("serialization_format") != "skops":
             raise ModelLoadError(
                 f"{ref.uri} is serialized as {flavor.get('serialization_format')!r}; streamml loads "
@@ -244,9 +236,7 @@ class ModelRegistry:
         except Exception as exc:
             untrusted = _untrusted_types(path)
             hint = (
-                f"; untrusted types: {untrusted} (add to STREAMML_MLFLOW_TRUSTED_TYPES)"
-                if untrusted
-                else ""
+                f"; untrusted types: {untrusted} (add to STREAMML_MLFLOW_TRUSTED_TYPES)" if untrusted else ""
             )
             raise ModelLoadError(f"cannot load {ref.uri} with skops: {exc}{hint}") from exc
         schema = InputSchema.from_mlflow_signature(mlmodel.signature)

@@ -57,9 +57,7 @@ def run_gateway(settings: Settings, *, log_level: str = "info") -> None:
     from streamml.broker import Broker
     from streamml.gateway import create_app
 
-    app = create_app(
-        settings, Broker(make_redis(settings), settings.streams), make_registry(settings)
-    )
+    app = create_app(settings, Broker(make_redis(settings), settings.streams), make_registry(settings))
     config = uvicorn.Config(
         app,
         host=settings.gateway.host,
@@ -98,9 +96,7 @@ async def run_worker_async(
         await redis.aclose()
 
 
-def run_worker(
-    settings: Settings, *, burst: bool = False, consumer: str | None = None
-) -> WorkerStats:
+def run_worker(settings: Settings, *, burst: bool = False, consumer: str | None = None) -> WorkerStats:
     try:
         return asyncio.run(run_worker_async(settings, burst=burst, consumer=consumer))
     except asyncio.CancelledError:

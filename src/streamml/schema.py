@@ -78,16 +78,12 @@ class InputSchema:
         if not isinstance(records, Sequence) or isinstance(records, str | bytes):
             raise InvalidRequest([Problem("'data' must be a list of records", field="data")])
         if not records:
-            raise InvalidRequest(
-                [Problem("'data' is empty: send at least one record", field="data")]
-            )
+            raise InvalidRequest([Problem("'data' is empty: send at least one record", field="data")])
         out: list[dict[str, Any]] = []
         missing: Counter[str] = Counter()
         for index, record in enumerate(records):
             if not isinstance(record, Mapping):
-                problems.append(
-                    Problem(f"record {index} must be an object of feature: value", record=index)
-                )
+                problems.append(Problem(f"record {index} must be an object of feature: value", record=index))
                 continue
             clean = self._validate_record(index, record, problems)
             for column in self.columns:

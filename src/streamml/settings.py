@@ -60,9 +60,7 @@ class MlflowSettings(BaseSettings):
 
     tracking_uri: str | None = Field(
         default=None,
-        validation_alias=AliasChoices(
-            "MLFLOW_TRACKING_URI", "STREAMML_MLFLOW_TRACKING_URI", "tracking_uri"
-        ),
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STREAMML_MLFLOW_TRACKING_URI", "tracking_uri"),
     )
     """Unset: the URL `streamml up` wrote to the state dir, else http://127.0.0.1:5001."""
     host: str = "127.0.0.1"

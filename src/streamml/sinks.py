@@ -123,16 +123,12 @@ class CsvSink:
         os.close(self._fd)
 
 
-def queue_redis_writes(
-    pipe: Pipeline, streams: StreamSettings, results: Sequence[RequestResult]
-) -> None:
+def queue_redis_writes(pipe: Pipeline, streams: StreamSettings, results: Sequence[RequestResult]) -> None:
     """Add the result documents, results-stream entries and reply notices to a pipeline."""
     for result in results:
         entry = result.entry
         document = orjson.dumps(result.document())
-        pipe.set(
-            keys.result_key(streams.stream, entry.request_id), document, ex=streams.result_ttl_s
-        )
+        pipe.set(keys.result_key(streams.stream, entry.request_id), document, ex=streams.result_ttl_s)
         pipe.xadd(
             streams.results_stream,
             {

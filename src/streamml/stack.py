@@ -98,9 +98,7 @@ class Stack:
         missing = missing_demo_models(tracking_uri)
         if not missing:
             return
-        self.console.print(
-            f"training demo models {', '.join(missing)} on synthetic data (about 30 s) ..."
-        )
+        self.console.print(f"training demo models {', '.join(missing)} on synthetic data (about 30 s) ...")
         frame, source = training_frame(None, 20_000, 0)
         for model in train_and_register(
             frame,
@@ -110,9 +108,7 @@ class Stack:
             source=source,
             models=missing,
         ):
-            self.console.print(
-                f"  {model.name} v{model.version}: holdout macro-F1 {model.macro_f1:.3f}"
-            )
+            self.console.print(f"  {model.name} v{model.version}: holdout macro-F1 {model.macro_f1:.3f}")
 
     def _child(self, name: str, args: list[str], env: dict[str, str]) -> ManagedProcess:
         argv = [sys.executable, "-m", "streamml", *args]
@@ -143,7 +139,8 @@ class Stack:
             f"gateway      {gateway_url}   (docs: {gateway_url}/docs)",
             f"MLflow       {tracking_uri}",
             f"Redis        {redis_shown}   (password in {self.state / 'redis' / 'redis.password'})",
-            f"stream       {self.settings.streams.stream}, group {self.settings.streams.group}, {workers} workers",
+            f"stream       {self.settings.streams.stream}, group {self.settings.streams.group}, "
+            f"{workers} workers",
             f"predictions  {self.settings.predictions_csv()}",
             f"logs         {self.state / 'logs'}",
             f"producer     {f'{rate:g} records/s' if rate else 'off'}",
@@ -153,9 +150,7 @@ class Stack:
             f'     redis-cli -p {port} -a "$(cat {self.state / "redis" / "redis.password"})" xlen '
             f"{self.settings.streams.stream}",
         ]
-        self.console.print(
-            Panel("\n".join(lines), title="streamml is up (Ctrl-C stops everything)")
-        )
+        self.console.print(Panel("\n".join(lines), title="streamml is up (Ctrl-C stops everything)"))
 
     # -- watch ---------------------------------------------------------------------------------
 
@@ -169,10 +164,8 @@ class Stack:
             redis = make_redis(self.settings)
             try:
                 report = await Broker(redis, self.settings.streams).status()
-                last = await redis.xrevrange(self.settings.streams.results_stream, count=1)
-                report["last"] = (
-                    {k.decode(): v.decode() for k, v in last[0][1].items()} if last else None
-                )
+                last: Any = await redis.xrevrange(self.settings.streams.results_stream, count=1)
+                report["last"] = {k.decode(): v.decode() for k, v in last[0][1].items()} if last else None
                 return report
             finally:
                 await redis.aclose()
@@ -204,9 +197,7 @@ class Stack:
         )
         for child in order:
             child.stop(
-                grace_s=self.settings.worker.shutdown_grace_s
-                if child.name.startswith("worker")
-                else 10
+                grace_s=self.settings.worker.shutdown_grace_s if child.name.startswith("worker") else 10
             )
         if self.mlflow:
             self.mlflow.stop()
@@ -216,18 +207,19 @@ class Stack:
 
 
 def _status_line(report: dict[str, Any], elapsed: float) -> str:
-    group = report["groups"][0] if report["groups"] else {"lag": 0, "pending": 0, "consumers": []}
+    """One compact line per tick: what entered, what came out, what waits, and the latest result."""
+    group = report["groups"][0] if report["groups"] else {"lag": 0, "pending": 0}
     line = (
-        f"[dim]{elapsed:6.0f}s[/] stream {report['length']:>7} · lag {group['lag']:>5} · pending "
-        f"{group['pending']:>4} · predicted requests {report['results_length']:>7} · "
-        f"dead letters {report['dead_letters']}"
+        f"[dim]{elapsed:5.0f}s[/] stream {report['length']} · predicted {report['results_length']} · "
+        f"lag {group['lag']} · pending {group['pending']} · dlq {report['dead_letters']}"
     )
     last = report.get("last")
     if last:
         labels = orjson.loads(last["predictions"])
+        shown = ",".join(labels[:2]) + ("…" if len(labels) > 2 else "")
         line += (
-            f" · last: {last['model_route']} ({last['model_name']} v{last['model_version']}) -> "
-            f"{', '.join(labels[:3])}{'...' if len(labels) > 3 else ''} in {float(last['latency_ms']):.1f} ms"
+            f" · {last['model_route']}→{last['model_name']} v{last['model_version']}: {shown} "
+            f"({float(last['latency_ms']):.0f} ms)"
         )
     return line
 

@@ -112,10 +112,9 @@ def _from_uniform(u: np.ndarray, column: ColumnProfile) -> np.ndarray:
         values = support[_discrete_index(u, cumulative)]
         if column.kind == "date":
             origin = np.datetime64(column.date_origin, "D")
-            return np.datetime_as_string(origin + values.astype("timedelta64[D]"), unit="D").astype(
-                object
-            )
-        return values
+            dates = np.datetime_as_string(origin + values.astype("timedelta64[D]"), unit="D")
+            return np.asarray(dates, dtype=object)
+        return np.asarray(values)
     values = np.interp(u, np.asarray(column.probs), np.asarray(column.values))
     return _round(values, column)
 
@@ -135,9 +134,7 @@ def _with_marginal_drift(profile: Profile, drift: Sequence[Drift]) -> list[Colum
     columns = {c.name: copy.deepcopy(c) for c in profile.modelled}
     for rule in drift:
         if rule.column not in columns:
-            raise ValueError(
-                f"drift names unknown column {rule.column!r}; columns: {sorted(columns)}"
-            )
+            raise ValueError(f"drift names unknown column {rule.column!r}; columns: {sorted(columns)}")
         column = columns[rule.column]
         if rule.action == "null_rate":
             if not 0 <= rule.amount <= 1:
@@ -155,15 +152,11 @@ def _with_marginal_drift(profile: Profile, drift: Sequence[Drift]) -> list[Colum
             probs[chosen] = rule.amount
             column.probs = probs.tolist()
         elif column.kind != "numeric":
-            raise ValueError(
-                f"{rule.column!r} is {column.kind}; shift and scale apply to numeric columns"
-            )
+            raise ValueError(f"{rule.column!r} is {column.kind}; shift and scale apply to numeric columns")
     return list(columns.values())
 
 
-def _apply_value_drift(
-    values: np.ndarray, column: ColumnProfile, drift: Sequence[Drift]
-) -> np.ndarray:
+def _apply_value_drift(values: np.ndarray, column: ColumnProfile, drift: Sequence[Drift]) -> np.ndarray:
     rules = [r for r in drift if r.column == column.name and r.action in ("shift", "scale")]
     if not rules:
         return values

@@ -75,9 +75,7 @@ def build_pipelines(seed: int = 0) -> dict[str, Any]:
     from sklearn.svm import SVC
 
     def preprocess() -> ColumnTransformer:
-        numeric = Pipeline(
-            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-        )
+        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
         categorical = Pipeline(
             [
                 ("impute", SimpleImputer(strategy="most_frequent")),
@@ -197,9 +195,7 @@ def train_and_register(
         client.set_registered_model_alias(name, CHAMPION, version)
         log.info("registered %s v%s (macro-F1 %.3f)", name, version, metrics["holdout_macro_f1"])
         trained.append(
-            TrainedModel(
-                name, version, metrics["holdout_macro_f1"], metrics["holdout_accuracy"], len(fit_x)
-            )
+            TrainedModel(name, version, metrics["holdout_macro_f1"], metrics["holdout_accuracy"], len(fit_x))
         )
     return trained
 
@@ -207,14 +203,14 @@ def train_and_register(
 def model_signature() -> Any:
     """Every feature optional (``required=False``): the pipeline imputes what a client omits."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, Schema, TensorSpec
 
-    inputs = Schema(
-        [ColSpec("double", name, required=False) for name in NUMERIC_FEATURES]
-        + [ColSpec("string", name, required=False) for name in CATEGORICAL_FEATURES]
-    )
-    outputs = Schema([ColSpec("string")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    columns: list[ColSpec | TensorSpec] = [
+        ColSpec("double", name, required=False) for name in NUMERIC_FEATURES
+    ]
+    columns += [ColSpec("string", name, required=False) for name in CATEGORICAL_FEATURES]
+    outputs: list[ColSpec | TensorSpec] = [ColSpec("string")]
+    return ModelSignature(inputs=Schema(columns), outputs=Schema(outputs))
 
 
 def missing_demo_models(tracking_uri: str) -> list[str]:

@@ -12,6 +12,7 @@ in a thread so the event loop keeps reading, acking and heart-beating.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -125,9 +126,7 @@ class Worker:
                 await self._beat()
                 if time.monotonic() - self._last_claim >= self.config.claim_interval_s:
                     await self._claim_idle()
-                raw = await self.broker.read(
-                    self.consumer, self.config.batch_entries, self.config.block_ms
-                )
+                raw = await self.broker.read(self.consumer, self.config.batch_entries, self.config.block_ms)
                 attempt = 0
                 if raw:
                     await self.handle(raw)
@@ -154,10 +153,8 @@ class Worker:
                     return
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _beat(self) -> None:
         if time.monotonic() - self._last_heartbeat >= self.config.heartbeat_s:
@@ -184,7 +181,7 @@ class Worker:
         """Process entries delivered to this consumer name before and never acked."""
         last_seen = "0"
         while not self._stopping.is_set():
-            raw = await self.redis.xreadgroup(
+            raw: Any = await self.redis.xreadgroup(
                 self.streams.group,
                 self.consumer,
                 {self.streams.stream: last_seen},
@@ -201,7 +198,7 @@ class Worker:
         self._last_claim = time.monotonic()
         start, claimed_total = "0-0", 0
         while not self._stopping.is_set():
-            reply = await self.redis.xautoclaim(
+            reply: Any = await self.redis.xautoclaim(
                 self.streams.stream,
                 self.streams.group,
                 self.consumer,
@@ -225,7 +222,7 @@ class Worker:
     async def _retry_own_failures(self) -> bool:
         """Burst mode: retry entries this consumer failed, without waiting for the idle time.
         Returns False when there is nothing left to retry."""
-        pending = await self.redis.xpending_range(
+        pending: Any = await self.redis.xpending_range(
             self.streams.stream,
             self.streams.group,
             "-",
@@ -236,8 +233,12 @@ class Worker:
         if not pending:
             return False
         ids = [_text(p["message_id"]) for p in pending]
-        claimed = await self.redis.xclaim(
-            self.streams.stream, self.streams.group, self.consumer, min_idle_time=0, message_ids=ids
+        claimed: Any = await self.redis.xclaim(
+            self.streams.stream,
+            self.streams.group,
+            self.consumer,
+            min_idle_time=0,
+            message_ids=list[Any](ids),
         )
         entries = [(_text(sid), f) for sid, f in claimed if f]
         await asyncio.sleep(0.05)  # a failing dependency gets a moment before the next attempt
@@ -247,7 +248,7 @@ class Worker:
     async def _delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
         if not ids:
             return {}
-        rows = await self.redis.xpending_range(
+        rows: Any = await self.redis.xpending_range(
             self.streams.stream,
             self.streams.group,
             min(ids, key=_id_key),
@@ -284,8 +285,7 @@ class Worker:
                 ref = await self.registry.aresolve(route)
             except ModelUnavailable as exc:
                 outcome.failures += [
-                    Failure(e.stream_id, fields_by_id[e.stream_id], MODEL_LOAD_FAILED, exc)
-                    for e in entries
+                    Failure(e.stream_id, fields_by_id[e.stream_id], MODEL_LOAD_FAILED, exc) for e in entries
                 ]
                 continue
             by_model.setdefault((ref.name, ref.version), (ref, []))[1].extend(entries)
@@ -296,15 +296,13 @@ class Worker:
                 model = await asyncio.to_thread(self.registry.load, ref)
             except (ModelUnavailable, ModelLoadError) as exc:
                 outcome.failures += [
-                    Failure(e.stream_id, fields_by_id[e.stream_id], MODEL_LOAD_FAILED, exc)
-                    for e in entries
+                    Failure(e.stream_id, fields_by_id[e.stream_id], MODEL_LOAD_FAILED, exc) for e in entries
                 ]
                 continue
             done, failed = await asyncio.to_thread(predict_isolating, model, entries)
             results += done
             outcome.failures += [
-                Failure(e.stream_id, fields_by_id[e.stream_id], PREDICTION_FAILED, err)
-                for e, err in failed
+                Failure(e.stream_id, fields_by_id[e.stream_id], PREDICTION_FAILED, err) for e, err in failed
             ]
 
         if results:
@@ -346,26 +344,26 @@ class Worker:
                 pipe.xack(self.streams.stream, self.streams.group, *done_ids)
             await pipe.execute()
         for failure in dead:
-            log.error(
-                "entry %s dead-lettered (%s): %s", failure.stream_id, failure.reason, failure.error
-            )
+            log.error("entry %s dead-lettered (%s): %s", failure.stream_id, failure.reason, failure.error)
         outcome.acked = len(results)
         outcome.records = sum(len(r.labels) for r in results)
         outcome.dead_lettered = len(dead)
         self.stats.dead_lettered += len(dead)
-        if results:
-            first = results[0]
+        by_version: dict[tuple[str, str], list[RequestResult]] = defaultdict(list)
+        for result in results:
+            by_version[(result.model_name, result.model_version)].append(result)
+        for (name, version), group in by_version.items():
             log.info(
                 "batch: %d records in %d requests, %s v%s, predict %.1f ms",
-                outcome.records,
-                len(results),
-                first.model_name,
-                first.model_version,
-                first.predict_ms,
+                sum(len(r.labels) for r in group),
+                len(group),
+                name,
+                version,
+                group[0].predict_ms,
             )
 
-    def _dead_letter(self, failure: Failure, deliveries: dict[str, int]) -> dict[bytes | str, Any]:
-        fields: dict[bytes | str, Any] = dict(failure.fields)
+    def _dead_letter(self, failure: Failure, deliveries: dict[str, int]) -> Any:
+        fields: dict[Any, Any] = dict(failure.fields)
         fields.update(
             {
                 "dlq_original_id": failure.stream_id,
