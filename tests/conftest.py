@@ -9,15 +9,18 @@ see each other's entries or keys.
 from __future__ import annotations
 
 import os
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
 from streamml.registry import ModelRegistry
-from streamml.services import EmbeddedRedis
+from streamml.services import EmbeddedRedis, ManagedProcess, free_port
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "enriched_employee_dataset.csv"
@@ -96,3 +99,42 @@ def real_csv() -> Path:
     if not SHARED_CSV.exists():
         pytest.skip(f"the real dataset is not at {SHARED_CSV} (it is not shipped with the project)")
     return SHARED_CSV
+
+
+@pytest.fixture
+def start_gateway(
+    tmp_path: Path, redis_url: str, tracking_uri: str
+) -> Iterator[Callable[..., tuple[str, Settings]]]:
+    """Start `streamml api` as a real process on its own stream; returns (url, settings)."""
+    started: list[ManagedProcess] = []
+
+    def start(**env_overrides: str) -> tuple[str, Settings]:
+        settings = make_settings(tmp_path, redis_url, tracking_uri)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+        env |= {
+            "REDIS_URL": redis_url,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "STREAMML_STATE_DIR": str(settings.state_dir),
+            "STREAMML_STREAM": settings.streams.stream,
+            "STREAMML_RESULTS_STREAM": settings.streams.results_stream,
+            **env_overrides,
+        }
+        argv = [sys.executable, "-m", "streamml", "api", "--port", str(port), "--log-level", "warning"]
+        process = ManagedProcess("gateway", argv, tmp_path / f"gateway-{port}.log", env).start()
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    return url, settings
+            except httpx.HTTPError:
+                time.sleep(0.2)
+            if not process.alive():
+                break
+        raise RuntimeError(f"gateway did not start: {process.log_path.read_text()[-2000:]}")
+
+    yield start
+    for process in started:
+        process.stop()

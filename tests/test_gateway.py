@@ -240,3 +240,37 @@ async def test_synchronous_predict_times_out_with_504(
     assert response.status_code == 504
     assert "/predictions/" in response.json()["error"]["message"]
     assert await redis.xlen(settings.streams.stream) == 1  # still queued: it will be predicted
+
+
+async def test_backlog_over_the_limit_is_429_with_retry_after(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    settings.gateway.max_backlog = 2
+    settings.gateway.backlog_check_s = 0
+    async with gateway_client(settings, redis, shared_registry) as client:
+        statuses = [
+            (await client.post("/predict_stream?model=knn", json=SEED_EXAMPLE)).status_code for _ in range(4)
+        ]
+        refused = await client.post("/predict_stream?model=knn", json=SEED_EXAMPLE)
+    assert statuses == [202, 202, 429, 429]
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert await redis.xlen(settings.streams.stream) == 2
+
+
+async def test_redis_down_is_503_with_retry_after_not_500(
+    settings: Settings, shared_registry: ModelRegistry
+) -> None:
+    from streamml.services import free_port
+
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    async with gateway_client(settings, unreachable, shared_registry) as client:
+        response = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE)
+        status = await client.get("/predictions/abc")
+        ready = await client.get("/ready")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "Connection" not in response.text  # Redis' own error stays in our logs
+    assert status.status_code == 503
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"].startswith("unreachable")

@@ -291,3 +291,23 @@ async def test_seed_example_round_trip(
         result = (await client.get(accepted["status_url"])).json()
     assert result["predictions"][0] in {"Low", "Medium", "High"}
     assert DEFAULT_ROUTES["svm"] == "models:/SVC@champion"
+
+
+async def test_trim_removes_only_what_every_group_acknowledged(settings: Settings, redis: Redis) -> None:
+    broker = Broker(redis, settings.streams)
+    await broker.ensure_group()
+    ids = [await broker.publish(f"r{i}", "svm", RECORDS) for i in range(10)]
+    delivered = await broker.read("c1", count=6, block_ms=None)
+    await redis.xack(settings.streams.stream, settings.streams.group, *[sid for sid, _ in delivered[:3]])
+
+    assert await broker.trim_acknowledged() == 3  # ids 0-2 acked; 3-5 pending; 6-9 unread
+    remaining: Any = await redis.xrange(settings.streams.stream)
+    assert [sid.decode() for sid, _ in remaining] == ids[3:]
+
+    await redis.xack(settings.streams.stream, settings.streams.group, *[sid for sid, _ in delivered[3:]])
+    assert await broker.trim_acknowledged() == 3  # now up to the last delivered id
+    assert await redis.xlen(settings.streams.stream) == 4  # the unread ones stay
+
+    await redis.xgroup_create(settings.streams.stream, "audit", id="0")
+    await broker.read("c1", count=10, block_ms=None)  # group 1 reads the rest...
+    assert await broker.trim_acknowledged() == 0  # ...but "audit" has read nothing: keep everything

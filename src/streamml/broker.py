@@ -169,6 +169,32 @@ class Broker:
         if not pending:
             await self.redis.xgroup_delconsumer(self.stream, self.group, consumer)
 
+    async def trim_acknowledged(self) -> int:
+        """Remove entries that every group has acknowledged, and nothing else.
+
+        For each group, everything below its oldest pending entry (or, with nothing pending, up to
+        its last delivered id) is acknowledged; entries after the last delivered id are unread. The
+        stream is trimmed (XTRIM MINID, Redis >= 6.2) to the smallest such bound over all groups."""
+        groups: Any = await self.redis.xinfo_groups(self.stream)
+        if not groups:
+            return 0
+        bounds = []
+        for group in groups:
+            name = _text(group["name"])
+            summary: Any = await self.redis.xpending(self.stream, name)
+            if summary["pending"]:
+                bounds.append(_text(summary["min"]))
+            else:
+                bounds.append(next_id(_text(group["last-delivered-id"])))
+        minimum = min(bounds, key=id_key)
+        removed: Any = await self.redis.xtrim(self.stream, minid=minimum, approximate=False)
+        return int(removed)
+
+    async def backlog(self) -> int:
+        """Entries in the request stream: unread, pending, or acknowledged but not yet trimmed."""
+        length: Any = await self.redis.xlen(self.stream)
+        return int(length)
+
     # -- operators -----------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
@@ -220,3 +246,15 @@ class Broker:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def next_id(stream_id: str) -> str:
+    """The smallest stream id after ``stream_id``."""
+    ms, _, seq = stream_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def id_key(stream_id: str) -> tuple[int, int]:
+    """Sort key of a stream id (ids compare numerically, not as text)."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -69,6 +69,12 @@ class BrokerUnavailable(StreammlError):
     code = "broker_unavailable"
 
 
+class Overloaded(StreammlError):
+    """The backlog is over its limit; the request was not published. Retry after a pause."""
+
+    code = "overloaded"
+
+
 class NotFound(StreammlError):
     """No such request (never accepted, or its result expired)."""
 

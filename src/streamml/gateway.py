@@ -27,6 +27,7 @@ from streamml.errors import (
     InvalidRequest,
     ModelUnavailable,
     NotFound,
+    Overloaded,
     PredictionTimeout,
     Problem,
     StreammlError,
@@ -41,11 +42,13 @@ ERROR_STATUS: dict[type[StreammlError], int] = {
     InvalidRequest: 422,
     UnknownRoute: 404,
     NotFound: 404,
+    Overloaded: 429,
     ModelUnavailable: 503,
     BrokerUnavailable: 503,
     PredictionTimeout: 504,
 }
-RETRY_AFTER_S = {BrokerUnavailable: 1, ModelUnavailable: 5}
+RETRY_LATER = (Overloaded, BrokerUnavailable, ModelUnavailable)
+"""Answers that carry ``Retry-After``: the same request may succeed later."""
 REPLY_POLL_S = 0.5
 LISTEN_POLL_S = 0.5
 """The reply listener checks for a stop request this often."""
@@ -84,6 +87,32 @@ class ErrorResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (404, 422, 503, 504)
 }
+
+
+class BacklogGate:
+    """Back-pressure: refuse new work while the stream's backlog is over the limit. The reading is
+    reused for ``max_age_s`` so a busy gateway asks Redis a few times a second, not per request."""
+
+    def __init__(self, broker: Broker, limit: int, max_age_s: float) -> None:
+        self.broker = broker
+        self.limit = limit
+        self.max_age_s = max_age_s
+        self._backlog = 0
+        self._read_at = float("-inf")
+
+    async def check(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._read_at >= self.max_age_s:
+            try:
+                self._backlog = await self.broker.backlog()
+            except (RedisError, OSError) as exc:
+                raise BrokerUnavailable(f"cannot read the backlog: {type(exc).__name__}") from exc
+            self._read_at = loop.time()
+        if self._backlog >= self.limit:
+            raise Overloaded(
+                f"the pipeline is behind ({self._backlog} queued entries, limit {self.limit}); "
+                "nothing was published, retry later"
+            )
 
 
 class ReplyHub:
@@ -148,6 +177,7 @@ class ReplyHub:
 def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> FastAPI:
     """The gateway, with its collaborators handed in (tests pass a broker on their own stream)."""
     hub = ReplyHub(broker)
+    gate = BacklogGate(broker, settings.gateway.max_backlog, settings.gateway.backlog_check_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -161,12 +191,13 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         description="Validated requests in, micro-batched predictions out, through Redis Streams.",
         lifespan=lifespan,
     )
-    _install_error_handlers(app)
+    _install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
 
     async def accept(route: str, body: PredictRequest, *, reply: bool) -> Accepted:
         ref = await registry.aresolve(route)
         schema = await registry.aschema(ref)
         batch = schema.validate(body.data)
+        await gate.check()
         request_id = uuid.uuid4().hex
         stream_id = await broker.publish(request_id, route, batch.records, reply=reply)
         return Accepted(
@@ -268,12 +299,11 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     @app.exception_handler(StreammlError)
     async def domain_error(request: Request, exc: StreammlError) -> JSONResponse:
         status = next((s for t, s in ERROR_STATUS.items() if isinstance(exc, t)), 500)
-        retry = next((r for t, r in RETRY_AFTER_S.items() if isinstance(exc, t)), None)
-        headers = {"Retry-After": str(retry)} if retry else None
+        headers = {"Retry-After": str(retry_after_s)} if isinstance(exc, RETRY_LATER) else None
         if status >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
         problems = exc.problems if isinstance(exc, InvalidRequest) else None

@@ -156,18 +156,11 @@ class ModelRegistry:
         cached = self._schemas.get(key)
         if cached:
             return cached
-        from mlflow.artifacts import download_artifacts
         from mlflow.models import Model
 
         try:
             # Only the MLmodel file: the gateway needs the signature, not the model.
-            path = download_artifacts(
-                artifact_uri=f"{ref.uri}/MLmodel",
-                dst_path=tempfile.mkdtemp(prefix="streamml-mlmodel-", dir=self._cache_dir),
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri,
-            )
-            signature = Model.load(path).signature
+            signature = Model.load(self._download(ref, "MLmodel")).signature
         except Exception as exc:
             raise ModelUnavailable(f"cannot read the signature of {ref.uri}: {exc}") from exc
         schema = InputSchema.from_mlflow_signature(signature)
@@ -206,17 +199,27 @@ class ModelRegistry:
     def loaded_versions(self) -> list[tuple[str, str]]:
         return sorted(self._models)
 
-    def _load_uncached(self, ref: ModelRef) -> LoadedModel:
+    def _download(self, ref: ModelRef, path: str = "") -> str:
+        """Download a model version's artifacts (or one file of them) to a fresh local directory.
+
+        The storage location comes from *our* client: MLflow's ``models:/`` artifact repository
+        consults the process-wide registry URI, which may point at another registry."""
         from mlflow.artifacts import download_artifacts
+
+        location = self._client.get_model_version_download_uri(ref.name, ref.version)
+        return str(
+            download_artifacts(
+                artifact_uri=f"{location.rstrip('/')}/{path}" if path else location,
+                dst_path=tempfile.mkdtemp(prefix="streamml-model-", dir=self._cache_dir),
+                tracking_uri=self.tracking_uri,
+            )
+        )
+
+    def _load_uncached(self, ref: ModelRef) -> LoadedModel:
         from mlflow.models import Model
 
         try:
-            local = download_artifacts(
-                artifact_uri=ref.uri,
-                dst_path=tempfile.mkdtemp(prefix="streamml-model-", dir=self._cache_dir),
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri,
-            )
+            local = self._download(ref)
         except Exception as exc:
             raise ModelUnavailable(f"cannot download {ref.uri}: {exc}") from exc
         mlmodel = Model.load(local)

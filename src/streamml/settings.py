@@ -108,6 +108,13 @@ class GatewaySettings(BaseSettings):
     """How long ``POST /predict`` waits for the prediction before answering 504."""
     worker_seen_s: float = 15.0
     """``/ready`` needs a worker heartbeat at most this old."""
+    max_backlog: int = 100_000
+    """Back-pressure: above this many entries in the request stream (unread, pending, or acked but
+    not yet trimmed) the gateway answers 429 instead of publishing."""
+    backlog_check_s: float = 0.2
+    """How long a backlog reading is reused before Redis is asked again."""
+    retry_after_s: int = 1
+    """``Retry-After`` sent with 429 and 503 answers."""
 
 
 class WorkerSettings(BaseSettings):
@@ -134,6 +141,8 @@ class WorkerSettings(BaseSettings):
     """After this many failed deliveries an entry goes to the dead-letter stream."""
     shutdown_grace_s: float = 20.0
     """On SIGTERM/SIGINT: time to finish and ack the in-flight batch before giving up."""
+    trim_interval_s: float = 5.0
+    """How often a worker trims entries that every group has acknowledged from the stream."""
 
 
 class Settings(BaseSettings):

@@ -29,8 +29,9 @@ MONITOR_EVERY_S = 2.0
 
 
 class Stack:
-    def __init__(self, settings: Settings, console: Console) -> None:
+    def __init__(self, settings: Settings, console: Console, *, train_rows: int = 20_000) -> None:
         self.settings = settings
+        self.train_rows = train_rows
         self.console = console
         self.state = settings.state_dir
         self.children: list[ManagedProcess] = []
@@ -99,7 +100,7 @@ class Stack:
         if not missing:
             return
         self.console.print(f"training demo models {', '.join(missing)} on synthetic data (about 30 s) ...")
-        frame, source = training_frame(None, 20_000, 0)
+        frame, source = training_frame(None, self.train_rows, 0)
         for model in train_and_register(
             frame,
             tracking_uri=tracking_uri,

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamml import keys
-from streamml.broker import Broker, Entry, InvalidEntry, decode_entry, now_ms
+from streamml.broker import Broker, Entry, InvalidEntry, decode_entry, id_key, now_ms
 from streamml.errors import ModelLoadError, ModelUnavailable, UnknownRoute
 from streamml.inference import LoadedModel
 from streamml.registry import ModelRef, ModelRegistry
@@ -103,6 +103,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._last_heartbeat = 0.0
         self._last_claim = 0.0
+        self._last_trim = time.monotonic()
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return (signal handlers call this)."""
@@ -126,6 +127,9 @@ class Worker:
                 await self._beat()
                 if time.monotonic() - self._last_claim >= self.config.claim_interval_s:
                     await self._claim_idle()
+                if time.monotonic() - self._last_trim >= self.config.trim_interval_s:
+                    self._last_trim = time.monotonic()
+                    await self.broker.trim_acknowledged()
                 raw = await self.broker.read(self.consumer, self.config.batch_entries, self.config.block_ms)
                 attempt = 0
                 if raw:
@@ -251,8 +255,8 @@ class Worker:
         rows: Any = await self.redis.xpending_range(
             self.streams.stream,
             self.streams.group,
-            min(ids, key=_id_key),
-            max(ids, key=_id_key),
+            min(ids, key=id_key),
+            max(ids, key=id_key),
             len(ids) * 2,
             consumername=self.consumer,
         )
@@ -415,8 +419,3 @@ def predict_isolating(
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
