@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streamml.broker import Broker
-from streamml.producer import Producer, ProducerConfig, parse_routes, record_stream
+from streamml.producer import Producer, ProducerConfig, ProducerStats, parse_routes, record_stream
 from streamml.profile import Profile
 from streamml.settings import Settings
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.asyncio
 StartGateway = Callable[..., tuple[str, Settings]]
 
 
-def accounted(stats: Any) -> int:
+def accounted(stats: ProducerStats) -> int:
     return stats.records_accepted + stats.records_rejected + stats.dropped_capacity + stats.dropped_backoff
 
 

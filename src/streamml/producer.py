@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
-import numpy as np
 import orjson
 from rich.console import Console
 from rich.table import Table
