@@ -13,8 +13,6 @@ from streamml.registry import ModelRegistry
 from streamml.settings import Settings
 from tests.helpers import SEED_EXAMPLE, drain, gateway_client
 
-pytestmark = pytest.mark.asyncio
-
 
 async def test_seed_example_is_accepted_for_every_route(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry
@@ -274,3 +272,41 @@ async def test_redis_down_is_503_with_retry_after_not_500(
     assert status.status_code == 503
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"].startswith("unreachable")
+
+
+async def test_idempotency_key_returns_the_first_response_and_publishes_once(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    async with gateway_client(settings, redis, shared_registry) as client:
+        first = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
+        again = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
+        other_body = await client.post(
+            "/predict_stream?model=svm", json={"data": [{"Designation": 3}]}, headers=headers
+        )
+        fresh_key = await client.post(
+            "/predict_stream?model=svm", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-43"}
+        )
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other_body.status_code == 422
+    assert "Idempotency-Key" in other_body.text
+    assert fresh_key.json()["request_id"] != first.json()["request_id"]
+    assert await redis.xlen(settings.streams.stream) == 2
+
+
+async def test_a_refused_request_does_not_burn_its_idempotency_key(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    settings.gateway.max_backlog = 0  # everything is refused with 429
+    settings.gateway.backlog_check_s = 0
+    headers = {"Idempotency-Key": "retry-me"}
+    async with gateway_client(settings, redis, shared_registry) as client:
+        refused = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
+        settings.gateway.max_backlog = 10
+    assert refused.status_code == 429
+    async with gateway_client(settings, redis, shared_registry) as client:
+        accepted = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
+    assert accepted.status_code == 202
+    assert "Idempotent-Replayed" not in accepted.headers

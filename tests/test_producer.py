@@ -15,8 +15,6 @@ from streamml.producer import Producer, ProducerConfig, ProducerStats, parse_rou
 from streamml.profile import Profile
 from streamml.settings import Settings
 
-pytestmark = pytest.mark.asyncio
-
 StartGateway = Callable[..., tuple[str, Settings]]
 
 

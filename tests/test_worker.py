@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,8 +20,6 @@ from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
 from streamml.sinks import CSV_COLUMNS
 from streamml.worker import Worker
 from tests.helpers import SEED_EXAMPLE, drain, gateway_client
-
-pytestmark = pytest.mark.asyncio
 
 RECORDS: list[dict[str, Any]] = [
     {
@@ -311,3 +310,30 @@ async def test_trim_removes_only_what_every_group_acknowledged(settings: Setting
     await redis.xgroup_create(settings.streams.stream, "audit", id="0")
     await broker.read("c1", count=10, block_ms=None)  # group 1 reads the rest...
     assert await broker.trim_acknowledged() == 0  # ...but "audit" has read nothing: keep everything
+
+
+async def test_a_registry_outage_does_not_stop_cached_models(
+    settings: Settings, redis: Redis, tracking_uri: str, tmp_path: Path
+) -> None:
+    """MLflow unreachable (its database gone): the worker keeps serving the version it has loaded."""
+    import shutil
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    copy = tmp_path / "registry-copy.db"
+    shutil.copy(db, copy)
+    registry = ModelRegistry(
+        f"sqlite:///{copy}", DEFAULT_ROUTES, alias_refresh_s=0.0, trusted_types=DEFAULT_TRUSTED_TYPES
+    )
+    broker = Broker(redis, settings.streams)
+    await broker.publish("before", "knn", RECORDS)
+    await drain(settings, redis, registry)
+
+    copy.unlink()  # the registry is gone; every alias lookup now fails
+    (tmp_path / "registry-copy.db").mkdir()  # and cannot be silently recreated as an empty db
+    await broker.publish("during", "knn", RECORDS)
+    await drain(settings, redis, registry)
+
+    during = await broker.result("during")
+    assert during is not None
+    assert during["status"] == "done"
+    assert during["model"]["version"] == "1"

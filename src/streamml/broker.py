@@ -109,6 +109,33 @@ class Broker:
         stream_id = replies[1]
         return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
 
+    async def begin_idempotent(self, key: str, fingerprint: str, ttl_s: int) -> dict[str, Any] | None:
+        """Reserve an idempotency key. None: it is ours, go on; else the record of its first use."""
+        name = keys.idempotency_key(self.stream, key)
+        record = orjson.dumps({"state": "pending", "fingerprint": fingerprint})
+        try:
+            if await self.redis.set(name, record, nx=True, ex=ttl_s):
+                return None
+            existing: Any = await self.redis.get(name)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from exc
+        # Expired between SET NX and GET: treat as first use on the next attempt.
+        return dict(orjson.loads(existing)) if existing else {"state": "pending", "fingerprint": fingerprint}
+
+    async def finish_idempotent(
+        self, key: str, fingerprint: str, response: dict[str, Any] | None, ttl_s: int
+    ) -> None:
+        """Store the response given to a key's first use (or release the key when it failed)."""
+        name = keys.idempotency_key(self.stream, key)
+        try:
+            if response is None:
+                await self.redis.delete(name)
+            else:
+                record = {"state": "done", "fingerprint": fingerprint, "response": response}
+                await self.redis.set(name, orjson.dumps(record), ex=ttl_s)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from exc
+
     async def result(self, request_id: str) -> dict[str, Any] | None:
         try:
             raw: Any = await self.redis.get(keys.result_key(self.stream, request_id))

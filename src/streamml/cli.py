@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -293,6 +294,93 @@ def fidelity(
     print(report)  # plain: Markdown must not be wrapped to the terminal's width
     if output:
         output.write_text(report)
+
+
+dlq_app = typer.Typer(help="Inspect and operate the dead-letter stream.", no_args_is_help=True)
+sink_app = typer.Typer(help="Maintain the sinks.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(sink_app, name="sink")
+
+Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (default: all, or --reason).")]
+Reason = Annotated[
+    str | None,
+    typer.Option("--reason", help="invalid_payload, unknown_model, model_load_failed, prediction_failed."),
+]
+
+
+def _dead_letters(state_dir: Path | None, action: Callable[[Any], Awaitable[Any]]) -> Any:
+    from streamml.deadletters import DeadLetters
+    from streamml.runtime import make_redis
+
+    settings = _settings(state_dir)
+
+    async def run() -> Any:
+        redis = make_redis(settings)
+        try:
+            return await action(DeadLetters(redis, settings.streams.stream))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+@dlq_app.command("list")
+def dlq_list(reason: Reason = None, state_dir: StateDir = None) -> None:
+    """Dead letters with their reason, delivery count and error."""
+    letters = _dead_letters(state_dir, lambda dlq: dlq.entries(reason=reason))
+    table = Table("id", "request_id", "route", "reason", "deliveries", "error", title="dead letters")
+    for letter in letters:
+        table.add_row(*letter.summary().values())
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    letter_id: Annotated[str, typer.Argument(help="Dead-letter id.")], state_dir: StateDir = None
+) -> None:
+    """Every field of one dead letter."""
+    letter = _dead_letters(state_dir, lambda dlq: dlq.show(letter_id))
+    if letter is None:
+        console.print(f"no dead letter {letter_id}")
+        raise typer.Exit(1)
+    print(json.dumps(letter.fields, indent=2))
+
+
+@dlq_app.command("replay")
+def dlq_replay(ids: Ids = None, reason: Reason = None, state_dir: StateDir = None) -> None:
+    """Send dead letters back to the request stream (after fixing their cause)."""
+    count = _dead_letters(state_dir, lambda dlq: dlq.replay(ids or [], reason=reason))
+    console.print(f"replayed {count} dead letters")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ids: Ids = None,
+    reason: Reason = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Purge every letter when no id or reason is given.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Delete dead letters for good."""
+    if not ids and reason is None and not yes:
+        raise typer.BadParameter("give ids, --reason, or --yes to purge every dead letter")
+    count = _dead_letters(state_dir, lambda dlq: dlq.purge(ids or [], reason=reason))
+    console.print(f"purged {count} dead letters")
+
+
+@sink_app.command("dedup")
+def sink_dedup(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Deduplicated CSV to write.")],
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Default: the predictions CSV.")] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Write the predictions CSV without rows repeated by at-least-once re-delivery."""
+    from streamml.sinks import dedup_csv
+
+    source = csv_path or _settings(state_dir).predictions_csv()
+    kept, dropped = dedup_csv(source, output)
+    console.print(f"{kept} rows kept, {dropped} duplicates dropped -> {output}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -75,6 +75,12 @@ class Overloaded(StreammlError):
     code = "overloaded"
 
 
+class IdempotencyConflict(StreammlError):
+    """A request with the same ``Idempotency-Key`` is still being processed."""
+
+    code = "idempotency_conflict"
+
+
 class NotFound(StreammlError):
     """No such request (never accepted, or its result expired)."""
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+import orjson
+from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -24,6 +26,7 @@ from streamml import keys
 from streamml.broker import Broker
 from streamml.errors import (
     BrokerUnavailable,
+    IdempotencyConflict,
     InvalidRequest,
     ModelUnavailable,
     NotFound,
@@ -42,17 +45,28 @@ ERROR_STATUS: dict[type[StreammlError], int] = {
     InvalidRequest: 422,
     UnknownRoute: 404,
     NotFound: 404,
+    IdempotencyConflict: 409,
     Overloaded: 429,
     ModelUnavailable: 503,
     BrokerUnavailable: 503,
     PredictionTimeout: 504,
 }
-RETRY_LATER = (Overloaded, BrokerUnavailable, ModelUnavailable)
+RETRY_LATER = (Overloaded, BrokerUnavailable, ModelUnavailable, IdempotencyConflict)
 """Answers that carry ``Retry-After``: the same request may succeed later."""
 REPLY_POLL_S = 0.5
 LISTEN_POLL_S = 0.5
 """The reply listener checks for a stop request this often."""
 """While waiting on ``POST /predict``, re-check the result this often in case a notice was missed."""
+
+
+MODEL_QUERY = Query(description="Model route, e.g. svm, knn, lightgbm")
+IDEMPOTENCY_HEADER = Header(
+    default=None,
+    alias="Idempotency-Key",
+    description="Repeat a request safely: within the retention window the first response is returned "
+    "and nothing is published again.",
+    max_length=200,
+)
 
 
 class PredictRequest(BaseModel):
@@ -178,6 +192,7 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
     """The gateway, with its collaborators handed in (tests pass a broker on their own stream)."""
     hub = ReplyHub(broker)
     gate = BacklogGate(broker, settings.gateway.max_backlog, settings.gateway.backlog_check_s)
+    idempotency_ttl = settings.gateway.idempotency_ttl_s
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -193,14 +208,28 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
     )
     _install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
 
-    async def accept(route: str, body: PredictRequest, *, reply: bool) -> Accepted:
+    async def accept(
+        route: str, body: PredictRequest, *, reply: bool, idempotency_key: str | None, response: Response
+    ) -> Accepted:
         ref = await registry.aresolve(route)
         schema = await registry.aschema(ref)
         batch = schema.validate(body.data)
-        await gate.check()
-        request_id = uuid.uuid4().hex
-        stream_id = await broker.publish(request_id, route, batch.records, reply=reply)
-        return Accepted(
+        fingerprint = ""
+        if idempotency_key is not None:
+            fingerprint = hashlib.sha256(route.encode() + orjson.dumps(batch.records)).hexdigest()
+            first = await broker.begin_idempotent(idempotency_key, fingerprint, idempotency_ttl)
+            if first is not None:
+                response.headers["Idempotent-Replayed"] = "true"
+                return _replay(first, fingerprint)
+        try:
+            await gate.check()
+            request_id = uuid.uuid4().hex
+            stream_id = await broker.publish(request_id, route, batch.records, reply=reply)
+        except StreammlError:
+            if idempotency_key is not None:  # nothing was published: the key may be used again
+                await broker.finish_idempotent(idempotency_key, fingerprint, None, idempotency_ttl)
+            raise
+        accepted = Accepted(
             request_id=request_id,
             stream_id=stream_id,
             model=route,
@@ -208,20 +237,31 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
             status_url=f"/predictions/{request_id}",
             missing_features=batch.missing,
         )
+        if idempotency_key is not None:
+            await broker.finish_idempotent(
+                idempotency_key, fingerprint, accepted.model_dump(), idempotency_ttl
+            )
+        return accepted
 
     @app.post("/predict_stream", status_code=202, response_model=Accepted, responses=ERROR_RESPONSES)
     async def predict_stream(
-        body: PredictRequest, model: str = Query(description="Model route, e.g. svm, knn, lightgbm")
+        body: PredictRequest,
+        response: Response,
+        model: str = MODEL_QUERY,
+        idempotency_key: str | None = IDEMPOTENCY_HEADER,
     ) -> Accepted:
         """Validate the records and queue them for prediction; poll ``status_url`` for the result."""
-        return await accept(model, body, reply=False)
+        return await accept(model, body, reply=False, idempotency_key=idempotency_key, response=response)
 
     @app.post("/predict", responses=ERROR_RESPONSES)
     async def predict(
-        body: PredictRequest, model: str = Query(description="Model route, e.g. svm, knn, lightgbm")
+        body: PredictRequest,
+        response: Response,
+        model: str = MODEL_QUERY,
+        idempotency_key: str | None = IDEMPOTENCY_HEADER,
     ) -> dict[str, Any]:
         """Queue the records and wait for their predictions (504 after the configured timeout)."""
-        accepted = await accept(model, body, reply=True)
+        accepted = await accept(model, body, reply=True, idempotency_key=idempotency_key, response=response)
         document = await hub.wait(accepted.request_id, settings.gateway.predict_timeout_s)
         document["missing_features"] = accepted.missing_features
         return document
@@ -280,6 +320,18 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     return app
+
+
+def _replay(first: dict[str, Any], fingerprint: str) -> Accepted:
+    """The response to a repeated ``Idempotency-Key``: the first one, or why there is none."""
+    if first.get("fingerprint") != fingerprint:
+        problem = Problem("this Idempotency-Key was used with a different request", field="Idempotency-Key")
+        raise InvalidRequest([problem])
+    if first.get("state") != "done":
+        raise IdempotencyConflict(
+            "a request with this Idempotency-Key is still being accepted; retry shortly"
+        )
+    return Accepted.model_validate(first["response"])
 
 
 def _error(

@@ -115,6 +115,8 @@ class GatewaySettings(BaseSettings):
     """How long a backlog reading is reused before Redis is asked again."""
     retry_after_s: int = 1
     """``Retry-After`` sent with 429 and 503 answers."""
+    idempotency_ttl_s: int = 86_400
+    """How long an ``Idempotency-Key`` is remembered: a repeat within it gets the first response."""
 
 
 class WorkerSettings(BaseSettings):

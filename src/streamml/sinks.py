@@ -149,3 +149,25 @@ def queue_redis_writes(pipe: Pipeline, streams: StreamSettings, results: Sequenc
 
 def _iso(epoch_ms: float) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000.0, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def dedup_csv(source: Path, target: Path) -> tuple[int, int]:
+    """Copy the predictions CSV keeping the first row of each (stream_id, record_index).
+
+    Duplicates come only from at-least-once re-delivery: a worker that wrote its CSV rows and stopped
+    before its XACK, whose entry another worker then claimed. Returns (rows kept, rows dropped)."""
+    seen: set[tuple[str, str]] = set()
+    kept = dropped = 0
+    with source.open(newline="") as reader_file, target.open("w", newline="") as writer_file:
+        reader = csv.DictReader(reader_file)
+        writer = csv.DictWriter(writer_file, fieldnames=reader.fieldnames or CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in reader:
+            key = (row["stream_id"], row["record_index"])
+            if key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            writer.writerow(row)
+            kept += 1
+    return kept, dropped
