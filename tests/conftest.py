@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -108,12 +109,12 @@ def start_gateway(
     """Start `streamml api` as a real process on its own stream; returns (url, settings)."""
     started: list[ManagedProcess] = []
 
-    def start(**env_overrides: str) -> tuple[str, Settings]:
-        settings = make_settings(tmp_path, redis_url, tracking_uri)
+    def start(redis_override: str | None = None, **env_overrides: str) -> tuple[str, Settings]:
+        settings = make_settings(tmp_path, redis_override or redis_url, tracking_uri)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
         env |= {
-            "REDIS_URL": redis_url,
+            "REDIS_URL": redis_override or redis_url,
             "MLFLOW_TRACKING_URI": tracking_uri,
             "STREAMML_STATE_DIR": str(settings.state_dir),
             "STREAMML_STREAM": settings.streams.stream,
@@ -138,3 +139,14 @@ def start_gateway(
     yield start
     for process in started:
         process.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the fault tests' reconciliation figures (sent, accepted, predicted, lost...)."""
+    from tests.faults import RECONCILIATIONS
+
+    if not RECONCILIATIONS:
+        return
+    terminalreporter.section("reconciliation of the fault tests")
+    for name, figures in RECONCILIATIONS:
+        terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))

@@ -80,6 +80,7 @@ class ProducerStats:
     backoffs: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
     by_route: Counter[str] = field(default_factory=Counter)
+    accepted_ids: list[str] = field(default_factory=list)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
     @property
@@ -124,6 +125,8 @@ class ProducerConfig:
     concurrency: int = 32
     seed: int = 0
     via: Literal["http", "redis"] = "http"
+    track_ids: bool = False
+    """Keep every accepted request id (for reconciliation in tests; memory grows with the run)."""
 
 
 class Producer:
@@ -208,6 +211,7 @@ class Producer:
         stats.records_sent += len(batch)
         stats.by_route[route] += len(batch)
         started = time.perf_counter()
+        body = b""
         try:
             if self.config.via == "redis":
                 assert self.publish is not None
@@ -230,6 +234,8 @@ class Producer:
         stats.latencies_ms.append((time.perf_counter() - started) * 1000.0)
         if status == 202:
             stats.records_accepted += len(batch)
+            if self.config.track_ids and self.config.via == "http":
+                stats.accepted_ids.append(orjson.loads(body)["request_id"])
             return
         stats.records_rejected += len(batch)
         stats.rejections[f"{status} {reason}".strip()] += len(batch)

@@ -113,6 +113,7 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> WorkerStats:
         await self._with_reconnect(self.broker.ensure_group)
+        await self._warm_up()
         log.info(
             "worker %s reading %s as group %s",
             self.consumer,
@@ -264,12 +265,54 @@ class Worker:
 
     # -- one micro-batch -----------------------------------------------------------------------
 
+    async def _warm_up(self) -> None:
+        """Load every route's model before reading, so no entry waits on a model load (and is not
+        mistaken for a dead consumer's while it does). A model that cannot load now is retried later."""
+        for route in self.registry.routes:
+            try:
+                ref = await self.registry.aresolve(route)
+                await asyncio.to_thread(self.registry.load, ref)
+            except (ModelUnavailable, ModelLoadError) as exc:
+                log.warning("cannot load the model of route %s yet: %s", route, exc)
+
     async def handle(
         self,
         raw: Sequence[tuple[str, dict[bytes, bytes]]],
         deliveries: dict[str, int] | None = None,
     ) -> BatchOutcome:
         """Predict, write every sink, then ack; failed entries are dead-lettered or left pending."""
+        keep_alive = asyncio.create_task(self._keep_claimed([sid for sid, _ in raw]))  # noqa: RUF006 - awaited below
+        try:
+            return await self._handle(raw, deliveries)
+        finally:
+            keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
+
+    async def _keep_claimed(self, ids: list[str]) -> None:
+        """While a batch is in hand, reset its entries' idle time now and then (XCLAIM JUSTID, which
+        does not count as a delivery), so a slow batch is never claimed by another worker as if this
+        one had died."""
+        every = self.config.claim_idle_ms / 3000.0
+        while ids:
+            await asyncio.sleep(every)
+            try:
+                await self.redis.xclaim(
+                    self.streams.stream,
+                    self.streams.group,
+                    self.consumer,
+                    min_idle_time=0,
+                    message_ids=list[Any](ids),
+                    justid=True,
+                )
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                return
+
+    async def _handle(
+        self,
+        raw: Sequence[tuple[str, dict[bytes, bytes]]],
+        deliveries: dict[str, int] | None,
+    ) -> BatchOutcome:
         outcome = BatchOutcome()
         fields_by_id = dict(raw)
         by_route: dict[str, list[Entry]] = defaultdict(list)
