@@ -42,6 +42,8 @@ class Entry:
     records: list[dict[str, Any]]
     accepted_ms: float
     reply: bool
+    owner: str = ""
+    """Name of the API key that sent the request ("" without keys); only it may read the result."""
 
 
 def decode_entry(stream_id: str, fields: dict[bytes, bytes]) -> Entry:
@@ -56,6 +58,7 @@ def decode_entry(stream_id: str, fields: dict[bytes, bytes]) -> Entry:
             records=records,
             accepted_ms=float(fields.get(b"accepted_ms", b"0")),
             reply=fields.get(b"reply") == b"1",
+            owner=fields.get(b"owner", b"").decode(),
         )
     except KeyError as exc:
         raise InvalidEntry(f"missing field {exc.args[0]!r}") from exc
@@ -82,7 +85,13 @@ class Broker:
     # -- gateway side --------------------------------------------------------------------------
 
     async def publish(
-        self, request_id: str, route: str, records: Sequence[dict[str, Any]], *, reply: bool = False
+        self,
+        request_id: str,
+        route: str,
+        records: Sequence[dict[str, Any]],
+        *,
+        reply: bool = False,
+        owner: str = "",
     ) -> str:
         """Record the request as pending and append it to the stream, atomically (MULTI)."""
         fields: Any = {
@@ -94,11 +103,13 @@ class Broker:
         }
         if reply:
             fields["reply"] = "1"
+        if owner:
+            fields["owner"] = owner
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(
                     keys.result_key(self.stream, request_id),
-                    PENDING,
+                    orjson.dumps({"status": "pending", "owner": owner}) if owner else PENDING,
                     ex=self.streams.result_ttl_s,
                     nx=True,
                 )

@@ -37,6 +37,10 @@ def _settings(state_dir: Path | None) -> Settings:
 def up(
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 2,
     port: Annotated[int | None, typer.Option("--port", help="Gateway port (default 8800).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Gateway interface (default 127.0.0.1).")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback gateway without API keys.")
+    ] = False,
     rate: Annotated[float, typer.Option("--rate", help="Producer records/s.")] = 50.0,
     produce: Annotated[
         bool, typer.Option("--produce/--no-produce", help="Run the synthetic producer.")
@@ -58,6 +62,9 @@ def up(
     settings = _settings(state_dir)
     if port is not None:
         settings.gateway.port = port
+    if host is not None:
+        settings.gateway.host = host
+    settings.gateway.insecure = settings.gateway.insecure or insecure
     stack = Stack(settings, console, train_rows=train_rows)
     raise typer.Exit(stack.run(workers=workers, rate=rate if produce else 0.0, duration=duration))
 
@@ -66,6 +73,9 @@ def up(
 def api(
     host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8800).")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback address without API keys.")
+    ] = False,
     state_dir: StateDir = None,
     log_level: LogLevel = "info",
 ) -> None:
@@ -74,6 +84,7 @@ def api(
 
     configure_logging(log_level)
     settings = _settings(state_dir)
+    settings.gateway.insecure = settings.gateway.insecure or insecure
     if host:
         settings.gateway.host = host
     if port:

@@ -13,12 +13,14 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -36,7 +38,21 @@ from streamml.errors import (
     StreammlError,
     UnknownRoute,
 )
+from streamml.intake import read_records
 from streamml.registry import ModelRegistry
+from streamml.security import (
+    ApiKey,
+    Authenticator,
+    BodyLimitMiddleware,
+    Forbidden,
+    PayloadTooLarge,
+    RateLimited,
+    RateLimiter,
+    SecurityHeadersMiddleware,
+    Unauthenticated,
+    UnsupportedMediaType,
+    load_api_keys,
+)
 from streamml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,14 +60,19 @@ log = logging.getLogger(__name__)
 ERROR_STATUS: dict[type[StreammlError], int] = {
     InvalidRequest: 422,
     UnknownRoute: 404,
+    Unauthenticated: 401,
+    Forbidden: 403,
     NotFound: 404,
     IdempotencyConflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    RateLimited: 429,
     Overloaded: 429,
     ModelUnavailable: 503,
     BrokerUnavailable: 503,
     PredictionTimeout: 504,
 }
-RETRY_LATER = (Overloaded, BrokerUnavailable, ModelUnavailable, IdempotencyConflict)
+RETRY_LATER = (Overloaded, RateLimited, BrokerUnavailable, ModelUnavailable, IdempotencyConflict)
 """Answers that carry ``Retry-After``: the same request may succeed later."""
 REPLY_POLL_S = 0.5
 LISTEN_POLL_S = 0.5
@@ -67,6 +88,27 @@ IDEMPOTENCY_HEADER = Header(
     "and nothing is published again.",
     max_length=200,
 )
+
+
+BEARER = HTTPBearer(auto_error=False, description="An API key, when keys are configured.")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key, as a header.")
+
+
+async def caller(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    api_key: Annotated[str | None, Depends(API_KEY_HEADER)],
+) -> ApiKey | None:
+    """Who is calling (None when no keys are configured), after the per-client rate limit."""
+    authenticator: Authenticator = request.app.state.authenticator
+    key = authenticator.identify(f"Bearer {bearer.credentials}" if bearer else None, api_key)
+    client = key.name if key else (request.client.host if request.client else "unknown")
+    await request.app.state.limiter.check(client)
+    return key
+
+
+Caller = Annotated[ApiKey | None, Depends(caller)]
+"""The calling API key, as a FastAPI dependency (module level: FastAPI resolves it by name)."""
 
 
 class PredictRequest(BaseModel):
@@ -99,7 +141,13 @@ class ErrorResponse(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (404, 422, 503, 504)
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503, 504)
+}
+BODY_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
 }
 
 
@@ -206,14 +254,39 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         description="Validated requests in, micro-batched predictions out, through Redis Streams.",
         lifespan=lifespan,
     )
+    app.state.authenticator = Authenticator(
+        load_api_keys(settings.gateway.api_keys, settings.gateway.api_keys_file)
+    )
+    app.state.limiter = RateLimiter(
+        broker.redis, keys.rate_limit_prefix(broker.stream), settings.gateway.rate_limit_per_s
+    )
     _install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.gateway.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.gateway.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.gateway.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
+        )
 
     async def accept(
-        route: str, body: PredictRequest, *, reply: bool, idempotency_key: str | None, response: Response
+        route: str,
+        request: Request,
+        key: ApiKey | None,
+        *,
+        reply: bool,
+        idempotency_key: str | None,
+        response: Response,
     ) -> Accepted:
+        registry.target(route)  # an unknown route is a 404 before anything else
+        if key is not None and not key.may_predict(route):
+            raise Forbidden(f"the API key {key.name!r} may not send requests to model {route!r}")
+        data = await read_records(request, settings.gateway)
         ref = await registry.aresolve(route)
         schema = await registry.aschema(ref)
-        batch = schema.validate(body.data)
+        batch = schema.validate(data)
         fingerprint = ""
         if idempotency_key is not None:
             fingerprint = hashlib.sha256(route.encode() + orjson.dumps(batch.records)).hexdigest()
@@ -224,7 +297,9 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         try:
             await gate.check()
             request_id = uuid.uuid4().hex
-            stream_id = await broker.publish(request_id, route, batch.records, reply=reply)
+            stream_id = await broker.publish(
+                request_id, route, batch.records, reply=reply, owner=key.name if key else ""
+            )
         except StreammlError:
             if idempotency_key is not None:  # nothing was published: the key may be used again
                 await broker.finish_idempotent(idempotency_key, fingerprint, None, idempotency_ttl)
@@ -243,41 +318,59 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
             )
         return accepted
 
-    @app.post("/predict_stream", status_code=202, response_model=Accepted, responses=ERROR_RESPONSES)
+    @app.post(
+        "/predict_stream",
+        status_code=202,
+        response_model=Accepted,
+        responses=ERROR_RESPONSES,
+        openapi_extra=BODY_SCHEMA,
+    )
     async def predict_stream(
-        body: PredictRequest,
+        request: Request,
         response: Response,
+        key: Caller,
         model: str = MODEL_QUERY,
         idempotency_key: str | None = IDEMPOTENCY_HEADER,
     ) -> Accepted:
         """Validate the records and queue them for prediction; poll ``status_url`` for the result."""
-        return await accept(model, body, reply=False, idempotency_key=idempotency_key, response=response)
+        return await accept(
+            model, request, key, reply=False, idempotency_key=idempotency_key, response=response
+        )
 
-    @app.post("/predict", responses=ERROR_RESPONSES)
+    @app.post("/predict", responses=ERROR_RESPONSES, openapi_extra=BODY_SCHEMA)
     async def predict(
-        body: PredictRequest,
+        request: Request,
         response: Response,
+        key: Caller,
         model: str = MODEL_QUERY,
         idempotency_key: str | None = IDEMPOTENCY_HEADER,
     ) -> dict[str, Any]:
         """Queue the records and wait for their predictions (504 after the configured timeout)."""
-        accepted = await accept(model, body, reply=True, idempotency_key=idempotency_key, response=response)
+        accepted = await accept(
+            model, request, key, reply=True, idempotency_key=idempotency_key, response=response
+        )
         document = await hub.wait(accepted.request_id, settings.gateway.predict_timeout_s)
         document["missing_features"] = accepted.missing_features
         return document
 
-    @app.get("/predictions/{request_id}", responses=ERROR_RESPONSES)
-    async def prediction(request_id: str) -> JSONResponse:
+    @app.get(
+        "/predictions/{request_id}",
+        responses=ERROR_RESPONSES
+        | {202: {"description": "Still queued: the body is {'status': 'pending'}."}},
+    )
+    async def prediction(request_id: str, key: Caller) -> JSONResponse:
         """The predictions once done (200), ``pending`` while queued (202), 404 if unknown or expired."""
         document = await broker.result(request_id)
-        if document is None:
+        owner = document.pop("owner", "") if document else ""
+        if document is None or (key is not None and owner != key.name):
+            # Another key's request is reported as unknown: its existence is not ours to reveal.
             raise NotFound(f"no request {request_id!r} (never accepted, or its result expired)")
         if document.get("status") != "done":
             return JSONResponse({"status": "pending", "request_id": request_id}, status_code=202)
         return JSONResponse(document)
 
     @app.get("/models")
-    async def models() -> dict[str, Any]:
+    async def models(key: Caller) -> dict[str, Any]:
         """Each route, the model version it resolves to now, and that version's input schema."""
         out: dict[str, Any] = {}
         for route in registry.routes:
@@ -296,8 +389,8 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         """The process is alive (no dependency is checked)."""
         return {"status": "ok"}
 
-    @app.get("/ready")
-    async def ready() -> JSONResponse:
+    @app.get("/ready", responses={503: {"description": "Not ready: the body says which check failed."}})
+    async def ready(key: Caller) -> JSONResponse:
         """Redis reachable, every route's model resolvable, a worker seen recently."""
         checks: dict[str, Any] = {}
         try:
@@ -356,6 +449,8 @@ def _install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     async def domain_error(request: Request, exc: StreammlError) -> JSONResponse:
         status = next((s for t, s in ERROR_STATUS.items() if isinstance(exc, t)), 500)
         headers = {"Retry-After": str(retry_after_s)} if isinstance(exc, RETRY_LATER) else None
+        if isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": 'Bearer realm="streamml"'}
         if status >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
         problems = exc.problems if isinstance(exc, InvalidRequest) else None

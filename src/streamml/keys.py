@@ -39,6 +39,11 @@ def workers_heartbeat_key(stream: str) -> str:
     return f"{stream}:workers"
 
 
+def rate_limit_prefix(stream: str) -> str:
+    """Per-client request counters, one key per client and second (``<prefix>:<client>:<epoch s>``)."""
+    return f"{stream}:rate"
+
+
 def idempotency_key(stream: str, key: str) -> str:
     """The first response given to a client's ``Idempotency-Key``."""
     return f"{stream}:idem:{key}"

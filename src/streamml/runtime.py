@@ -51,12 +51,32 @@ def make_redis(settings: Settings) -> Redis:
     )
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def check_exposure(settings: Settings) -> str | None:
+    """Refuse an open gateway on a network interface; returns a warning for an open loopback one."""
+    gateway = settings.gateway
+    has_keys = bool(gateway.api_keys or gateway.api_keys_file)
+    if has_keys:
+        return None
+    if gateway.host not in LOOPBACK_HOSTS and not gateway.insecure:
+        raise SystemExit(
+            f"refusing to serve on {gateway.host} without API keys: set STREAMML_API_KEYS (or "
+            "STREAMML_API_KEYS_FILE), or pass --insecure if the network in front of it is trusted"
+        )
+    return f"no API keys configured: anyone who can reach {gateway.host}:{gateway.port} may call the gateway"
+
+
 def run_gateway(settings: Settings, *, log_level: str = "info") -> None:
     import uvicorn
 
     from streamml.broker import Broker
     from streamml.gateway import create_app
 
+    warning = check_exposure(settings)
+    if warning:
+        log.warning(warning)
     app = create_app(settings, Broker(make_redis(settings), settings.streams), make_registry(settings))
     config = uvicorn.Config(
         app,

@@ -117,6 +117,28 @@ class GatewaySettings(BaseSettings):
     """``Retry-After`` sent with 429 and 503 answers."""
     idempotency_ttl_s: int = 86_400
     """How long an ``Idempotency-Key`` is remembered: a repeat within it gets the first response."""
+    api_keys: str | None = Field(default=None, validation_alias=AliasChoices("STREAMML_API_KEYS", "api_keys"))
+    """API keys: JSON list of {name, key | sha256, routes, read_only}, or comma-separated keys."""
+    api_keys_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("STREAMML_API_KEYS_FILE", "api_keys_file")
+    )
+    """A file with API keys in the same format (hashes recommended)."""
+    insecure: bool = False
+    """Allow binding to a non-loopback address without API keys."""
+    max_body_bytes: int = 1 << 20
+    """413 above this many bytes, before the body is read in full."""
+    max_records: int = 1000
+    """413 above this many records in one request."""
+    max_fields: int = 64
+    """422 when a record has more fields than this."""
+    max_string_length: int = 256
+    """422 when a string value or a feature name is longer than this."""
+    max_depth: int = 8
+    """422 when the JSON body nests deeper than this."""
+    rate_limit_per_s: int = 500
+    """Requests per second per API key (or per client address without keys); 0 turns it off."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed by CORS (JSON list); empty: CORS off."""
 
 
 class WorkerSettings(BaseSettings):

@@ -56,7 +56,8 @@ class RequestResult:
         return max(self.predicted_ms - self.entry.accepted_ms, 0.0)
 
     def document(self) -> dict[str, Any]:
-        return {
+        owner = {"owner": self.entry.owner} if self.entry.owner else {}
+        return owner | {
             "status": "done",
             "request_id": self.entry.request_id,
             "stream_id": self.entry.stream_id,

@@ -22,6 +22,7 @@ import orjson
 from rich.console import Console
 from rich.panel import Panel
 
+from streamml.runtime import check_exposure
 from streamml.services import EmbeddedMlflow, EmbeddedRedis, ManagedProcess
 from streamml.settings import MLFLOW_URL_FILE, REDIS_URL_FILE, Settings
 
@@ -44,6 +45,7 @@ class Stack:
             signal.signal(signum, lambda *_: self._stop.set())
         self.state.mkdir(parents=True, exist_ok=True)
         try:
+            warning = check_exposure(self.settings)  # before starting anything: it may refuse
             redis_url, redis_shown = self._start_redis()
             tracking_uri = self._start_mlflow()
             self._ensure_models(tracking_uri)
@@ -62,6 +64,8 @@ class Stack:
                     env,
                 )
             self._announce(redis_shown, tracking_uri, gateway_url, workers, rate)
+            if warning:
+                self.console.print(f"[yellow]{warning}[/]")
             return self._monitor(duration)
         except RuntimeError as exc:
             self.console.print(f"[red]cannot start the stack:[/] {exc}")
@@ -119,7 +123,8 @@ class Stack:
 
     def _start_gateway(self, env: dict[str, str]) -> str:
         gateway = self.settings.gateway
-        self._child("gateway", ["api", "--host", gateway.host, "--port", str(gateway.port)], env)
+        args = ["api", "--host", gateway.host, "--port", str(gateway.port)]
+        self._child("gateway", [*args, "--insecure"] if gateway.insecure else args, env)
         url = f"http://{gateway.host}:{gateway.port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not self._stop.is_set():

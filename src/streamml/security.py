@@ -1,0 +1,265 @@
+"""The gateway's protections: API keys, per-client rate limits, body limits, strict JSON, headers.
+
+API keys are configured as JSON (``STREAMML_API_KEYS`` or the file ``STREAMML_API_KEYS_FILE``):
+
+    [{"name": "team-a", "key": "sk-...", "routes": ["svm", "knn"]},
+     {"name": "dashboard", "sha256": "<hex of the key>", "read_only": true}]
+
+or as a comma-separated list of keys allowed everywhere. Keys are hashed (SHA-256) as soon as they are
+read, and a presented key is compared with every hash in constant time (``hmac.compare_digest``), so
+neither the plaintext nor timing reveals a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from streamml.errors import StreammlError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+
+
+class Unauthenticated(StreammlError):
+    code = "unauthenticated"
+
+
+class Forbidden(StreammlError):
+    code = "forbidden"
+
+
+class RateLimited(StreammlError):
+    code = "rate_limited"
+
+
+class PayloadTooLarge(StreammlError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(StreammlError):
+    code = "unsupported_media_type"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    digest: bytes
+    routes: frozenset[str] | None = None
+    """None: every route."""
+    read_only: bool = False
+
+    def may_predict(self, route: str) -> bool:
+        return not self.read_only and (self.routes is None or route in self.routes)
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def parse_api_keys(text: str) -> list[ApiKey]:
+    """Keys from JSON (objects with name, key or sha256, routes, read_only) or a comma list."""
+    text = text.strip()
+    if not text:
+        return []
+    if not text.startswith("["):
+        return [
+            ApiKey(f"key-{i + 1}", _digest(k.strip())) for i, k in enumerate(text.split(",")) if k.strip()
+        ]
+    keys = []
+    for index, item in enumerate(json.loads(text)):
+        if "sha256" in item:
+            digest = bytes.fromhex(item["sha256"])
+        elif "key" in item:
+            digest = _digest(item["key"])
+        else:
+            raise ValueError(f"API key {index} has neither 'key' nor 'sha256'")
+        routes = item.get("routes")
+        keys.append(
+            ApiKey(
+                name=str(item.get("name", f"key-{index + 1}")),
+                digest=digest,
+                routes=frozenset(routes) if routes is not None else None,
+                read_only=bool(item.get("read_only", False)),
+            )
+        )
+    return keys
+
+
+def load_api_keys(inline: str | None, path: Path | None) -> list[ApiKey]:
+    keys = parse_api_keys(inline or "")
+    if path is not None:
+        keys += parse_api_keys(path.read_text())
+    return keys
+
+
+class Authenticator:
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self.keys = keys
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def identify(self, authorization: str | None, x_api_key: str | None) -> ApiKey | None:
+        """The caller's key; None when keys are off. Raises Unauthenticated when missing or wrong."""
+        if not self.keys:
+            return None
+        presented = x_api_key
+        if authorization:
+            scheme, _, credentials = authorization.partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                presented = credentials.strip()
+        if not presented:
+            raise Unauthenticated("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+        digest = _digest(presented)
+        found = None
+        for key in self.keys:  # compare with every key, so timing does not tell which one matched
+            if hmac.compare_digest(digest, key.digest):
+                found = key
+        if found is None:
+            raise Unauthenticated("the API key is not valid")
+        return found
+
+
+class RateLimiter:
+    """Requests per second per client, counted in Redis so every gateway process shares the limit."""
+
+    def __init__(self, redis: Redis, prefix: str, per_second: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.per_second = per_second
+
+    async def check(self, client: str) -> None:
+        if self.per_second <= 0:
+            return
+        window = int(time.time())
+        key = f"{self.prefix}:{client}:{window}"
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, 2)
+                count, _ = await pipe.execute()
+        except (RedisError, OSError):
+            return  # the limiter fails open; the publish that follows reports Redis being down
+        if int(count) > self.per_second:
+            raise RateLimited(f"more than {self.per_second} requests per second from this client; slow down")
+
+
+class BodyLimitMiddleware:
+    """413 before a body larger than ``limit`` bytes is read: by Content-Length when declared, else
+    (chunked bodies) as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _send_error(
+                    send, 413, PayloadTooLarge.code, f"the body is larger than {self.limit} bytes"
+                )
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise PayloadTooLarge(f"the body is larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope.get("path", "") in ("/docs", "/redoc")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += SECURITY_HEADERS if not docs else SECURITY_HEADERS[:1]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "problems": []}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: duplicate keys are an error (a silent last-wins would hide a client bug). NaN and
+    Infinity parse, so that validation can name the record and field that holds them."""
+    return json.loads(body, object_pairs_hook=_no_duplicates)
+
+
+def depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, counting up to ``limit + 1`` at most."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
