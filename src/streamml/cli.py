@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -223,11 +224,17 @@ def synth(
 
     try:
         drifts = parse_drifts(drift or [])
-        frame = generate(Profile.load(profile_path), rows, seed=seed, nulls=not no_nulls, drift=drifts)
+        profile = Profile.load(profile_path)
+        started = time.perf_counter()
+        frame = generate(profile, rows, seed=seed, nulls=not no_nulls, drift=drifts)
+        generated_s = time.perf_counter() - started
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     frame.to_csv(output, index=False)
-    console.print(f"wrote {len(frame)} rows x {len(frame.columns)} columns to {output}")
+    console.print(
+        f"wrote {len(frame)} rows x {len(frame.columns)} columns to {output} "
+        f"(generated in {generated_s:.2f} s: {len(frame) / max(generated_s, 1e-9):,.0f} rows/s)"
+    )
 
 
 @app.command()
@@ -305,6 +312,34 @@ def fidelity(
     print(report)  # plain: Markdown must not be wrapped to the terminal's width
     if output:
         output.write_text(report)
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small sizes (CI smoke run, about a minute).")
+    ] = False,
+    routes: Annotated[str, typer.Option("--routes", help="Comma-separated routes.")] = "lightgbm,svm,knn",
+    record: Annotated[
+        bool | None,
+        typer.Option("--record/--no-record", help="Write benchmarks/results (default: unless --quick)."),
+    ] = None,
+) -> None:
+    """Benchmark the worker drain against the naive worker and the model's own speed."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / "benchmarks" / "harness.py").exists():
+        raise typer.BadParameter("the benchmarks live in the source checkout (benchmarks/); run from there")
+    sys.path.insert(0, str(repo))
+    from benchmarks.harness import main as run_benchmarks
+
+    run_benchmarks(
+        quick=quick,
+        routes=[r.strip() for r in routes.split(",") if r.strip()],
+        record=(not quick) if record is None else record,
+        console=console,
+    )
 
 
 dlq_app = typer.Typer(help="Inspect and operate the dead-letter stream.", no_args_is_help=True)

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -36,8 +35,8 @@ from streamml.errors import (
     PredictionTimeout,
     Problem,
     StreammlError,
-    UnknownRoute,
 )
+from streamml.httperrors import ErrorResponse, install_error_handlers
 from streamml.intake import read_records
 from streamml.registry import ModelRegistry
 from streamml.security import (
@@ -45,39 +44,18 @@ from streamml.security import (
     Authenticator,
     BodyLimitMiddleware,
     Forbidden,
-    PayloadTooLarge,
-    RateLimited,
     RateLimiter,
     SecurityHeadersMiddleware,
-    Unauthenticated,
-    UnsupportedMediaType,
     load_api_keys,
 )
 from streamml.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ERROR_STATUS: dict[type[StreammlError], int] = {
-    InvalidRequest: 422,
-    UnknownRoute: 404,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    IdempotencyConflict: 409,
-    PayloadTooLarge: 413,
-    UnsupportedMediaType: 415,
-    RateLimited: 429,
-    Overloaded: 429,
-    ModelUnavailable: 503,
-    BrokerUnavailable: 503,
-    PredictionTimeout: 504,
-}
-RETRY_LATER = (Overloaded, RateLimited, BrokerUnavailable, ModelUnavailable, IdempotencyConflict)
-"""Answers that carry ``Retry-After``: the same request may succeed later."""
 REPLY_POLL_S = 0.5
+"""While waiting on ``POST /predict``, re-check the result this often in case a notice was missed."""
 LISTEN_POLL_S = 0.5
 """The reply listener checks for a stop request this often."""
-"""While waiting on ``POST /predict``, re-check the result this often in case a notice was missed."""
 
 
 MODEL_QUERY = Query(description="Model route, e.g. svm, knn, lightgbm")
@@ -128,16 +106,6 @@ class Accepted(BaseModel):
     missing_features: dict[str, int] = Field(
         default_factory=dict, description="Feature -> number of records that omitted it (imputed)."
     )
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    problems: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -260,7 +228,7 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
     app.state.limiter = RateLimiter(
         broker.redis, keys.rate_limit_prefix(broker.stream), settings.gateway.rate_limit_per_s
     )
-    _install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
+    install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
     app.add_middleware(BodyLimitMiddleware, limit=settings.gateway.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.gateway.cors_origins:
@@ -425,68 +393,3 @@ def _replay(first: dict[str, Any], fingerprint: str) -> Accepted:
             "a request with this Idempotency-Key is still being accepted; retry shortly"
         )
     return Accepted.model_validate(first["response"])
-
-
-def _error(
-    status: int,
-    code: str,
-    message: str,
-    problems: list[Problem] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "problems": [p.as_dict() for p in problems or []],
-        }
-    }
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
-    @app.exception_handler(StreammlError)
-    async def domain_error(request: Request, exc: StreammlError) -> JSONResponse:
-        status = next((s for t, s in ERROR_STATUS.items() if isinstance(exc, t)), 500)
-        headers = {"Retry-After": str(retry_after_s)} if isinstance(exc, RETRY_LATER) else None
-        if isinstance(exc, Unauthenticated):
-            headers = {"WWW-Authenticate": 'Bearer realm="streamml"'}
-        if status >= 500:
-            log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-        problems = exc.problems if isinstance(exc, InvalidRequest) else None
-        message = str(exc)
-        if isinstance(exc, BrokerUnavailable | ModelUnavailable):
-            message = "a backing service is unavailable; retry later"  # internals stay in our logs
-        return _error(status, exc.code, message, problems, headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [_problem_from_pydantic(e) for e in exc.errors()]
-        return _error(
-            422,
-            InvalidRequest.code,
-            problems[0].message if problems else "invalid request",
-            problems,
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", "internal error; it has been logged")
-
-
-def _problem_from_pydantic(error: Any) -> Problem:
-    """Turn FastAPI's location (``body.data.3``) into the record index and field a client needs."""
-    location = [str(part) for part in error.get("loc", ()) if part != "body"]
-    message = str(error.get("msg", "invalid"))
-    if error.get("type") == "missing" and location == ["data"]:
-        return Problem("the body must be an object with a 'data' list of records", field="data")
-    if location[:1] == ["data"] and len(location) >= 2 and location[1].isdigit():
-        index = int(location[1])
-        return Problem(
-            f"record {index}: {message.lower()} (each record is an object of feature: value)", index
-        )
-    if location[:1] == ["query"]:
-        return Problem(f"query parameter {location[-1]!r}: {message.lower()}", field=location[-1])
-    where = ".".join(location) or "body"
-    return Problem(f"{where}: {message.lower()}", field=where)
