@@ -182,6 +182,13 @@ async def test_oversized_body_is_413_before_it_is_read(
     assert await redis.xlen(settings.streams.stream) == 0
 
 
+async def test_every_response_carries_a_request_id_for_the_logs(client: httpx.AsyncClient) -> None:
+    given = await client.get("/health", headers={"X-Request-ID": "client-123"})
+    assert given.headers["x-request-id"] == "client-123"
+    made = await client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
+    assert len(made.headers["x-request-id"]) == 32
+
+
 async def test_security_headers_and_no_cors_by_default(client: httpx.AsyncClient) -> None:
     response = await client.get("/health", headers={"Origin": "https://evil.example"})
     assert response.headers["x-content-type-options"] == "nosniff"
