@@ -172,17 +172,18 @@ class Broker:
                 raise
 
     async def read(
-        self, consumer: str, count: int, block_ms: int | None, *, own_pending: bool = False
+        self, consumer: str, count: int, block_ms: int | None, *, after: str = ">"
     ) -> list[tuple[str, dict[bytes, bytes]]]:
-        """New entries (``>``), or this consumer's own pending ones (``0``) when recovering."""
-        start = "0" if own_pending else ">"
+        """New entries (``after=">"``), or this consumer's own pending entries after an id (history
+        reads never block)."""
+        history = after != ">"
         try:
             reply: Any = await self.redis.xreadgroup(
                 self.group,
                 consumer,
-                {self.stream: start},
+                {self.stream: after},
                 count=count,
-                block=None if own_pending else block_ms,
+                block=None if history else block_ms,
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):

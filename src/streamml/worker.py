@@ -186,13 +186,7 @@ class Worker:
         """Process entries delivered to this consumer name before and never acked."""
         last_seen = "0"
         while not self._stopping.is_set():
-            raw: Any = await self.redis.xreadgroup(
-                self.streams.group,
-                self.consumer,
-                {self.streams.stream: last_seen},
-                count=self.config.batch_entries,
-            )
-            entries = [(_text(sid), f) for sid, f in (raw[0][1] if raw else []) if f]
+            entries = await self.broker.read(self.consumer, self.config.batch_entries, None, after=last_seen)
             if not entries:
                 return
             await self.handle(entries, await self._delivery_counts([sid for sid, _ in entries]))
