@@ -37,6 +37,9 @@ from streamml.sinks import CsvSink, RequestResult, queue_redis_writes
 
 log = logging.getLogger(__name__)
 
+KEEP_ALIVE_STOP_S = 10.0
+"""Longest wait for the in-flight keep-alive to finish its last XCLAIM (it is bounded by the socket
+timeout)."""
 RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 """Pauses between attempts while Redis is unreachable; the last one repeats."""
 
@@ -275,21 +278,28 @@ class Worker:
         deliveries: dict[str, int] | None = None,
     ) -> BatchOutcome:
         """Predict, write every sink, then ack; failed entries are dead-lettered or left pending."""
-        keep_alive = asyncio.create_task(self._keep_claimed([sid for sid, _ in raw]))  # noqa: RUF006 - awaited below
+        done = asyncio.Event()
+        keep_alive = asyncio.create_task(self._keep_claimed([sid for sid, _ in raw], done))  # noqa: RUF006 - awaited below
         try:
             return await self._handle(raw, deliveries)
         finally:
-            keep_alive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keep_alive
+            # A flag, not cancel(): cancelling a Redis command mid-flight is unsafe, and redis-py can
+            # swallow the cancellation; the task ends after at most one more XCLAIM.
+            done.set()
+            try:
+                await asyncio.wait_for(keep_alive, timeout=KEEP_ALIVE_STOP_S)
+            except TimeoutError:
+                log.warning("in-flight keep-alive did not stop within %.0fs", KEEP_ALIVE_STOP_S)
 
-    async def _keep_claimed(self, ids: list[str]) -> None:
+    async def _keep_claimed(self, ids: list[str], done: asyncio.Event) -> None:
         """While a batch is in hand, reset its entries' idle time now and then (XCLAIM JUSTID, which
         does not count as a delivery), so a slow batch is never claimed by another worker as if this
         one had died."""
         every = self.config.claim_idle_ms / 3000.0
-        while ids:
-            await asyncio.sleep(every)
+        while ids and not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=every)
+                return
             try:
                 await self.redis.xclaim(
                     self.streams.stream,
