@@ -36,7 +36,7 @@ from streamml.errors import (
     Problem,
     StreammlError,
 )
-from streamml.httperrors import ErrorResponse, RequestIdMiddleware, install_error_handlers
+from streamml.httperrors import ErrorResponse, install_error_handlers
 from streamml.intake import read_records
 from streamml.registry import ModelRegistry
 from streamml.security import (
@@ -45,7 +45,7 @@ from streamml.security import (
     BodyLimitMiddleware,
     Forbidden,
     RateLimiter,
-    SecurityHeadersMiddleware,
+    ResponseHeadersMiddleware,
     load_api_keys,
 )
 from streamml.settings import Settings
@@ -230,8 +230,7 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
     )
     install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
     app.add_middleware(BodyLimitMiddleware, limit=settings.gateway.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ResponseHeadersMiddleware)
     if settings.gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,

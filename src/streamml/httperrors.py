@@ -5,8 +5,6 @@ own message."""
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -124,32 +122,6 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
 
 def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
-
-
-class RequestIdMiddleware:
-    """Give every HTTP request an id (the client's ``X-Request-ID`` when it is sane), echo it in the
-    response, and let error logs carry it, so a client's report can be found in our logs."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        await self.app(scope, receive, with_id)
-
-
-_SANE_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 def _problem_from_pydantic(error: Any) -> Problem:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -198,7 +201,11 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-class SecurityHeadersMiddleware:
+class ResponseHeadersMiddleware:
+    """Security headers on every response, and a request id: the client's ``X-Request-ID`` when it is
+    sane, else a new one; echoed in the response and kept in ``request.state`` for the error logs, so a
+    client's report can be found in our logs."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -207,11 +214,15 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         docs = scope.get("path", "") in ("/docs", "/redoc")
+        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += SECURITY_HEADERS if not docs else SECURITY_HEADERS[:1]
+                headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
             await send(message)
 
