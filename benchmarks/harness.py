@@ -16,7 +16,7 @@ from benchmarks import drain
 def main(*, quick: bool, routes: list[str], record: bool, console: Console) -> dict[str, object]:
     from streamml.services import EmbeddedRedis
     from streamml.settings import DEFAULT_TRUSTED_TYPES
-    from streamml.training import train_and_register, training_frame
+    from streamml.training import local_demo_registry
 
     with tempfile.TemporaryDirectory(prefix="streamml-bench-") as scratch:
         root = Path(scratch)
@@ -27,16 +27,9 @@ def main(*, quick: bool, routes: list[str], record: bool, console: Console) -> d
             redis_url = server.url
         tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not tracking_uri:
-            tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
             console.print("training the demo models for the benchmark ...")
-            frame, source = training_frame(None, 3000 if quick else 20_000, 0)
-            train_and_register(
-                frame,
-                tracking_uri=tracking_uri,
-                experiment="bench",
-                trusted_types=DEFAULT_TRUSTED_TYPES,
-                source=source,
-                artifact_location=(root / "artifacts").as_uri(),
+            tracking_uri = local_demo_registry(
+                root, rows=3000 if quick else 20_000, experiment="bench", trusted_types=DEFAULT_TRUSTED_TYPES
             )
         try:
             report = drain.run(redis_url=redis_url, tracking_uri=tracking_uri, quick=quick, routes=routes)

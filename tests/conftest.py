@@ -43,20 +43,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real MLflow registry (sqlite) with SVC, Knn_Classifier and LightGBM_Classifier @champion."""
-    from streamml.training import train_and_register, training_frame
+    from streamml.training import local_demo_registry
 
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    frame, source = training_frame(None, TRAIN_ROWS, 0)
-    train_and_register(
-        frame,
-        tracking_uri=uri,
+    return local_demo_registry(
+        tmp_path_factory.mktemp("mlflow"),
+        rows=TRAIN_ROWS,
         experiment="tests",
         trusted_types=DEFAULT_TRUSTED_TYPES,
-        source=source,
-        artifact_location=(root / "artifacts").as_uri(),
     )
-    return uri
 
 
 def make_settings(tmp_path: Path, redis_url: str, tracking_uri: str) -> Settings:

@@ -194,7 +194,7 @@ class Broker:
             raise
         if not reply:
             return []
-        return [(_text(sid), fields) for sid, fields in reply[0][1] if fields]
+        return [(as_text(sid), fields) for sid, fields in reply[0][1] if fields]
 
     async def heartbeat(self, consumer: str) -> None:
         await self.redis.zadd(keys.workers_heartbeat_key(self.stream), {consumer: time.time()})
@@ -219,12 +219,12 @@ class Broker:
             return 0
         bounds = []
         for group in groups:
-            name = _text(group["name"])
+            name = as_text(group["name"])
             summary: Any = await self.redis.xpending(self.stream, name)
             if summary["pending"]:
-                bounds.append(_text(summary["min"]))
+                bounds.append(as_text(summary["min"]))
             else:
-                bounds.append(next_id(_text(group["last-delivered-id"])))
+                bounds.append(next_id(as_text(group["last-delivered-id"])))
         minimum = min(bounds, key=id_key)
         removed: Any = await self.redis.xtrim(self.stream, minid=minimum, approximate=False)
         return int(removed)
@@ -251,16 +251,16 @@ class Broker:
         except ResponseError:
             groups = []
         for group in groups:
-            name = _text(group["name"])
+            name = as_text(group["name"])
             consumers: Any = await self.redis.xinfo_consumers(self.stream, name)
             out["groups"].append(
                 {
                     "name": name,
                     "pending": group["pending"],
                     "lag": group.get("lag"),
-                    "last_delivered_id": _text(group["last-delivered-id"]),
+                    "last_delivered_id": as_text(group["last-delivered-id"]),
                     "consumers": [
-                        {"name": _text(c["name"]), "pending": c["pending"], "idle_ms": c["idle"]}
+                        {"name": as_text(c["name"]), "pending": c["pending"], "idle_ms": c["idle"]}
                         for c in consumers
                     ],
                 }
@@ -280,10 +280,11 @@ class Broker:
             lag += len(batch)
             if len(batch) < 10_000:
                 return lag
-            start = f"({_text(batch[-1][0])}"
+            start = f"({as_text(batch[-1][0])}"
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """Redis replies arrive as bytes; ids and names are wanted as text."""
     return value.decode() if isinstance(value, bytes) else value
 
 

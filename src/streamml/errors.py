@@ -81,6 +81,36 @@ class IdempotencyConflict(StreammlError):
     code = "idempotency_conflict"
 
 
+class Unauthenticated(StreammlError):
+    """No API key, or one that is not valid."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(StreammlError):
+    """A valid API key that may not do this (another route, or read-only)."""
+
+    code = "forbidden"
+
+
+class RateLimited(StreammlError):
+    """The client sent more requests per second than it may."""
+
+    code = "rate_limited"
+
+
+class PayloadTooLarge(StreammlError):
+    """The body, or the number of records in it, is over the limit."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(StreammlError):
+    """The body is not sent as application/json."""
+
+    code = "unsupported_media_type"
+
+
 class NotFound(StreammlError):
     """No such request (never accepted, or its result expired)."""
 

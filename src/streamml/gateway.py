@@ -27,6 +27,7 @@ from streamml import keys
 from streamml.broker import Broker
 from streamml.errors import (
     BrokerUnavailable,
+    Forbidden,
     IdempotencyConflict,
     InvalidRequest,
     ModelUnavailable,
@@ -43,7 +44,6 @@ from streamml.security import (
     ApiKey,
     Authenticator,
     BodyLimitMiddleware,
-    Forbidden,
     RateLimiter,
     ResponseHeadersMiddleware,
     load_api_keys,

@@ -14,21 +14,19 @@ from pydantic import BaseModel, Field
 
 from streamml.errors import (
     BrokerUnavailable,
+    Forbidden,
     IdempotencyConflict,
     InvalidRequest,
     ModelUnavailable,
     NotFound,
     Overloaded,
+    PayloadTooLarge,
     PredictionTimeout,
     Problem,
-    StreammlError,
-    UnknownRoute,
-)
-from streamml.security import (
-    Forbidden,
-    PayloadTooLarge,
     RateLimited,
+    StreammlError,
     Unauthenticated,
+    UnknownRoute,
     UnsupportedMediaType,
 )
 

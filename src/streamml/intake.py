@@ -11,8 +11,8 @@ from typing import Any
 
 from fastapi import Request
 
-from streamml.errors import InvalidRequest, Problem
-from streamml.security import DuplicateKey, PayloadTooLarge, UnsupportedMediaType, depth, parse_json
+from streamml.errors import InvalidRequest, PayloadTooLarge, Problem, UnsupportedMediaType
+from streamml.security import DuplicateKey, depth, parse_json
 from streamml.settings import GatewaySettings
 
 ALLOWED_QUERY = frozenset({"model"})

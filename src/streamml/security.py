@@ -26,7 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streamml.errors import StreammlError
+from streamml.errors import PayloadTooLarge, RateLimited, Unauthenticated
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,26 +42,6 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-
-
-class Unauthenticated(StreammlError):
-    code = "unauthenticated"
-
-
-class Forbidden(StreammlError):
-    code = "forbidden"
-
-
-class RateLimited(StreammlError):
-    code = "rate_limited"
-
-
-class PayloadTooLarge(StreammlError):
-    code = "payload_too_large"
-
-
-class UnsupportedMediaType(StreammlError):
-    code = "unsupported_media_type"
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,22 @@ def train_and_register(
     return trained
 
 
+def local_demo_registry(root: Path, *, rows: int, experiment: str, trusted_types: Sequence[str]) -> str:
+    """A sqlite registry under ``root`` with the three demo models trained on ``rows`` synthetic rows;
+    returns its tracking URI (for tests and benchmarks that need a real registry of their own)."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    frame, source = training_frame(None, rows, 0)
+    train_and_register(
+        frame,
+        tracking_uri=uri,
+        experiment=experiment,
+        trusted_types=trusted_types,
+        source=source,
+        artifact_location=(root / "artifacts").as_uri(),
+    )
+    return uri
+
+
 def model_signature() -> Any:
     """Every feature optional (``required=False``): the pipeline imputes what a client omits."""
     from mlflow.models import ModelSignature

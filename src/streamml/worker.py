@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamml import keys
-from streamml.broker import Broker, Entry, InvalidEntry, decode_entry, id_key, now_ms
+from streamml.broker import Broker, Entry, InvalidEntry, as_text, decode_entry, id_key, now_ms
 from streamml.errors import ModelLoadError, ModelUnavailable, UnknownRoute
 from streamml.inference import LoadedModel
 from streamml.registry import ModelRef, ModelRegistry
@@ -50,6 +50,11 @@ MODEL_LOAD_FAILED = "model_load_failed"
 PREDICTION_FAILED = "prediction_failed"
 PERMANENT = frozenset({INVALID_PAYLOAD, UNKNOWN_MODEL})
 """Failures that no retry can mend: dead-lettered on the first delivery."""
+
+
+def reconnect_pause(attempt: int) -> float:
+    """The pause before reconnect attempt ``attempt`` (0-based); the last one repeats."""
+    return RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
 
 
 def default_consumer_name() -> str:
@@ -141,7 +146,7 @@ class Worker:
                 elif burst and not await self._retry_own_failures():
                     break
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                pause = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+                pause = reconnect_pause(attempt)
                 attempt += 1
                 log.warning("Redis unreachable (%s); retrying in %.1fs", type(exc).__name__, pause)
                 await self._sleep(pause)
@@ -154,7 +159,7 @@ class Worker:
                 await operation()
                 return
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                pause = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+                pause = reconnect_pause(attempt)
                 log.warning("Redis unreachable (%s); retrying in %.1fs", type(exc).__name__, pause)
                 await self._sleep(pause)
                 if self._stopping.is_set():
@@ -208,8 +213,8 @@ class Worker:
                 start_id=start,
                 count=self.config.batch_entries,
             )
-            start, claimed = _text(reply[0]), [(_text(sid), f) for sid, f in reply[1]]
-            deleted = [_text(sid) for sid in (reply[2] if len(reply) > 2 else [])]
+            start, claimed = as_text(reply[0]), [(as_text(sid), f) for sid, f in reply[1]]
+            deleted = [as_text(sid) for sid in (reply[2] if len(reply) > 2 else [])]
             if deleted:  # trimmed away while pending: nothing left to process
                 log.warning("acked %d pending entries whose data was already trimmed", len(deleted))
             live = [(sid, f) for sid, f in claimed if f]
@@ -234,7 +239,7 @@ class Worker:
         )
         if not pending:
             return False
-        ids = [_text(p["message_id"]) for p in pending]
+        ids = [as_text(p["message_id"]) for p in pending]
         claimed: Any = await self.redis.xclaim(
             self.streams.stream,
             self.streams.group,
@@ -242,7 +247,7 @@ class Worker:
             min_idle_time=0,
             message_ids=list[Any](ids),
         )
-        entries = [(_text(sid), f) for sid, f in claimed if f]
+        entries = [(as_text(sid), f) for sid, f in claimed if f]
         await asyncio.sleep(0.05)  # a failing dependency gets a moment before the next attempt
         await self.handle(entries, await self._delivery_counts(ids))
         return True
@@ -258,7 +263,7 @@ class Worker:
             len(ids) * 2,
             consumername=self.consumer,
         )
-        return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        return {as_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     # -- one micro-batch -----------------------------------------------------------------------
 
@@ -462,7 +467,3 @@ def predict_isolating(
         )
         offset += count
     return results, []
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
