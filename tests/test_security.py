@@ -76,6 +76,14 @@ HOSTILE: list[Any] = [
     ("nan-token", b'{"data": [{"Designation": NaN}]}', JSON, "model=svm", 422, ["record 0", "finite"]),
     ("minus-inf", b'{"data": [{"Designation": -Infinity}]}', JSON, "model=svm", 422, ["finite"]),
     ("out-of-float-range", b'{"data": [{"Designation": 1e400}]}', JSON, "model=svm", 422, ["finite"]),
+    (
+        "integer-beyond-double",
+        b'{"data": [{"Designation": 1' + b"0" * 400 + b"}]}",
+        JSON,
+        "model=svm",
+        422,
+        ["record 0", "Designation", "double"],
+    ),
     ("bool-for-number", b'{"data": [{"Team Size": true}]}', JSON, "model=svm", 422, ["Team Size", "bool"]),
     ("object-for-number", b'{"data": [{"Team Size": {"a": 1}}]}', JSON, "model=svm", 422, ["Team Size"]),
     (

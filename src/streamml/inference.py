@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from streamml.schema import NUMERIC_TYPES, InputSchema
+
+if TYPE_CHECKING:
+    from streamml.fastpath import FastPipeline
 
 
 @dataclass
@@ -25,10 +28,15 @@ class LoadedModel:
     version: str
     estimator: Any
     schema: InputSchema
+    fast: FastPipeline | None = None
+    """The checked numpy path (:mod:`streamml.fastpath`), when the pipeline's steps allow one."""
 
     def predict(self, records: Sequence[dict[str, Any]]) -> list[str]:
         """One predict call for all ``records``; absent features become NaN for the imputers."""
-        labels = self.estimator.predict(records_to_frame(records, self.schema))
+        if self.fast is not None:
+            labels = self.fast.predict(records)
+        else:
+            labels = self.estimator.predict(records_to_frame(records, self.schema))
         return [str(label) for label in labels]
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamml.errors import ModelLoadError, ModelUnavailable, UnknownRoute
-from streamml.inference import LoadedModel
+from streamml.inference import LoadedModel, records_to_frame
 from streamml.schema import InputSchema
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class ModelRegistry:
         trusted_types: Sequence[str] = (),
         cache_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fast_path: bool = True,
     ) -> None:
         from mlflow import MlflowClient  # mlflow is slow to import; only processes that need it pay
 
@@ -82,8 +83,10 @@ class ModelRegistry:
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._cache_dir = cache_dir
         self._clock = clock
+        self.fast_path = fast_path
         self._lock = threading.Lock()
         self._resolved: dict[str, tuple[ModelRef, float]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._schemas: dict[tuple[str, str], InputSchema] = {}
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._load_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -144,9 +147,29 @@ class ModelRegistry:
         return ref
 
     async def aresolve(self, route: str) -> ModelRef:
+        """Like :meth:`resolve`, for async code. When the alias is due for a check, one caller asks
+        the registry and waits; callers arriving meanwhile get the version in hand instead of each
+        starting a thread behind the same slow call (that pile-up was the gateway's p99)."""
         self.target(route)  # unknown routes fail fast, without a thread hop
         cached = self.cached_ref(route)
-        return cached if cached is not None else await asyncio.to_thread(self.resolve, route)
+        if cached is not None:
+            return cached
+        stale = self._resolved.get(route)
+        if stale is None:
+            return await asyncio.to_thread(self.resolve, route)
+        if route in self._refreshing:
+            return stale[0]
+        refresh = self._refreshing[route] = asyncio.create_task(self._refresh(route))
+        await asyncio.shield(refresh)  # a cancelled caller does not cancel the refresh
+        return self._resolved[route][0]
+
+    async def _refresh(self, route: str) -> None:
+        try:
+            await asyncio.to_thread(self.resolve, route)
+        except ModelUnavailable as exc:  # resolve() keeps the last version when it can
+            log.warning("could not refresh route %s: %s", route, exc)
+        finally:
+            self._refreshing.pop(route, None)
 
     # -- signatures ----------------------------------------------------------------------------
 
@@ -244,7 +267,15 @@ class ModelRegistry:
             raise ModelLoadError(f"cannot load {ref.uri} with skops: {exc}{hint}") from exc
         schema = InputSchema.from_mlflow_signature(mlmodel.signature)
         self._schemas.setdefault((ref.name, ref.version), schema)
-        return LoadedModel(ref.route, ref.name, ref.version, estimator, schema)
+        fast = None
+        if self.fast_path:
+            from streamml.fastpath import compile_pipeline
+
+            fast = compile_pipeline(estimator, lambda records: records_to_frame(records, schema))
+        log.info(
+            "loaded %s v%s (%s)", ref.name, ref.version, "numpy fast path" if fast else "scikit-learn path"
+        )
+        return LoadedModel(ref.route, ref.name, ref.version, estimator, schema, fast)
 
 
 def _untrusted_types(path: Path) -> list[str]:

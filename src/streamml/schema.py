@@ -7,8 +7,10 @@ that its model would reject with "feature names should match" deep inside scikit
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +24,15 @@ STRING_TYPES = frozenset({"string"})
 BOOLEAN_TYPES = frozenset({"boolean"})
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
+_BIG = sys.float_info.max
+"""The largest double: a JSON integer beyond it would overflow float(); NaN and inf fail the test."""
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_name(name: str) -> str:
-    """Case, spaces, underscores and hyphens are equivalent: "Resource_Allocation" ~ "resource allocation"."""
+    """Case, spaces, underscores and hyphens are equivalent: "Resource_Allocation" ~ "resource allocation".
+    Cached: clients send the same few spellings in every record, and the regex was a fifth of the
+    gateway's time on 100-record requests."""
     return _SEPARATORS.sub("", name).casefold()
 
 
@@ -132,6 +139,13 @@ class InputSchema:
                 continue
             if value is None:
                 continue  # an explicit null is a missing value; the model's pipeline imputes it
+            kind = type(value)
+            if column.type == "double" and (kind is float or kind is int) and -_BIG <= value <= _BIG:
+                clean[column.name] = float(value)  # the common case, without the general check below
+                continue
+            if column.type == "string" and kind is str:
+                clean[column.name] = value
+                continue
             error = _type_error(column, value)
             if error:
                 problems.append(
@@ -155,6 +169,8 @@ def _type_error(column: Column, value: Any) -> str | None:
             return f"expected a number, got {kind} {_show(value)}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"expected a finite number, got {value}"
+        if not -_BIG <= value <= _BIG:
+            return f"expected a number a double can hold, got {_show(value)}"
         if column.type in INTEGER_TYPES and isinstance(value, float) and not value.is_integer():
             return f"expected an integer, got {value}"
         return None

@@ -242,6 +242,8 @@ def parse_json(body: bytes) -> Any:
 
 def depth(value: Any, limit: int) -> int:
     """Nesting depth of a parsed JSON value, counting up to ``limit + 1`` at most."""
+    if not isinstance(value, dict | list):
+        return 1
     stack = [(value, 1)]
     deepest = 0
     while stack:
@@ -249,8 +251,10 @@ def depth(value: Any, limit: int) -> int:
         deepest = max(deepest, level)
         if deepest > limit:
             return deepest
-        if isinstance(item, dict):
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item)
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:  # only containers go on the stack: a record's scalars are one level
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
+            elif level + 1 > deepest:
+                deepest = level + 1
     return deepest

@@ -76,6 +76,9 @@ class MlflowSettings(BaseSettings):
     """How often an alias is re-resolved, so moving ``champion`` takes effect without a restart."""
     trusted_types: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_TYPES))
     """Non-scikit-learn types skops may load; anything else in a model artifact is refused."""
+    fast_path: bool = True
+    """Run imputers, scalers and one-hot encoders with numpy instead of through scikit-learn (same
+    labels, checked at load; see streamml/fastpath.py). ``false`` always calls the pipeline."""
     experiment: str = "streamml-demo-models"
     """Experiment `streamml train` logs its runs and holdout metrics to."""
 
@@ -135,6 +138,8 @@ class GatewaySettings(BaseSettings):
     """422 when a string value or a feature name is longer than this."""
     max_depth: int = 8
     """422 when the JSON body nests deeper than this."""
+    opentelemetry: bool = False
+    """FastAPI's OpenTelemetry spans, metrics and logs (with the providers your environment sets up)."""
     rate_limit_per_s: int = 500
     """Requests per second per API key (or per client address without keys); 0 turns it off."""
     cors_origins: list[str] = Field(default_factory=list)

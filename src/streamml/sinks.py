@@ -52,10 +52,14 @@ class RequestResult:
 
     @property
     def latency_ms(self) -> float:
-        """From gateway acceptance to prediction."""
+        """From gateway acceptance to prediction (the CSV's latency: a row cannot stamp its own write)."""
         return max(self.predicted_ms - self.entry.accepted_ms, 0.0)
 
-    def document(self) -> dict[str, Any]:
+    def written_latency_ms(self, written_ms: float) -> float:
+        """From gateway acceptance to the predictions being written (CSV done, Redis write sent)."""
+        return max(written_ms - self.entry.accepted_ms, 0.0)
+
+    def document(self, written_ms: float) -> dict[str, Any]:
         owner = {"owner": self.entry.owner} if self.entry.owner else {}
         return owner | {
             "status": "done",
@@ -71,7 +75,8 @@ class RequestResult:
             "timings": {
                 "accepted_at": _iso(self.entry.accepted_ms),
                 "predicted_at": _iso(self.predicted_ms),
-                "latency_ms": round(self.latency_ms, 3),
+                "written_at": _iso(written_ms),
+                "latency_ms": round(self.written_latency_ms(written_ms), 3),
                 "batch_predict_ms": round(self.predict_ms, 3),
             },
         }
@@ -124,11 +129,15 @@ class CsvSink:
         os.close(self._fd)
 
 
-def queue_redis_writes(pipe: Pipeline, streams: StreamSettings, results: Sequence[RequestResult]) -> None:
-    """Add the result documents, results-stream entries and reply notices to a pipeline."""
+def queue_redis_writes(
+    pipe: Pipeline, streams: StreamSettings, results: Sequence[RequestResult], written_ms: float
+) -> None:
+    """Add the result documents, results-stream entries and reply notices to a pipeline.
+    ``written_ms`` is when the batch was handed to Redis, after the CSV rows were written; latency in
+    the result and the results stream runs from gateway acceptance to then."""
     for result in results:
         entry = result.entry
-        document = orjson.dumps(result.document())
+        document = orjson.dumps(result.document(written_ms))
         pipe.set(keys.result_key(streams.stream, entry.request_id), document, ex=streams.result_ttl_s)
         pipe.xadd(
             streams.results_stream,
@@ -139,7 +148,7 @@ def queue_redis_writes(pipe: Pipeline, streams: StreamSettings, results: Sequenc
                 "model_name": result.model_name,
                 "model_version": result.model_version,
                 "predictions": orjson.dumps(result.labels),
-                "latency_ms": f"{result.latency_ms:.3f}",
+                "latency_ms": f"{result.written_latency_ms(written_ms):.3f}",
             },
             maxlen=streams.results_maxlen,
             approximate=True,

@@ -95,15 +95,17 @@ def build_pipelines(seed: int = 0) -> dict[str, Any]:
             [("preprocess", preprocess()), ("model", KNeighborsClassifier(n_neighbors=15))]
         ),
         # One thread: a worker process per core scales better than threads fighting inside one.
+        # 50 shallow trees per class: on the real data's holdout this scores a higher macro-F1 than
+        # 200 trees of 31 leaves (0.847 vs 0.839) and predicts ten times faster; see benchmarks/README.md.
         "LightGBM_Classifier": Pipeline(
             [
                 ("preprocess", preprocess()),
                 (
                     "model",
                     LGBMClassifier(
-                        n_estimators=200,
-                        learning_rate=0.05,
-                        num_leaves=31,
+                        n_estimators=50,
+                        learning_rate=0.1,
+                        num_leaves=7,
                         n_jobs=1,
                         random_state=seed,
                         verbose=-1,
