@@ -315,11 +315,15 @@ async def soak(
     sampler.cancel()
     row = {"t_s": round(load.seconds, 1)} | {n: round(usage(p).rss_mb, 1) for n, p in stack.pids.items()}
     samples.append(row)
+    warm_s = min(60.0, duration_s / 5)
+    warm = next(sample for sample in samples if sample["t_s"] >= warm_s)
     return {
         "rate": rate,
         "seconds": round(load.seconds, 1),
         "sent": load.sent,
         "accepted": load.ok,
+        "every_s": every_s,
+        "warm_s": warm_s,
         "samples": samples,
-        "rss_start_end_mb": {name: [samples[0][name], samples[-1][name]] for name in stack.pids},
+        "rss_warm_end_mb": {name: [warm[name], samples[-1][name]] for name in stack.pids},
     }

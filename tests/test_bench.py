@@ -1,4 +1,5 @@
-"""`streamml bench --quick` runs end to end (a smoke test: no timing is asserted)."""
+"""`streamml bench --quick` runs every scenario, `mlflow models serve` included (a smoke test: no
+timing is asserted)."""
 
 from __future__ import annotations
 
@@ -23,4 +24,6 @@ def test_quick_benchmark_runs(redis_url: str, tracking_uri: str) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "worker drain" in result.stdout
-    assert "lightgbm" in result.stdout
+    assert "end to end" in result.stdout
+    assert "mlflow" in result.stdout
+    assert "issue 6 targets" in result.stdout

@@ -89,7 +89,7 @@ def test_a_pipeline_of_known_steps_compiles_and_matches() -> None:
     pipeline = _fitted(StandardScaler())
     fast = compile_pipeline(pipeline, _frame)
     assert fast is not None
-    records = [{"x": 1.0, "c": "a"}, {"c": "zzz"}, {"x": 9.0}, {}]
+    records: list[dict[str, Any]] = [{"x": 1.0, "c": "a"}, {"c": "zzz"}, {"x": 9.0}, {}]
     assert list(fast.predict(records)) == list(pipeline.predict(_frame(records)))
 
 

@@ -317,27 +317,53 @@ def fidelity(
 @app.command()
 def bench(
     quick: Annotated[
-        bool, typer.Option("--quick", help="Small sizes (CI smoke run, about a minute).")
+        bool, typer.Option("--quick", help="Small sizes, no memory run (the CI smoke run, under 2 minutes).")
     ] = False,
-    routes: Annotated[str, typer.Option("--routes", help="Comma-separated routes.")] = "lightgbm,svm,knn",
+    routes: Annotated[
+        str, typer.Option("--routes", help="Comma-separated routes; the first is also the end-to-end one.")
+    ] = "lightgbm,svm,knn",
+    only: Annotated[str | None, typer.Option("--only", help="'drain' or 'e2e' (default: both).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="End to end: worker processes.")] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Closed-loop connections.")] = 32,
+    duration: Annotated[float | None, typer.Option("--duration", help="Seconds per end-to-end run.")] = None,
+    soak: Annotated[
+        float | None, typer.Option("--soak", help="Seconds of the steady-memory run (default 300; 0: none).")
+    ] = None,
     record: Annotated[
         bool | None,
         typer.Option("--record/--no-record", help="Write benchmarks/results (default: unless --quick)."),
     ] = None,
 ) -> None:
-    """Benchmark the worker drain against the naive worker and the model's own speed."""
+    """Benchmark the worker drain and the pipeline end to end, next to the naive worker and to
+    `mlflow models serve`; see benchmarks/README.md."""
     import sys
 
     repo = Path(__file__).resolve().parents[2]
     if not (repo / "benchmarks" / "harness.py").exists():
         raise typer.BadParameter("the benchmarks live in the source checkout (benchmarks/); run from there")
+    if only not in (None, "drain", "e2e"):
+        raise typer.BadParameter("--only takes 'drain' or 'e2e'")
     sys.path.insert(0, str(repo))
+    from benchmarks.harness import Plan
     from benchmarks.harness import main as run_benchmarks
 
-    run_benchmarks(
+    route_list = [r.strip() for r in routes.split(",") if r.strip()]
+    plan = Plan.for_ci(route_list) if quick else Plan(quick=False, routes=route_list)
+    plan = Plan(
         quick=quick,
-        routes=[r.strip() for r in routes.split(",") if r.strip()],
+        routes=route_list,
+        drain=only in (None, "drain"),
+        endtoend=only in (None, "e2e"),
+        workers=workers,
+        concurrency=concurrency,
+        duration_s=duration if duration is not None else plan.duration_s,
+        soak_s=soak if soak is not None else plan.soak_s,
+    )
+    run_benchmarks(
+        plan,
         record=(not quick) if record is None else record,
+        command="streamml "
+        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else ["bench", *sys.argv[1:]]),
         console=console,
     )
 
