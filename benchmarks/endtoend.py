@@ -227,7 +227,9 @@ async def run_streamml(
 ) -> Outcome:
     payloads = bodies(records, shape.records_per_request, streamml_body)
     url = stack.predict_url(route)
-    await _load(url, payloads, shape, min(2.0, duration_s), 202, True)  # warm-up, not measured
+    before_warm_up = await stack.last_result_id()
+    warm_up = await _load(url, payloads, shape, min(2.0, duration_s), 202, True)
+    await stack.written(warm_up.request_ids, before_warm_up)  # start measuring with an empty backlog
     after = await stack.last_result_id()
     meter = Meter(stack.pids)
     meter.start()
@@ -299,13 +301,17 @@ async def soak(
     """Constant open-loop load for ``duration_s``; RSS of every process sampled every ``every_s``."""
     payloads = bodies(records, 1, streamml_body)
     samples: list[dict[str, float]] = []
+    redis = Redis.from_url(stack.redis_url)
+
+    async def row(t_s: float) -> dict[str, float]:
+        memory: Any = await redis.info("memory")
+        values = {"t_s": round(t_s, 1)} | {n: round(usage(p).rss_mb, 2) for n, p in stack.pids.items()}
+        return values | {"redis_used_memory": round(memory["used_memory"] / 2**20, 2)}
 
     async def sample() -> None:
         started = time.monotonic()
         while True:
-            row = {"t_s": round(time.monotonic() - started, 1)}
-            row |= {name: round(usage(pid).rss_mb, 1) for name, pid in stack.pids.items()}
-            samples.append(row)
+            samples.append(await row(time.monotonic() - started))
             await asyncio.sleep(every_s)
 
     sampler = asyncio.create_task(sample())
@@ -313,8 +319,8 @@ async def soak(
         stack.predict_url(route), payloads, rate=rate, duration_s=duration_s, expect=202
     )
     sampler.cancel()
-    row = {"t_s": round(load.seconds, 1)} | {n: round(usage(p).rss_mb, 1) for n, p in stack.pids.items()}
-    samples.append(row)
+    samples.append(await row(load.seconds))
+    await redis.aclose()
     warm_s = min(60.0, duration_s / 5)
     warm = next(sample for sample in samples if sample["t_s"] >= warm_s)
     return {

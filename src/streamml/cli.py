@@ -362,8 +362,9 @@ def bench(
     run_benchmarks(
         plan,
         record=(not quick) if record is None else record,
-        command="streamml "
-        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else ["bench", *sys.argv[1:]]),
+        command=" ".join(["streamml", "bench", *sys.argv[sys.argv.index("bench") + 1 :]])
+        if "bench" in sys.argv
+        else "streamml bench",
         console=console,
     )
 
