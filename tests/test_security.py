@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from streamml.registry import ModelRegistry
 from streamml.runtime import check_exposure
+from streamml.security import DuplicateKey, parse_json
 from streamml.settings import Settings
 from tests.helpers import SEED_EXAMPLE, drain, gateway_client
 
@@ -291,3 +292,24 @@ def test_an_open_gateway_on_a_network_interface_refuses_to_start(settings: Setti
     settings.gateway.host = "127.0.0.1"
     settings.gateway.api_keys = None
     assert "no API keys" in (check_exposure(settings) or "")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"data": [{"a": "x\\": y"}]}', {"data": [{"a": 'x": y'}]}),  # a key ending inside a value
+        (b'{"a" :1, "b":\n2}', {"a": 1, "b": 2}),
+        (b"[1, 2]", [1, 2]),
+    ],
+)
+def test_fast_json_parse_gives_the_strict_parsers_value(body: bytes, expected: object) -> None:
+    assert parse_json(body, 8)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": 1, "a": 2}', b'{"data": [{"x": 1}, {"x": 2, "x" : 3}]}', b'{"o": {"k": {}, "k": []}}'],
+)
+def test_duplicate_keys_are_found_at_any_depth(body: bytes) -> None:
+    with pytest.raises(DuplicateKey):
+        parse_json(body, 8)

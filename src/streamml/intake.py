@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request
 
 from streamml.errors import InvalidRequest, PayloadTooLarge, Problem, UnsupportedMediaType
-from streamml.security import DuplicateKey, depth, parse_json
+from streamml.security import DuplicateKey, parse_json
 from streamml.settings import GatewaySettings
 
 ALLOWED_QUERY = frozenset({"model"})
@@ -36,7 +36,7 @@ async def read_records(request: Request, limits: GatewaySettings) -> list[Any]:
     if not raw.strip():
         raise _invalid('the body is empty; send {"data": [{feature: value, ...}]}', field="body")
     try:
-        parsed = parse_json(raw)
+        parsed, nesting = parse_json(raw, limits.max_depth)
     except DuplicateKey as exc:
         raise _invalid(
             f"the key {exc.args[0]!r} appears twice in one object", field=str(exc.args[0])
@@ -57,7 +57,7 @@ async def read_records(request: Request, limits: GatewaySettings) -> list[Any]:
         raise _invalid(f"'data' must be a list of records, not {_kind(data)}", field="data")
     if len(data) > limits.max_records:
         raise PayloadTooLarge(f"{len(data)} records in one request; at most {limits.max_records}")
-    if depth(parsed, limits.max_depth) > limits.max_depth:
+    if nesting > limits.max_depth:
         raise _invalid(f"the JSON nests deeper than {limits.max_depth} levels", field="body")
     for index, record in enumerate(data):
         if isinstance(record, dict):

@@ -18,11 +18,12 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -234,27 +235,57 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_json(body: bytes) -> Any:
-    """Strict JSON: duplicate keys are an error (a silent last-wins would hide a client bug). NaN and
-    Infinity parse, so that validation can name the record and field that holds them."""
+_SPACED_KEY_END = re.compile(rb'"\s+:')
+
+
+def parse_json(body: bytes, max_depth: int) -> tuple[Any, int]:
+    """Strict JSON and its nesting depth (counted up to ``max_depth + 1``). Duplicate keys are an error
+    (a silent last-wins would hide a client bug). NaN and Infinity parse, so that validation can name
+    the record and field that holds them.
+
+    orjson parses first (several times faster than the strict parser). It keeps the last of duplicate
+    keys silently, so its result is trusted only when the parsed objects hold as many keys as the body
+    has key endings (``":``): every key ends that way once, so a duplicate always makes the body's
+    count larger. Anything else — a duplicate, a string value holding a key ending, or a body orjson
+    refuses (NaN, integers beyond a double) — goes to the strict parser, which decides."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        value = _strict_json(body)
+        return value, _shape(value, max_depth)[0]
+    nesting, keys = _shape(value, max_depth)
+    endings = body.count(b'":')
+    if _SPACED_KEY_END.search(body) is not None:  # '"key" :' too: count with the slower regex
+        endings = len(re.findall(rb'"\s*:', body))
+    if endings != keys:
+        value = _strict_json(body)
+    return value, nesting
+
+
+def _strict_json(body: bytes) -> Any:
     return json.loads(body, object_pairs_hook=_no_duplicates)
 
 
-def depth(value: Any, limit: int) -> int:
-    """Nesting depth of a parsed JSON value, counting up to ``limit + 1`` at most."""
-    if not isinstance(value, dict | list):
-        return 1
+def _shape(value: Any, limit: int) -> tuple[int, int]:
+    """(nesting depth, keys of every object) in one pass; stops counting once deeper than ``limit``.
+    A scalar is one level, so a body of flat records is four: object, list, record, value."""
+    if not isinstance(value, (dict, list)):
+        return 1, 0
+    deepest, keys = 1, 0
     stack = [(value, 1)]
-    deepest = 0
     while stack:
         item, level = stack.pop()
+        children: Iterable[Any] = item
+        if isinstance(item, dict):
+            keys += len(item)
+            children = item.values()
+        below = level + 1
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, below))
+            elif below > deepest:
+                deepest = below
         deepest = max(deepest, level)
         if deepest > limit:
-            return deepest
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:  # only containers go on the stack: a record's scalars are one level
-            if isinstance(child, dict | list):
-                stack.append((child, level + 1))
-            elif level + 1 > deepest:
-                deepest = level + 1
-    return deepest
+            break
+    return deepest, keys
