@@ -61,24 +61,25 @@ def run(
     model_dir = registry._download(ref)
     outcomes: list[Outcome] = []
 
+    # Both systems stay up and each scenario runs on one right after the other, so that a ratio compares
+    # runs a minute apart at most (this VM's speed drifts); the idle one polls, and costs next to nothing.
     stack = StreammlStack(root / "streamml", redis_url, tracking_uri, workers=workers).start()
+    serve = None
+    memory = None
     try:
+        serve = MlflowServe(root / "mlflow-serve", model_dir, workers=serve_workers).start()
         for shape in shapes(concurrency):
             outcomes.append(asyncio.run(run_streamml(stack, route, records, shape, duration_s)))
-        memory = (
-            asyncio.run(soak(stack, route, records, OPEN_LOOP_RATE, soak_s, every_s=max(1.0, soak_s / 30)))
-            if soak_s
-            else None
-        )
-    finally:
-        stack.stop()
-
-    serve = MlflowServe(root / "mlflow-serve", model_dir, workers=serve_workers).start()
-    try:
-        for shape in shapes(concurrency):
             outcomes.append(asyncio.run(run_mlflow(serve, records, shape, duration_s)))
-    finally:
         serve.stop()
+        serve = None
+        if soak_s:
+            every_s = max(1.0, soak_s / 30)
+            memory = asyncio.run(soak(stack, route, records, OPEN_LOOP_RATE, soak_s, every_s=every_s))
+    finally:
+        if serve is not None:
+            serve.stop()
+        stack.stop()
 
     by_key = {(o.scenario, o.system): o for o in outcomes}
     ratios = []
