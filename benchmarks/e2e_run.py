@@ -58,7 +58,7 @@ def run(
     records = complete_records(50_000)
     registry = ModelRegistry(tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)
     ref = registry.resolve(route)
-    model_dir = registry._download(ref)
+    model_dir = registry.download(ref)
     outcomes: list[Outcome] = []
 
     # Both systems stay up and each scenario runs on one right after the other, so that a ratio compares

@@ -1,7 +1,7 @@
 """Inference in one place: validated records in, class labels out, one predict call per batch.
 
-The gateway and the worker are thin adapters around this module. ``predict`` blocks (it runs the
-scikit-learn pipeline), so async callers run it in a thread.
+The gateway and the worker are thin adapters around this module. ``predict`` blocks (the numpy fast
+path or the scikit-learn pipeline), so async callers run large batches in a thread.
 """
 
 from __future__ import annotations

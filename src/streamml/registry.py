@@ -183,7 +183,7 @@ class ModelRegistry:
 
         try:
             # Only the MLmodel file: the gateway needs the signature, not the model.
-            signature = Model.load(self._download(ref, "MLmodel")).signature
+            signature = Model.load(self.download(ref, "MLmodel")).signature
         except Exception as exc:
             raise ModelUnavailable(f"cannot read the signature of {ref.uri}: {exc}") from exc
         schema = InputSchema.from_mlflow_signature(signature)
@@ -222,7 +222,7 @@ class ModelRegistry:
     def loaded_versions(self) -> list[tuple[str, str]]:
         return sorted(self._models)
 
-    def _download(self, ref: ModelRef, path: str = "") -> str:
+    def download(self, ref: ModelRef, path: str = "") -> str:
         """Download a model version's artifacts (or one file of them) to a fresh local directory.
 
         The storage location comes from *our* client: MLflow's ``models:/`` artifact repository
@@ -242,7 +242,7 @@ class ModelRegistry:
         from mlflow.models import Model
 
         try:
-            local = self._download(ref)
+            local = self.download(ref)
         except Exception as exc:
             raise ModelUnavailable(f"cannot download {ref.uri}: {exc}") from exc
         mlmodel = Model.load(local)
