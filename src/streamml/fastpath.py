@@ -2,7 +2,8 @@
 
 A fitted ``Pipeline([ColumnTransformer, classifier])`` spends 7 ms or more per call on validation and
 pandas plumbing whatever the batch size: for one record that is nearly all of the work, and for 4,096
-records a sixth to a third (``python -m benchmarks.profile_predict`` shows where the time goes). The steps used by most tabular pipelines (and the demo models) are simple
+records a sixth to a third (``python -m benchmarks.profile_predict`` shows where the time goes).
+The steps used by most tabular pipelines (and the demo models) are simple
 arithmetic once fitted: fill missing values with the imputer's statistics, subtract the scaler's mean,
 divide by its scale, one-hot encode against the encoder's categories. This module reads those fitted
 parameters and applies them with numpy straight from the records, then calls the classifier on the

@@ -96,7 +96,7 @@ def build_pipelines(seed: int = 0) -> dict[str, Any]:
         ),
         # One thread: a worker process per core scales better than threads fighting inside one.
         # 50 shallow trees per class: on the real data's holdout this scores a higher macro-F1 than
-        # 200 trees of 31 leaves (0.847 vs 0.839) and predicts 6-10x faster: `python -m benchmarks.model_size`.
+        # 200 trees of 31 leaves (0.847 vs 0.839) and predicts 6-10x faster (benchmarks/model_size.py).
         "LightGBM_Classifier": Pipeline(
             [
                 ("preprocess", preprocess()),
