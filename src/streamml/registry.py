@@ -149,7 +149,7 @@ class ModelRegistry:
     async def aresolve(self, route: str) -> ModelRef:
         """Like :meth:`resolve`, for async code. When the alias is due for a check, one caller asks
         the registry and waits; callers arriving meanwhile get the version in hand instead of each
-        starting a thread behind the same slow call (that pile-up was the gateway's p99)."""
+        starting a thread behind the same slow call (a profile of a busy gateway showed them pile up)."""
         self.target(route)  # unknown routes fail fast, without a thread hop
         cached = self.cached_ref(route)
         if cached is not None:

@@ -373,7 +373,7 @@ class Worker:
                 Failure(e.stream_id, fields_by_id[e.stream_id], PREDICTION_FAILED, err) for e, err in failed
             ]
 
-        if len(results) > INLINE_RECORDS:
+        if sum(len(r.labels) for r in results) > INLINE_RECORDS:
             await asyncio.to_thread(self.csv.write, results)
         elif results:
             self.csv.write(results)
