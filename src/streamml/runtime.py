@@ -93,9 +93,9 @@ def run_gateway(settings: Settings, *, log_level: str = "info") -> None:
 
 
 def freeze_startup_heap() -> None:
-    """Move every object alive after start-up (mlflow, pandas, FastAPI: millions of them) out of the
+    """Move every object alive after start-up (mlflow, pandas, FastAPI: a large heap) out of the
     garbage collector's reach. Without this, each full collection walks them all and stalls every
-    request in flight for a few hundred milliseconds: the p99 of a busy gateway."""
+    request in flight: it showed as the p99 of a busy gateway."""
     gc.collect()
     gc.freeze()
 
