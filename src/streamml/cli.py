@@ -336,6 +336,7 @@ def bench(
 ) -> None:
     """Benchmark the worker drain and the pipeline end to end, next to the naive worker and to
     `mlflow models serve`; see benchmarks/README.md."""
+    import dataclasses
     import sys
 
     repo = Path(__file__).resolve().parents[2]
@@ -348,16 +349,15 @@ def bench(
     from benchmarks.harness import main as run_benchmarks
 
     route_list = [r.strip() for r in routes.split(",") if r.strip()]
-    plan = Plan.for_ci(route_list) if quick else Plan(quick=False, routes=route_list)
-    plan = Plan(
-        quick=quick,
-        routes=route_list,
+    defaults = Plan.for_ci(route_list) if quick else Plan(quick=False, routes=route_list)
+    plan = dataclasses.replace(
+        defaults,
         drain=only in (None, "drain"),
         endtoend=only in (None, "e2e"),
         workers=workers,
         concurrency=concurrency,
-        duration_s=duration if duration is not None else plan.duration_s,
-        soak_s=soak if soak is not None else plan.soak_s,
+        duration_s=duration if duration is not None else defaults.duration_s,
+        soak_s=soak if soak is not None else defaults.soak_s,
     )
     run_benchmarks(
         plan,
