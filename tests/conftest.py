@@ -20,8 +20,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from streamml.registry import ModelRegistry
-from streamml.services import EmbeddedRedis, ManagedProcess, free_port
+from streamml.local.services import EmbeddedRedis, ManagedProcess, free_port
+from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "enriched_employee_dataset.csv"
@@ -43,7 +43,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real MLflow registry (sqlite) with SVC, Knn_Classifier and LightGBM_Classifier @champion."""
-    from streamml.training import local_demo_registry
+    from streamml.local.demo import local_demo_registry
 
     return local_demo_registry(
         tmp_path_factory.mktemp("mlflow"),
@@ -137,7 +137,7 @@ def start_gateway(
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the fault tests' reconciliation figures (sent, accepted, predicted, lost...)."""
-    from tests.faults import RECONCILIATIONS
+    from tests.stream.faults import RECONCILIATIONS
 
     if not RECONCILIATIONS:
         return

@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 import httpx
 from redis.asyncio import Redis
 
-from streamml.broker import Broker
-from streamml.gateway import create_app
-from streamml.registry import ModelRegistry
+from streamml.gateway.app import create_app
+from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from streamml.worker import Worker, WorkerStats
+from streamml.stream.broker import Broker
+from streamml.stream.worker import Worker, WorkerStats
 
 SEED_EXAMPLE = {"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]}
 """The example from the original project's README, exactly as a user types it."""

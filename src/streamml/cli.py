@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamml.errors import FailureReason
 from streamml.settings import Settings
 
 app = typer.Typer(
@@ -56,8 +57,8 @@ def up(
     log_level: LogLevel = "info",
 ) -> None:
     """Start everything: Redis, MLflow, demo models if absent, gateway, workers and producer."""
-    from streamml.runtime import configure_logging
-    from streamml.stack import Stack
+    from streamml.local.processes import configure_logging
+    from streamml.local.stack import Stack
 
     configure_logging(log_level)
     settings = _settings(state_dir)
@@ -81,7 +82,7 @@ def api(
     log_level: LogLevel = "info",
 ) -> None:
     """Run the HTTP gateway."""
-    from streamml.runtime import configure_logging, run_gateway
+    from streamml.local.processes import configure_logging, run_gateway
 
     configure_logging(log_level)
     settings = _settings(state_dir)
@@ -103,7 +104,7 @@ def worker(
     log_level: LogLevel = "info",
 ) -> None:
     """Run a stream worker (consumer group member)."""
-    from streamml.runtime import configure_logging, run_worker
+    from streamml.local.processes import configure_logging, run_worker
 
     configure_logging(log_level)
     stats = run_worker(_settings(state_dir), burst=burst, consumer=consumer)
@@ -124,8 +125,9 @@ def train(
     log_level: LogLevel = "info",
 ) -> None:
     """Train the three demo models and register them with alias 'champion'."""
-    from streamml.runtime import configure_logging
-    from streamml.training import train_and_register, training_frame
+    from streamml.local.demo import training_frame
+    from streamml.local.processes import configure_logging
+    from streamml.models.training import train_and_register
 
     configure_logging(log_level)
     settings = _settings(state_dir)
@@ -163,8 +165,8 @@ def status(
     state_dir: StateDir = None,
 ) -> None:
     """Stream length, group lag and pending, consumers and their idle time, results stream length."""
-    from streamml.broker import Broker
-    from streamml.runtime import make_redis
+    from streamml.local.processes import make_redis
+    from streamml.stream.broker import Broker
 
     settings = _settings(state_dir)
 
@@ -198,7 +200,7 @@ def profile(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the copula calibration.")] = 0,
 ) -> None:
     """Compute a dataset's statistical profile (marginals, null rates, Gaussian copula)."""
-    from streamml.profile import profile_csv
+    from streamml.synthetic.profile import profile_csv
 
     result = profile_csv(csv, seed=seed)
     output.write_text(result.to_json())
@@ -219,8 +221,8 @@ def synth(
     no_nulls: Annotated[bool, typer.Option("--no-nulls", help="Generate complete rows.")] = False,
 ) -> None:
     """Write synthetic rows drawn from a profile, in the real data's columns and formats."""
-    from streamml.profile import Profile
-    from streamml.synth import generate, parse_drifts
+    from streamml.synthetic.profile import Profile
+    from streamml.synthetic.synth import generate, parse_drifts
 
     try:
         drifts = parse_drifts(drift or [])
@@ -266,7 +268,8 @@ def produce(
     state_dir: StateDir = None,
 ) -> None:
     """Send synthetic records to the gateway (or the stream) at a target rate."""
-    from streamml.producer import run_producer
+    from streamml.local.processes import direct_submission
+    from streamml.synthetic.producer import run_producer
 
     settings = _settings(state_dir)
     try:
@@ -285,6 +288,7 @@ def produce(
             profile_path=profile_path,
             quiet=quiet,
             console=console,
+            open_submit=lambda: direct_submission(settings),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -303,8 +307,8 @@ def fidelity(
     """Measure synthetic-data fidelity (KS, shares, nulls, correlations, TSTR) vs a naive baseline."""
     import pandas as pd
 
-    from streamml.fidelity import evaluate, to_markdown
-    from streamml.profile import Profile
+    from streamml.synthetic.fidelity import evaluate, to_markdown
+    from streamml.synthetic.profile import Profile
 
     result = evaluate(pd.read_csv(data), Profile.load(profile_path), rows=rows, seed=seed)
     command = f"streamml fidelity --data {data.name} --rows {rows} --seed {seed}"
@@ -331,22 +335,27 @@ def bench(
     ] = None,
     record: Annotated[
         bool | None,
-        typer.Option("--record/--no-record", help="Write benchmarks/results (default: unless --quick)."),
+        typer.Option("--record/--no-record", help="Write the report files (default: unless --quick)."),
     ] = None,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Where report.json and report.md go."),
+    ] = Path("benchmarks/results"),
 ) -> None:
     """Benchmark the worker drain and the pipeline end to end, next to the naive worker and to
-    `mlflow models serve`; see benchmarks/README.md."""
+    `mlflow models serve` (needs the 'bench' extra); see benchmarks/README.md."""
     import dataclasses
     import sys
 
-    repo = Path(__file__).resolve().parents[2]
-    if not (repo / "benchmarks" / "harness.py").exists():
-        raise typer.BadParameter("the benchmarks live in the source checkout (benchmarks/); run from there")
     if only not in (None, "drain", "e2e"):
         raise typer.BadParameter("--only takes 'drain' or 'e2e'")
-    sys.path.insert(0, str(repo))
-    from benchmarks.harness import Plan
-    from benchmarks.harness import main as run_benchmarks
+    try:
+        from streamml.bench.harness import Plan
+        from streamml.bench.harness import main as run_benchmarks
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"the benchmarks need the 'bench' extra ({exc.name} is missing): pip install 'streamml[bench]'"
+        ) from exc
 
     route_list = [r.strip() for r in routes.split(",") if r.strip()]
     defaults = Plan.for_ci(route_list) if quick else Plan(quick=False, routes=route_list)
@@ -362,6 +371,7 @@ def bench(
     run_benchmarks(
         plan,
         record=(not quick) if record is None else record,
+        output=output,
         command=" ".join(["streamml", "bench", *sys.argv[sys.argv.index("bench") + 1 :]])
         if "bench" in sys.argv
         else "streamml bench",
@@ -376,14 +386,14 @@ app.add_typer(sink_app, name="sink")
 
 Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (default: all, or --reason).")]
 Reason = Annotated[
-    str | None,
-    typer.Option("--reason", help="invalid_payload, unknown_model, model_load_failed, prediction_failed."),
+    FailureReason | None,
+    typer.Option("--reason", help="Only the letters dead-lettered for this reason."),
 ]
 
 
 def _dead_letters(state_dir: Path | None, action: Callable[[Any], Awaitable[Any]]) -> Any:
-    from streamml.deadletters import DeadLetters
-    from streamml.runtime import make_redis
+    from streamml.local.processes import make_redis
+    from streamml.stream.deadletters import DeadLetters
 
     settings = _settings(state_dir)
 
@@ -398,9 +408,15 @@ def _dead_letters(state_dir: Path | None, action: Callable[[Any], Awaitable[Any]
 
 
 @dlq_app.command("list")
-def dlq_list(reason: Reason = None, state_dir: StateDir = None) -> None:
+def dlq_list(
+    reason: Reason = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Show at most this many (oldest first).")
+    ] = 100,
+    state_dir: StateDir = None,
+) -> None:
     """Dead letters with their reason, delivery count and error."""
-    letters = _dead_letters(state_dir, lambda dlq: dlq.entries(reason=reason))
+    letters = _dead_letters(state_dir, lambda dlq: dlq.entries(reason=reason, limit=limit))
     table = Table("id", "request_id", "route", "reason", "deliveries", "error", title="dead letters")
     for letter in letters:
         table.add_row(*letter.summary().values())
@@ -449,12 +465,8 @@ def sink_dedup(
     state_dir: StateDir = None,
 ) -> None:
     """Write the predictions CSV without rows repeated by at-least-once re-delivery."""
-    from streamml.sinks import dedup_csv
+    from streamml.stream.sinks import dedup_csv
 
     source = csv_path or _settings(state_dir).predictions_csv()
     kept, dropped = dedup_csv(source, output)
     console.print(f"{kept} rows kept, {dropped} duplicates dropped -> {output}")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 class StreammlError(Exception):
     """Base of every error streamml raises on purpose. ``code`` is stable and machine-readable."""
 
     code = "streamml_error"
+    retry_later = False
+    """True when the same request may succeed later (HTTP answers carry ``Retry-After``)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ModelUnavailable(StreammlError):
     """The registry cannot resolve or load the model right now (registry down, alias missing...)."""
 
     code = "model_unavailable"
+    retry_later = True
 
 
 class ModelLoadError(ModelUnavailable):
@@ -67,18 +71,21 @@ class BrokerUnavailable(StreammlError):
     """Redis cannot be reached; the request was not published."""
 
     code = "broker_unavailable"
+    retry_later = True
 
 
 class Overloaded(StreammlError):
     """The backlog is over its limit; the request was not published. Retry after a pause."""
 
     code = "overloaded"
+    retry_later = True
 
 
 class IdempotencyConflict(StreammlError):
     """A request with the same ``Idempotency-Key`` is still being processed."""
 
     code = "idempotency_conflict"
+    retry_later = True
 
 
 class Unauthenticated(StreammlError):
@@ -97,6 +104,7 @@ class RateLimited(StreammlError):
     """The client sent more requests per second than it may."""
 
     code = "rate_limited"
+    retry_later = True
 
 
 class PayloadTooLarge(StreammlError):
@@ -121,3 +129,52 @@ class PredictionTimeout(StreammlError):
     """The prediction was not written within the synchronous wait."""
 
     code = "timeout"
+
+
+class FailureReason(StrEnum):
+    """Why a request entry was not predicted: the reason code a dead letter carries (``dlq_reason``).
+    The one list of them; ``streamml dlq list --reason`` takes these values."""
+
+    INVALID_PAYLOAD = "invalid_payload"
+    """The entry is not a well-formed request (written by something other than our gateway)."""
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    """The entry's format version (field ``v``) is not one this worker knows: upgrade the worker,
+    then ``streamml dlq replay --reason unsupported_format``."""
+    UNKNOWN_MODEL = "unknown_model"
+    """The entry names a route this worker has no model for."""
+    MODEL_LOAD_FAILED = "model_load_failed"
+    """The route's model could not be resolved or loaded (registry down, untrusted artifact...)."""
+    PREDICTION_FAILED = "prediction_failed"
+    """The model raised while predicting the entry's records (isolated from the rest of its batch)."""
+
+    @property
+    def permanent(self) -> bool:
+        """No retry can mend it: dead-lettered on the first delivery."""
+        return self in _PERMANENT
+
+
+_PERMANENT = frozenset(
+    {FailureReason.INVALID_PAYLOAD, FailureReason.UNSUPPORTED_FORMAT, FailureReason.UNKNOWN_MODEL}
+)
+
+
+class InvalidEntry(StreammlError):
+    """A stream entry that cannot be read as a request."""
+
+    code = "invalid_entry"
+
+    def __init__(self, message: str, reason: FailureReason = FailureReason.INVALID_PAYLOAD) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class StreamGroupNotFound(StreammlError):
+    """The consumer group (or its stream) disappeared while a worker was reading it."""
+
+    code = "group_not_found"
+
+
+class RedisUnreachable(StreammlError):
+    """A worker gave up on Redis after the configured time without a connection."""
+
+    code = "redis_unreachable"

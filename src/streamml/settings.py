@@ -172,6 +172,10 @@ class WorkerSettings(BaseSettings):
     """On SIGTERM/SIGINT: time to finish and ack the in-flight batch before giving up."""
     trim_interval_s: float = 5.0
     """How often a worker trims entries that every group has acknowledged from the stream."""
+    redis_give_up_s: float = 0.0
+    """While Redis is unreachable the worker retries with back-off, logging each attempt and how
+    long the outage has lasted; after this many seconds it exits with status 3 instead (for a
+    supervisor that restarts it). 0: keep trying."""
 
 
 class Settings(BaseSettings):

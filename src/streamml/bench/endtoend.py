@@ -1,0 +1,328 @@
+"""End-to-end benchmarks through the gateway, side by side with `mlflow models serve` on the same model,
+the same records and the same load generator (scenarios 2-4 and the steady-memory run).
+
+For streamml a request counts once its prediction is written: the gateway stamps ``accepted_ms`` on the
+stream entry, the worker stamps the moment it hands the batch to Redis (after the CSV rows are written)
+and puts the difference in the results stream's ``latency_ms``. Throughput runs from the first request
+sent to the last prediction written. For `mlflow models serve` the prediction is in the response, so a
+request counts when it is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from streamml.bench import loadgen
+from streamml.bench.processes import Meter, usage
+from streamml.local.services import ManagedProcess, free_port, wait_until_healthy
+from streamml.pacing import percentiles
+
+READY_TIMEOUT_S = 90.0
+RESULT_TTL_S = 3600
+"""How long the benchmarked gateway keeps each result document (the default)."""
+WRITTEN_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One scenario: how many records per request and how the load is offered."""
+
+    key: str
+    """Stable identifier the report looks the scenario up by."""
+    name: str
+    records_per_request: int
+    concurrency: int = 0
+    """Closed loop with this many clients (0: open loop at ``rate``)."""
+    rate: float = 0.0
+    """Open loop: requests per second."""
+
+
+@dataclass
+class Outcome:
+    key: str
+    scenario: str
+    system: str
+    requests: int
+    records: int
+    failed: int
+    seconds: float
+    requests_per_s: float
+    records_per_s: float
+    latency_ms: dict[str, float | None]
+    latency_measured: str
+    load_generator_cores: float
+    processes: dict[str, dict[str, float]] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def _path() -> str:
+    """This interpreter's bin first (its `mlflow`), then the caller's PATH (mlflow runs `bash`)."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+class StreammlStack:
+    """A gateway and ``workers`` worker processes on a stream of their own."""
+
+    def __init__(self, root: Path, redis_url: str, tracking_uri: str, *, workers: int) -> None:
+        self.redis_url = redis_url
+        self.stream = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+        self.results_stream = f"{self.stream}:predictions"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            "REDIS_URL": redis_url,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "STREAMML_STATE_DIR": str(root / "state"),
+            "STREAMML_STREAM": self.stream,
+            "STREAMML_RESULTS_STREAM": self.results_stream,
+            # Every result of a run must still be in the results stream when it is read back.
+            "STREAMML_RESULTS_MAXLEN": "5000000",
+            "STREAMML_RESULT_TTL_S": str(RESULT_TTL_S),
+            # One client sends everything here; the per-client limit is for the internet, not for this.
+            "STREAMML_GATEWAY_RATE_LIMIT_PER_S": "0",
+            "PATH": _path(),
+        }
+        cli = [sys.executable, "-m", "streamml"]
+        self.gateway = ManagedProcess(
+            "gateway",
+            [*cli, "api", "--port", str(self.port), "--log-level", "warning"],
+            root / "gateway.log",
+            env,
+        )
+        self.workers = [
+            ManagedProcess(
+                f"worker-{i + 1}", [*cli, "worker", "--log-level", "warning"], root / f"w{i}.log", env
+            )
+            for i in range(workers)
+        ]
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {p.name: p.pid for p in [self.gateway, *self.workers]}
+
+    def start(self) -> StreammlStack:
+        for process in [self.gateway, *self.workers]:
+            process.start()
+        wait_until_healthy(f"{self.url}/health", self.gateway, timeout_s=READY_TIMEOUT_S)
+        return self
+
+    def stop(self) -> None:
+        for process in [self.gateway, *self.workers]:
+            process.stop()
+
+    def predict_url(self, route: str) -> str:
+        return f"{self.url}/predict_stream?model={route}"
+
+    async def last_result_id(self) -> str:
+        async with Redis.from_url(self.redis_url) as redis:
+            last: Any = await redis.xrevrange(self.results_stream, count=1)
+            return last[0][0].decode() if last else "0-0"
+
+    async def written(self, request_ids: list[str], after: str) -> tuple[list[float], float]:
+        """Wait until every request's prediction is in the results stream; returns the latencies
+        (acceptance to written, ms) and the time of the last write (epoch ms, from the entry id)."""
+        wanted = set(request_ids)
+        latencies: list[float] = []
+        last_written = 0.0
+        deadline = time.monotonic() + WRITTEN_TIMEOUT_S
+        async with Redis.from_url(self.redis_url) as redis:
+            while wanted and time.monotonic() < deadline:
+                entries: Any = await redis.xrange(self.results_stream, min=f"({after}", count=10_000)
+                if not entries:
+                    await asyncio.sleep(0.2)
+                    continue
+                for entry_id, fields in entries:
+                    request_id = fields[b"request_id"].decode()
+                    if request_id in wanted:
+                        wanted.discard(request_id)
+                        latencies.append(float(fields[b"latency_ms"]))
+                        last_written = max(last_written, float(entry_id.split(b"-")[0]))
+                after = entries[-1][0].decode()
+        if wanted:
+            raise RuntimeError(f"{len(wanted)} accepted requests have no prediction written")
+        return latencies, last_written
+
+
+class MlflowServe:
+    """`mlflow models serve` on a local copy of the registered model, ``workers`` uvicorn workers."""
+
+    def __init__(self, root: Path, model_dir: str, *, workers: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [
+            *[sys.executable, "-m", "mlflow", "models", "serve"],
+            *["-m", model_dir, "-p", str(self.port), "-h", "127.0.0.1"],
+            *["--env-manager", "local", "-w", str(workers)],
+        ]
+        env = {"PATH": _path(), "HOME": str(root)}
+        self.process = ManagedProcess("mlflow-serve", argv, root / "mlflow-serve.log", env)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {"mlflow-serve": self.process.pid}
+
+    def start(self) -> MlflowServe:
+        self.process.start()
+        wait_until_healthy(f"{self.url}/ping", self.process, timeout_s=READY_TIMEOUT_S)
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def streamml_body(records: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"data": records})
+
+
+def mlflow_body(records: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"dataframe_records": records})
+
+
+def bodies(
+    records: list[dict[str, Any]], per_request: int, encode: Callable[[list[Any]], bytes]
+) -> list[bytes]:
+    return [
+        encode(records[i : i + per_request]) for i in range(0, len(records) - per_request + 1, per_request)
+    ]
+
+
+async def _load(
+    url: str, payloads: list[bytes], shape: Shape, duration_s: float, expect: int, collect_ids: bool
+) -> loadgen.LoadResult:
+    if shape.concurrency:
+        return await loadgen.closed_loop(
+            url,
+            payloads,
+            concurrency=shape.concurrency,
+            duration_s=duration_s,
+            expect=expect,
+            collect_ids=collect_ids,
+        )
+    return await loadgen.open_loop(
+        url, payloads, rate=shape.rate, duration_s=duration_s, expect=expect, collect_ids=collect_ids
+    )
+
+
+async def run_streamml(
+    stack: StreammlStack, route: str, records: list[dict[str, Any]], shape: Shape, duration_s: float
+) -> Outcome:
+    payloads = bodies(records, shape.records_per_request, streamml_body)
+    url = stack.predict_url(route)
+    before_warm_up = await stack.last_result_id()
+    warm_up = await _load(url, payloads, shape, min(2.0, duration_s), 202, True)
+    await stack.written(warm_up.request_ids, before_warm_up)  # start measuring with an empty backlog
+    after = await stack.last_result_id()
+    meter = Meter(stack.pids)
+    meter.start()
+    load = await _load(url, payloads, shape, duration_s, 202, True)
+    latencies, last_written_ms = await stack.written(load.request_ids, after)
+    processes = meter.stop()
+    seconds = max((last_written_ms - load.first_sent_ms) / 1000.0, load.seconds)
+    return _outcome(
+        shape, "streamml", load, seconds, latencies, "gateway acceptance -> prediction written", processes
+    )
+
+
+async def run_mlflow(
+    serve: MlflowServe, records: list[dict[str, Any]], shape: Shape, duration_s: float
+) -> Outcome:
+    payloads = bodies(records, shape.records_per_request, mlflow_body)
+    url = f"{serve.url}/invocations"
+    await _load(url, payloads, shape, min(2.0, duration_s), 200, False)
+    meter = Meter(serve.pids)
+    meter.start()
+    load = await _load(url, payloads, shape, duration_s, 200, False)
+    processes = meter.stop()
+    return _outcome(
+        shape,
+        "mlflow models serve",
+        load,
+        load.seconds,
+        load.response_ms,
+        "client: request -> response",
+        processes,
+    )
+
+
+def _outcome(
+    shape: Shape,
+    system: str,
+    load: loadgen.LoadResult,
+    seconds: float,
+    latencies: list[float],
+    measured: str,
+    processes: dict[str, dict[str, float]],
+) -> Outcome:
+    done = len(latencies)
+    return Outcome(
+        key=shape.key,
+        scenario=shape.name,
+        system=system,
+        requests=done,
+        records=done * shape.records_per_request,
+        failed=load.failed,
+        seconds=round(seconds, 2),
+        requests_per_s=round(done / seconds, 1),
+        records_per_s=round(done * shape.records_per_request / seconds, 1),
+        latency_ms=percentiles(latencies),
+        latency_measured=measured,
+        load_generator_cores=round(load.cpu_s / load.seconds, 2) if load.seconds else 0.0,
+        processes=processes,
+        statuses={str(k): v for k, v in sorted(load.statuses.items())} | dict(load.errors),
+    )
+
+
+async def soak(
+    stack: StreammlStack,
+    route: str,
+    records: list[dict[str, Any]],
+    rate: float,
+    duration_s: float,
+    every_s: float,
+) -> dict[str, Any]:
+    """Constant open-loop load for ``duration_s``; RSS of every process sampled every ``every_s``."""
+    payloads = bodies(records, 1, streamml_body)
+    samples: list[dict[str, float]] = []
+    redis = Redis.from_url(stack.redis_url)
+
+    async def row(t_s: float) -> dict[str, float]:
+        memory: Any = await redis.info("memory")
+        values = {"t_s": round(t_s, 1)} | {n: round(usage(p).rss_mb, 2) for n, p in stack.pids.items()}
+        return values | {"redis_used_memory": round(memory["used_memory"] / 2**20, 2)}
+
+    async def sample() -> None:
+        started = time.monotonic()
+        while True:
+            samples.append(await row(time.monotonic() - started))
+            await asyncio.sleep(every_s)
+
+    sampler = asyncio.create_task(sample())
+    load = await loadgen.open_loop(
+        stack.predict_url(route), payloads, rate=rate, duration_s=duration_s, expect=202
+    )
+    sampler.cancel()
+    samples.append(await row(load.seconds))
+    await redis.aclose()
+    warm_s = min(60.0, duration_s / 5)
+    warm = next(sample for sample in samples if sample["t_s"] >= warm_s)
+    return {
+        "rate": rate,
+        "seconds": round(load.seconds, 1),
+        "sent": load.sent,
+        "accepted": load.ok,
+        "every_s": every_s,
+        "warm_s": warm_s,
+        "samples": samples,
+        "rss_warm_end_mb": {name: [warm[name], samples[-1][name]] for name in stack.pids},
+    }

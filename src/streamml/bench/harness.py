@@ -1,0 +1,156 @@
+"""`streamml bench`: start what the benchmarks need, run them, print the tables, record the report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from streamml.bench import drain, e2e_run, report
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    routes: list[str]
+    drain: bool = True
+    endtoend: bool = True
+    workers: int = 1
+    serve_workers: int = 2
+    concurrency: int = 32
+    duration_s: float = 20.0
+    soak_s: float = 300.0
+
+    @classmethod
+    def for_ci(cls, routes: list[str]) -> Plan:
+        return cls(quick=True, routes=routes, duration_s=3.0, soak_s=0.0)
+
+
+def main(plan: Plan, *, record: bool, output: Path, command: str, console: Console) -> dict[str, Any]:
+    from streamml.local.demo import local_demo_registry
+    from streamml.local.services import EmbeddedRedis
+    from streamml.settings import DEFAULT_TRUSTED_TYPES
+
+    with tempfile.TemporaryDirectory(prefix="streamml-bench-") as scratch:
+        root = Path(scratch)
+        server = None
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            server = EmbeddedRedis(root / "redis").start()
+            redis_url = server.url
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not tracking_uri:
+            console.print("training the demo models for the benchmark ...")
+            tracking_uri = local_demo_registry(
+                root,
+                rows=3000 if plan.quick else 20_000,
+                experiment="bench",
+                trusted_types=DEFAULT_TRUSTED_TYPES,
+            )
+        results: dict[str, Any] = {
+            "command": command,
+            "machine": report.machine(),
+            "redis_server": asyncio.run(_redis_version(redis_url)),
+            "plan": plan.__dict__,
+        }
+        try:
+            if plan.drain:
+                results["drain"] = drain.run(
+                    redis_url=redis_url, tracking_uri=tracking_uri, quick=plan.quick, routes=plan.routes
+                )
+                console.print(_drain_table(results["drain"]))
+            if plan.endtoend:
+                console.print(
+                    f"end to end on route {plan.routes[0]} (streamml, then mlflow models serve) ..."
+                )
+                results["endtoend"] = e2e_run.run(
+                    root=root,
+                    redis_url=redis_url,
+                    tracking_uri=tracking_uri,
+                    route=plan.routes[0],
+                    workers=plan.workers,
+                    serve_workers=plan.serve_workers,
+                    concurrency=plan.concurrency,
+                    duration_s=plan.duration_s,
+                    soak_s=plan.soak_s,
+                )
+                console.print(_e2e_table(results["endtoend"]))
+        finally:
+            if server:
+                server.stop()
+    headline = Table("target", "measured", "met", title="targets")
+    for target, measured, met, _ in report.headline(results):
+        headline.add_row(target, measured, met.strip("*"))
+    console.print(headline)
+    if record:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "report.json").write_text(json.dumps(results, indent=2) + "\n")
+        (output / "report.md").write_text(report.to_markdown(results, command))
+        console.print(f"recorded in {output / 'report.md'}")
+    return results
+
+
+async def _redis_version(url: str) -> str:
+    async with Redis.from_url(url) as redis:
+        info: Any = await redis.info("server")
+        return str(info.get("redis_version", "unknown"))
+
+
+def _drain_table(result: dict[str, Any]) -> Table:
+    table = Table(
+        "route",
+        "per entry",
+        "records/s",
+        "model/s",
+        "share",
+        "inference/s",
+        "naive/s",
+        "× naive",
+        title="worker drain",
+    )
+    for r in result["results"]:
+        table.add_row(
+            r["route"],
+            str(r["records_per_entry"]),
+            f"{r['records_per_s']:,}",
+            f"{r['model_batch_records_per_s']:,}",
+            f"{r['share_of_model_speed']:.0%}",
+            f"{r['inference_records_per_s']:,}",
+            str(r["naive_records_per_s"]),
+            f"{r['speedup_vs_naive']:,}",
+        )
+    return table
+
+
+def _e2e_table(result: dict[str, Any]) -> Table:
+    table = Table(
+        "scenario",
+        "system",
+        "requests/s",
+        "records/s",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+        "loadgen cores",
+        title="end to end",
+    )
+    for o in result["outcomes"]:
+        table.add_row(
+            o["scenario"],
+            o["system"],
+            f"{o['requests_per_s']:,}",
+            f"{o['records_per_s']:,}",
+            str(o["latency_ms"]["p50"]),
+            str(o["latency_ms"]["p99"]),
+            str(o["failed"]),
+            str(o["load_generator_cores"]),
+        )
+    return table

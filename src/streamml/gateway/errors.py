@@ -1,0 +1,137 @@
+"""HTTP errors: the one table from domain exceptions to status codes, and the handlers that answer
+with ``{"error": {"code", "message", "problems"}}`` — never a stack trace, never a backing service's
+own message."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from streamml.errors import (
+    BrokerUnavailable,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    PredictionTimeout,
+    Problem,
+    RateLimited,
+    StreammlError,
+    Unauthenticated,
+    UnknownRoute,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_STATUS: dict[type[StreammlError], int] = {
+    InvalidRequest: 422,
+    UnknownRoute: 404,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    IdempotencyConflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    RateLimited: 429,
+    Overloaded: 429,
+    ModelUnavailable: 503,
+    BrokerUnavailable: 503,
+    PredictionTimeout: 504,
+}
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    problems: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    problems: list[Problem] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "problems": [p.as_dict() for p in problems or []],
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
+    @app.exception_handler(StreammlError)
+    async def domain_error(request: Request, exc: StreammlError) -> JSONResponse:
+        status = next((s for t, s in ERROR_STATUS.items() if isinstance(exc, t)), 500)
+        headers = {"Retry-After": str(retry_after_s)} if exc.retry_later else None
+        if isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": 'Bearer realm="streamml"'}
+        if status >= 500:
+            log.warning(
+                "request %s: %s %s -> %d: %s",
+                _request_id(request),
+                request.method,
+                request.url.path,
+                status,
+                exc,
+            )
+        problems = exc.problems if isinstance(exc, InvalidRequest) else None
+        message = str(exc)
+        if isinstance(exc, BrokerUnavailable | ModelUnavailable):
+            message = "a backing service is unavailable; retry later"  # internals stay in our logs
+        return _error(status, exc.code, message, problems, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [_problem_from_pydantic(e) for e in exc.errors()]
+        return _error(
+            422,
+            InvalidRequest.code,
+            problems[0].message if problems else "invalid request",
+            problems,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception(
+            "request %s: unhandled error on %s %s", _request_id(request), request.method, request.url.path
+        )
+        return _error(500, "internal_error", "internal error; it has been logged")
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def _problem_from_pydantic(error: Any) -> Problem:
+    """Turn FastAPI's location (``body.data.3``) into the record index and field a client needs."""
+    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "missing" and location == ["data"]:
+        return Problem("the body must be an object with a 'data' list of records", field="data")
+    if location[:1] == ["data"] and len(location) >= 2 and location[1].isdigit():
+        index = int(location[1])
+        return Problem(
+            f"record {index}: {message.lower()} (each record is an object of feature: value)", index
+        )
+    if location[:1] == ["query"]:
+        return Problem(f"query parameter {location[-1]!r}: {message.lower()}", field=location[-1])
+    where = ".".join(location) or "body"
+    return Problem(f"{where}: {message.lower()}", field=where)

@@ -1,0 +1,229 @@
+"""The HTTP endpoints: short adapters from HTTP to the submission service, the broker and the registry.
+
+Each endpoint reads what HTTP carries (query, headers, body), calls one service, and shapes the
+answer. Who is calling and the rate limit are dependencies every endpoint but ``/health`` shares;
+errors are domain exceptions, mapped to status codes in :mod:`streamml.gateway.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
+
+from streamml.errors import NotFound
+from streamml.gateway.auth import ApiKey, Authenticator, RateLimiter
+from streamml.gateway.errors import ErrorResponse
+from streamml.gateway.intake import read_records
+from streamml.gateway.replies import ReplyHub
+from streamml.gateway.submission import Accepted, Submission
+from streamml.models.registry import ModelRegistry
+from streamml.settings import GatewaySettings
+from streamml.stream.broker import Broker
+
+MODEL_QUERY = Query(description="Model route, e.g. svm, knn, lightgbm")
+IDEMPOTENCY_HEADER = Header(
+    default=None,
+    alias="Idempotency-Key",
+    description="Repeat a request safely: within the retention window the first response is returned "
+    "and nothing is published again.",
+    max_length=200,
+)
+BEARER = HTTPBearer(auto_error=False, description="An API key, when keys are configured.")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key, as a header.")
+
+
+class PredictRequest(BaseModel):
+    """The request body as OpenAPI documents it (read by :mod:`~streamml.gateway.intake`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Records of feature name -> value. Which features a record may hold depends on the "
+        "route's model (see GET /models); names match its signature ignoring case, spaces, underscores "
+        "and hyphens; omitted features are imputed by the model.",
+        examples=[[{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]],
+    )
+
+
+class AcceptedBody(BaseModel):
+    request_id: str
+    stream_id: str
+    model: str
+    records: int
+    status_url: str
+    missing_features: dict[str, int] = Field(
+        default_factory=dict, description="Feature -> number of records that omitted it (imputed)."
+    )
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503, 504)
+}
+BODY_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+
+
+# -- collaborators, from the app's state (create_app puts them there) ----------------------------
+
+
+def _submission(request: Request) -> Submission:
+    return request.app.state.submission  # type: ignore[no-any-return]
+
+
+def _broker(request: Request) -> Broker:
+    return request.app.state.broker  # type: ignore[no-any-return]
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> GatewaySettings:
+    return request.app.state.gateway_settings  # type: ignore[no-any-return]
+
+
+def _replies(request: Request) -> ReplyHub:
+    return request.app.state.replies  # type: ignore[no-any-return]
+
+
+def authenticated_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    api_key: Annotated[str | None, Depends(API_KEY_HEADER)],
+) -> ApiKey | None:
+    """The caller's API key (None when no keys are configured); 401 when one is needed and missing."""
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator.identify(f"Bearer {bearer.credentials}" if bearer else None, api_key)
+
+
+CallerKey = Annotated[ApiKey | None, Depends(authenticated_key)]
+
+
+async def within_rate_limit(request: Request, key: CallerKey) -> None:
+    """429 past the per-client rate limit (per key, or per address without keys)."""
+    limiter: RateLimiter = request.app.state.limiter
+    await limiter.check(key.name if key else (request.client.host if request.client else "unknown"))
+
+
+router = APIRouter(dependencies=[Depends(within_rate_limit)])
+"""Every endpoint but ``/health`` (which load balancers call without a key)."""
+health_router = APIRouter()
+
+
+async def _accept(
+    request: Request, response: Response, model: str, key: ApiKey | None, *, reply: bool
+) -> Accepted:
+    submission = _submission(request)
+    submission.require_route(model, key)  # 404/403 before the body is read
+    records = read_records(
+        await request.body(),
+        content_type=request.headers.get("content-type", ""),
+        query=request.query_params.keys(),
+        limits=_settings(request),
+    )
+    accepted = await submission.submit(
+        model, records, key, reply=reply, idempotency_key=request.headers.get("idempotency-key")
+    )
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return accepted
+
+
+@router.post(
+    "/predict_stream",
+    status_code=202,
+    response_model=AcceptedBody,
+    responses=ERROR_RESPONSES,
+    openapi_extra=BODY_SCHEMA,
+)
+async def predict_stream(
+    request: Request,
+    response: Response,
+    key: CallerKey,
+    model: str = MODEL_QUERY,
+    idempotency_key: str | None = IDEMPOTENCY_HEADER,  # read by _accept; declared for OpenAPI and length
+) -> dict[str, Any]:
+    """Validate the records and queue them for prediction; poll ``status_url`` for the result."""
+    return (await _accept(request, response, model, key, reply=False)).as_dict()
+
+
+@router.post("/predict", responses=ERROR_RESPONSES, openapi_extra=BODY_SCHEMA)
+async def predict(
+    request: Request,
+    response: Response,
+    key: CallerKey,
+    model: str = MODEL_QUERY,
+    idempotency_key: str | None = IDEMPOTENCY_HEADER,
+) -> dict[str, Any]:
+    """Queue the records and wait for their predictions (504 after the configured timeout)."""
+    accepted = await _accept(request, response, model, key, reply=True)
+    document = await _replies(request).wait(accepted.request_id, _settings(request).predict_timeout_s)
+    document["missing_features"] = accepted.missing_features
+    return document
+
+
+@router.get(
+    "/predictions/{request_id}",
+    responses=ERROR_RESPONSES | {202: {"description": "Still queued: the body is {'status': 'pending'}."}},
+)
+async def prediction(request: Request, request_id: str, key: CallerKey) -> JSONResponse:
+    """The predictions once done (200), ``pending`` while queued (202), 404 if unknown or expired."""
+    document = await _broker(request).result(request_id)
+    owner = document.pop("owner", "") if document else ""
+    if document is None or (key is not None and owner != key.name):
+        # Another key's request is reported as unknown: its existence is not ours to reveal.
+        raise NotFound(f"no request {request_id!r} (never accepted, or its result expired)")
+    if document.get("status") != "done":
+        return JSONResponse({"status": "pending", "request_id": request_id}, status_code=202)
+    return JSONResponse(document)
+
+
+@router.get("/models")
+async def models(request: Request) -> dict[str, Any]:
+    """Each route, the model version it resolves to now, and that version's input schema."""
+    registry = _registry(request)
+    out: dict[str, Any] = {}
+    for route in registry.routes:
+        status = await registry.status(route)
+        entry: dict[str, Any] = {"uri": status.uri}
+        if status.ref is None:
+            entry["error"] = status.error
+        else:
+            entry |= {"name": status.ref.name, "version": status.ref.version}
+            entry["inputs"] = (await registry.aschema(status.ref)).as_dict()
+        out[route] = entry
+    return {"models": out}
+
+
+@health_router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is alive (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "Not ready: the body says which check failed."}})
+async def ready(request: Request) -> JSONResponse:
+    """Redis reachable, every route's model resolvable, a worker seen recently."""
+    broker, registry = _broker(request), _registry(request)
+    checks: dict[str, Any] = {}
+    try:
+        await broker.redis.ping()
+        checks["workers"] = len(await broker.live_workers(_settings(request).worker_seen_s))
+        checks["redis"] = "ok"
+    except (RedisError, OSError) as exc:
+        checks["redis"] = f"unreachable ({type(exc).__name__})"
+        checks["workers"] = 0
+    statuses = [await registry.status(route) for route in registry.routes]
+    checks["models"] = {s.route: s.describe() for s in statuses}
+    ok = checks["redis"] == "ok" and checks["workers"] > 0 and all(s.resolvable for s in statuses)
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)

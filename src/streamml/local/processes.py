@@ -1,0 +1,173 @@
+"""Process entry points: build collaborators from settings, run the gateway or a worker, handle signals.
+
+The CLI calls these; they are also what `streamml up` runs as child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+
+from streamml.errors import RedisUnreachable
+from streamml.models.registry import ModelRegistry
+from streamml.settings import Settings
+from streamml.stream.worker import Worker, WorkerStats
+from streamml.synthetic.producer import Submit
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("mlflow", "urllib3", "alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def make_registry(settings: Settings) -> ModelRegistry:
+    cache = settings.state_dir / "model-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return ModelRegistry(
+        settings.tracking_uri(),
+        settings.mlflow.routes,
+        alias_refresh_s=settings.mlflow.alias_refresh_s,
+        trusted_types=settings.mlflow.trusted_types,
+        cache_dir=cache,
+        fast_path=settings.mlflow.fast_path,
+    )
+
+
+def make_redis(settings: Settings) -> Redis:
+    # Timeouts bound every call, so an unreachable Redis turns into a 503, never a hang.
+    return Redis.from_url(
+        settings.redis_url(),
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=10,
+        retry_on_timeout=False,
+    )
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def check_exposure(settings: Settings) -> str | None:
+    """Refuse an open gateway on a network interface; returns a warning for an open loopback one."""
+    gateway = settings.gateway
+    has_keys = bool(gateway.api_keys or gateway.api_keys_file)
+    if has_keys:
+        return None
+    if gateway.host not in LOOPBACK_HOSTS and not gateway.insecure:
+        raise SystemExit(
+            f"refusing to serve on {gateway.host} without API keys: set STREAMML_API_KEYS (or "
+            "STREAMML_API_KEYS_FILE), or pass --insecure if the network in front of it is trusted"
+        )
+    return f"no API keys configured: anyone who can reach {gateway.host}:{gateway.port} may call the gateway"
+
+
+def run_gateway(settings: Settings, *, log_level: str = "info") -> None:
+    import uvicorn
+
+    from streamml.gateway.app import create_app
+    from streamml.stream.broker import Broker
+
+    warning = check_exposure(settings)
+    if warning:
+        log.warning(warning)
+    app = create_app(settings, Broker(make_redis(settings), settings.streams), make_registry(settings))
+    config = uvicorn.Config(
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level=log_level,
+        access_log=False,  # a log line per request costs more than the request at high rates
+        timeout_graceful_shutdown=5,
+    )
+    freeze_startup_heap()
+    uvicorn.Server(config).run()
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up (mlflow, pandas, FastAPI: a large heap) out of the
+    garbage collector's reach. Without this, each full collection walks them all and stalls every
+    request in flight: it showed as the p99 of a busy gateway."""
+    gc.collect()
+    gc.freeze()
+
+
+async def run_worker_async(
+    settings: Settings, *, burst: bool = False, consumer: str | None = None
+) -> WorkerStats:
+    redis = make_redis(settings)
+    worker = Worker(redis, make_registry(settings), settings, consumer=consumer)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if worker.stopping.is_set():  # a second signal: stop now, the batch stays pending
+            log.warning("second %s: stopping at once", signal.Signals(signum).name)
+            if task:
+                task.cancel()
+            return
+        log.info("%s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        worker.stop()
+        if task:
+            loop.call_later(settings.worker.shutdown_grace_s, task.cancel)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await worker.run(burst=burst)
+    finally:
+        await redis.aclose()
+
+
+EXIT_REDIS_UNREACHABLE = 3
+"""Exit status of a worker that gave up on Redis (``STREAMML_WORKER_REDIS_GIVE_UP_S``)."""
+
+
+def run_worker(settings: Settings, *, burst: bool = False, consumer: str | None = None) -> WorkerStats:
+    """Run a worker until it is stopped; exits with status 3 when it gives up on Redis."""
+    try:
+        return asyncio.run(run_worker_async(settings, burst=burst, consumer=consumer))
+    except asyncio.CancelledError:
+        log.warning("worker stopped before its batch finished; it stays pending for another worker")
+        return WorkerStats()
+    except RedisUnreachable as exc:
+        log.error("worker exits: %s", exc)
+        raise SystemExit(EXIT_REDIS_UNREACHABLE) from exc
+
+
+@contextlib.asynccontextmanager
+async def direct_submission(settings: Settings) -> AsyncIterator[Submit]:
+    """Submit to the stream without HTTP (``streamml produce --via redis``), through the service the
+    gateway uses: the same validation, back-pressure and entry format."""
+    from streamml.gateway.submission import BacklogGate, IdempotencyStore, Submission
+    from streamml.stream.broker import Broker
+
+    redis = make_redis(settings)
+    broker = Broker(redis, settings.streams)
+    gateway = settings.gateway
+    submission = Submission(
+        broker,
+        make_registry(settings),
+        BacklogGate(broker, gateway.max_backlog, gateway.backlog_check_s),
+        IdempotencyStore(redis, broker.stream, gateway.idempotency_ttl_s),
+    )
+
+    async def submit(route: str, records: list[dict[str, Any]]) -> str:
+        return (await submission.submit(route, records, None)).request_id
+
+    try:
+        yield submit
+    finally:
+        await redis.aclose()

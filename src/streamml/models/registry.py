@@ -1,0 +1,313 @@
+"""Routes -> registered models in the MLflow Model Registry: alias resolution, safe loading, caching.
+
+A route such as ``svm`` names a model URI such as ``models:/SVC@champion``. The alias is resolved to a
+version at most every ``alias_refresh_s`` seconds, so moving ``champion`` in MLflow switches every
+worker to the new version without a restart. A model is loaded once per (name, version) and kept.
+
+Models are loaded only from the skops format, with the allow-list of extra types coming from our
+settings (not from the artifact itself). A pickled model is refused, never silently loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamml.errors import ModelLoadError, ModelUnavailable, UnknownRoute
+from streamml.models.inference import LoadedModel, records_to_frame
+from streamml.models.schema import InputSchema
+
+log = logging.getLogger(__name__)
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One concrete model version serving a route."""
+
+    route: str
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """What a route points at: a fixed version or an alias to resolve."""
+
+    name: str
+    alias: str | None
+    version: str | None
+
+    @classmethod
+    def parse(cls, uri: str) -> RouteTarget:
+        match = _MODEL_URI.match(uri)
+        if not match:
+            raise ValueError(f"model URI {uri!r} must look like models:/Name@alias or models:/Name/3")
+        return cls(match["name"], match["alias"], match["version"])
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    """Whether a route resolves to a model version now, and to which (or why not)."""
+
+    route: str
+    uri: str
+    ref: ModelRef | None
+    error: str | None = None
+
+    @property
+    def resolvable(self) -> bool:
+        return self.ref is not None
+
+    def describe(self) -> str:
+        return f"{self.ref.name} v{self.ref.version}" if self.ref else f"unavailable: {self.error}"
+
+
+class ModelRegistry:
+    """Thread-safe resolver and loader. Every method that may talk to MLflow blocks: call it in a
+    thread from async code (the ``a*`` helpers do, and skip the thread when the cache is fresh)."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        routes: Mapping[str, str],
+        *,
+        alias_refresh_s: float = 30.0,
+        trusted_types: Sequence[str] = (),
+        cache_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        fast_path: bool = True,
+    ) -> None:
+        from mlflow import MlflowClient  # mlflow is slow to import; only processes that need it pay
+
+        self.tracking_uri = tracking_uri
+        self.targets = {route: RouteTarget.parse(uri) for route, uri in routes.items()}
+        self.route_uris = dict(routes)
+        self.alias_refresh_s = alias_refresh_s
+        self.trusted_types = list(trusted_types)
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._cache_dir = cache_dir
+        self._clock = clock
+        self.fast_path = fast_path
+        self._lock = threading.Lock()
+        self._resolved: dict[str, tuple[ModelRef, float]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._schemas: dict[tuple[str, str], InputSchema] = {}
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._load_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    @property
+    def routes(self) -> list[str]:
+        return list(self.targets)
+
+    def target(self, route: str) -> RouteTarget:
+        try:
+            return self.targets[route]
+        except KeyError:
+            raise UnknownRoute(route, self.routes) from None
+
+    # -- resolution ---------------------------------------------------------------------------
+
+    def cached_ref(self, route: str) -> ModelRef | None:
+        """The resolved version if it is still fresh, without touching MLflow."""
+        entry = self._resolved.get(route)
+        if entry and self._clock() - entry[1] < self.alias_refresh_s:
+            return entry[0]
+        return None
+
+    def resolve(self, route: str) -> ModelRef:
+        """Route -> (name, version), re-resolving the alias when the cached answer is stale.
+
+        If MLflow cannot be reached but the route was resolved before, the last known version keeps
+        serving (a registry outage must not stop inference of models we already have)."""
+        target = self.target(route)
+        fresh = self.cached_ref(route)
+        if fresh:
+            return fresh
+        try:
+            if target.version is not None:
+                version = target.version
+            else:
+                assert target.alias is not None
+                version = str(self._client.get_model_version_by_alias(target.name, target.alias).version)
+        except Exception as exc:
+            stale = self._resolved.get(route)
+            if stale:
+                log.warning(
+                    "registry unreachable (%s); %s stays on version %s",
+                    exc,
+                    route,
+                    stale[0].version,
+                )
+                return stale[0]
+            raise ModelUnavailable(
+                f"cannot resolve {self.route_uris[route]} in the registry at {self.tracking_uri}: {exc}"
+            ) from exc
+        ref = ModelRef(route, target.name, version)
+        previous = self._resolved.get(route)
+        if previous and previous[0] != ref:
+            log.info("route %s moved from %s v%s to v%s", route, ref.name, previous[0].version, version)
+        with self._lock:
+            self._resolved[route] = (ref, self._clock())
+        return ref
+
+    async def aresolve(self, route: str) -> ModelRef:
+        """Like :meth:`resolve`, for async code. When the alias is due for a check, one caller asks
+        the registry and waits; callers arriving meanwhile get the version in hand instead of each
+        starting a thread behind the same slow call (a profile of a busy gateway showed them pile up)."""
+        self.target(route)  # unknown routes fail fast, without a thread hop
+        cached = self.cached_ref(route)
+        if cached is not None:
+            return cached
+        stale = self._resolved.get(route)
+        if stale is None:
+            return await asyncio.to_thread(self.resolve, route)
+        if route in self._refreshing:
+            return stale[0]
+        refresh = self._refreshing[route] = asyncio.create_task(self._refresh(route))
+        await asyncio.shield(refresh)  # a cancelled caller does not cancel the refresh
+        return self._resolved[route][0]
+
+    async def status(self, route: str) -> RouteStatus:
+        """The route's current version, or why it cannot be resolved (never raises for a known route)."""
+        try:
+            ref = await self.aresolve(route)
+        except ModelUnavailable as exc:
+            return RouteStatus(route, self.route_uris[route], None, str(exc))
+        return RouteStatus(route, self.route_uris[route], ref)
+
+    async def _refresh(self, route: str) -> None:
+        try:
+            await asyncio.to_thread(self.resolve, route)
+        except ModelUnavailable as exc:  # resolve() keeps the last version when it can
+            log.warning("could not refresh route %s: %s", route, exc)
+        finally:
+            self._refreshing.pop(route, None)
+
+    # -- signatures ----------------------------------------------------------------------------
+
+    def schema(self, ref: ModelRef) -> InputSchema:
+        """The input schema of a model version (its MLflow signature), cached per version."""
+        key = (ref.name, ref.version)
+        cached = self._schemas.get(key)
+        if cached:
+            return cached
+        from mlflow.models import Model
+
+        try:
+            # Only the MLmodel file: the gateway needs the signature, not the model.
+            signature = Model.load(self.download(ref, "MLmodel")).signature
+        except Exception as exc:
+            raise ModelUnavailable(f"cannot read the signature of {ref.uri}: {exc}") from exc
+        schema = InputSchema.from_mlflow_signature(signature)
+        self._schemas[key] = schema
+        return schema
+
+    async def aschema(self, ref: ModelRef) -> InputSchema:
+        cached = self._schemas.get((ref.name, ref.version))
+        return cached if cached is not None else await asyncio.to_thread(self.schema, ref)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self, ref: ModelRef) -> LoadedModel:
+        """The model object for a version, loaded once (concurrent callers wait for one load)."""
+        key = (ref.name, ref.version)
+        model = self._models.get(key)
+        if model:
+            return model
+        with self._lock:
+            key_lock = self._load_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            model = self._models.get(key)
+            if model:
+                return model
+            started = time.perf_counter()
+            model = self._load_uncached(ref)
+            self._models[key] = model
+            log.info(
+                "loaded %s v%s in %.0f ms",
+                ref.name,
+                ref.version,
+                (time.perf_counter() - started) * 1e3,
+            )
+            return model
+
+    def loaded(self, ref: ModelRef) -> LoadedModel | None:
+        """The model of a version if it is loaded already (no MLflow call, no thread needed)."""
+        return self._models.get((ref.name, ref.version))
+
+    def download(self, ref: ModelRef, path: str = "") -> str:
+        """Download a model version's artifacts (or one file of them) to a fresh local directory.
+
+        The storage location comes from *our* client: MLflow's ``models:/`` artifact repository
+        consults the process-wide registry URI, which may point at another registry."""
+        from mlflow.artifacts import download_artifacts
+
+        location = self._client.get_model_version_download_uri(ref.name, ref.version)
+        return str(
+            download_artifacts(
+                artifact_uri=f"{location.rstrip('/')}/{path}" if path else location,
+                dst_path=tempfile.mkdtemp(prefix="streamml-model-", dir=self._cache_dir),
+                tracking_uri=self.tracking_uri,
+            )
+        )
+
+    def _load_uncached(self, ref: ModelRef) -> LoadedModel:
+        from mlflow.models import Model
+
+        try:
+            local = self.download(ref)
+        except Exception as exc:
+            raise ModelUnavailable(f"cannot download {ref.uri}: {exc}") from exc
+        mlmodel = Model.load(local)
+        flavor = mlmodel.flavors.get("sklearn")
+        if flavor is None:
+            raise ModelLoadError(f"{ref.uri} has no sklearn flavor; streamml serves scikit-learn models")
+        if flavor.get("serialization_format") != "skops":
+            raise ModelLoadError(
+                f"{ref.uri} is serialized as {flavor.get('serialization_format')!r}; streamml loads "
+                "only the skops format (log it with serialization_format='skops')"
+            )
+        import skops.io
+
+        path = Path(local) / flavor["pickled_model"]
+        try:
+            estimator = skops.io.load(path, trusted=self.trusted_types)
+        except Exception as exc:
+            untrusted = _untrusted_types(path)
+            hint = (
+                f"; untrusted types: {untrusted} (add to STREAMML_MLFLOW_TRUSTED_TYPES)" if untrusted else ""
+            )
+            raise ModelLoadError(f"cannot load {ref.uri} with skops: {exc}{hint}") from exc
+        schema = InputSchema.from_mlflow_signature(mlmodel.signature)
+        self._schemas.setdefault((ref.name, ref.version), schema)
+        fast = None
+        if self.fast_path:
+            from streamml.models.fastpath import compile_pipeline
+
+            fast = compile_pipeline(estimator, lambda records: records_to_frame(records, schema))
+        log.info(
+            "loaded %s v%s (%s)", ref.name, ref.version, "numpy fast path" if fast else "scikit-learn path"
+        )
+        return LoadedModel(ref.route, ref.name, ref.version, estimator, schema, fast)
+
+
+def _untrusted_types(path: Path) -> list[str]:
+    import skops.io
+
+    try:
+        return list(skops.io.get_untrusted_types(file=path))
+    except Exception:
+        return []

@@ -1,0 +1,184 @@
+"""A model's input schema, read from its MLflow signature, and the validation of client records.
+
+Validation happens at the gateway, before anything is published, so a worker never meets a record
+that its model would reject with "feature names should match" deep inside scikit-learn.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamml.errors import InvalidRequest, Problem
+
+NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
+INTEGER_TYPES = frozenset({"long", "integer"})
+STRING_TYPES = frozenset({"string"})
+BOOLEAN_TYPES = frozenset({"boolean"})
+
+_SEPARATORS = re.compile(r"[\s_\-]+")
+_BIG = sys.float_info.max
+"""The largest double: a JSON integer beyond it would overflow float(); NaN and inf fail the test."""
+
+
+@functools.lru_cache(maxsize=4096)
+def normalise_name(name: str) -> str:
+    """Case, spaces, underscores and hyphens are equivalent: "Resource_Allocation" ~ "resource allocation".
+    Cached: clients send the same few spellings in every record, and the regex was a fifth of the
+    gateway's time on 100-record requests."""
+    return _SEPARATORS.sub("", name).casefold()
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    required: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "required": self.required}
+
+
+@dataclass(frozen=True)
+class ValidatedBatch:
+    """Records rewritten with the signature's column names; absent features are left out."""
+
+    records: list[dict[str, Any]]
+    missing: dict[str, int]
+    """Feature -> how many records omitted it (the model imputes them)."""
+
+
+class InputSchema:
+    """The columns a model accepts, with a lookup from any normalised spelling to the real name."""
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = list(columns)
+        self.names = [c.name for c in self.columns]
+        self._by_normalised = {normalise_name(c.name): c for c in self.columns}
+
+    @classmethod
+    def from_mlflow_signature(cls, signature: Any) -> InputSchema:
+        """Build from ``mlflow.models.ModelSignature``; a model without one cannot be validated."""
+        if signature is None or signature.inputs is None:
+            raise ValueError("the model has no input signature; log it with one")
+        columns = []
+        for spec in signature.inputs.inputs:
+            if spec.name is None:
+                raise ValueError("the model's signature has unnamed (tensor) inputs")
+            type_name = getattr(spec.type, "name", str(spec.type))
+            columns.append(Column(spec.name, str(type_name), bool(getattr(spec, "required", True))))
+        return cls(columns)
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [c.as_dict() for c in self.columns]
+
+    def validate(self, records: Sequence[Any]) -> ValidatedBatch:
+        """Check every record and collect every problem, so the client can fix them all at once."""
+        problems: list[Problem] = []
+        if not records:
+            raise InvalidRequest([Problem("'data' is empty: send at least one record", field="data")])
+        out: list[dict[str, Any]] = []
+        missing: Counter[str] = Counter()
+        for index, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                problems.append(Problem(f"record {index} must be an object of feature: value", record=index))
+                continue
+            clean = self._validate_record(index, record, problems)
+            for column in self.columns:
+                if column.name not in clean:
+                    missing[column.name] += 1
+                    if column.required:
+                        problems.append(
+                            Problem(
+                                f"record {index}: required feature {column.name!r} is missing",
+                                record=index,
+                                field=column.name,
+                            )
+                        )
+            out.append(clean)
+        if problems:
+            raise InvalidRequest(problems)
+        return ValidatedBatch(out, dict(missing))
+
+    def _validate_record(
+        self, index: int, record: Mapping[Any, Any], problems: list[Problem]
+    ) -> dict[str, Any]:
+        clean: dict[str, Any] = {}
+        for raw_name, value in record.items():
+            if not isinstance(raw_name, str):
+                problems.append(Problem(f"record {index}: feature names must be strings", index))
+                continue
+            column = self._by_normalised.get(normalise_name(raw_name))
+            if column is None:
+                problems.append(
+                    Problem(
+                        f"record {index}: unknown feature {raw_name!r}{self._hint(raw_name)}",
+                        record=index,
+                        field=raw_name,
+                    )
+                )
+                continue
+            if column.name in clean:
+                problems.append(
+                    Problem(
+                        f"record {index}: feature {column.name!r} is given twice "
+                        f"(as {raw_name!r} and another spelling)",
+                        record=index,
+                        field=raw_name,
+                    )
+                )
+                continue
+            if value is None:
+                continue  # an explicit null is a missing value; the model's pipeline imputes it
+            kind = type(value)
+            if column.type == "double" and (kind is float or kind is int) and -_BIG <= value <= _BIG:
+                clean[column.name] = float(value)  # the common case, without the general check below
+                continue
+            if column.type == "string" and kind is str:
+                clean[column.name] = value
+                continue
+            error = _type_error(column, value)
+            if error:
+                problems.append(
+                    Problem(f"record {index}, field {column.name!r}: {error}", index, column.name)
+                )
+                continue
+            clean[column.name] = float(value) if column.type == "double" else value
+        return clean
+
+    def _hint(self, raw_name: str) -> str:
+        lookup = {normalise_name(n): n for n in self.names}
+        close = difflib.get_close_matches(normalise_name(raw_name), list(lookup), n=1, cutoff=0.6)
+        return f"; did you mean {lookup[close[0]]!r}?" if close else ""
+
+
+def _type_error(column: Column, value: Any) -> str | None:
+    """Why ``value`` does not fit ``column``, or None when it does."""
+    kind = type(value).__name__
+    if column.type in NUMERIC_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {kind} {_show(value)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"expected a finite number, got {value}"
+        if not -_BIG <= value <= _BIG:
+            return f"expected a number a double can hold, got {_show(value)}"
+        if column.type in INTEGER_TYPES and isinstance(value, float) and not value.is_integer():
+            return f"expected an integer, got {value}"
+        return None
+    if column.type in STRING_TYPES:
+        return None if isinstance(value, str) else f"expected a string, got {kind} {_show(value)}"
+    if column.type in BOOLEAN_TYPES:
+        return None if isinstance(value, bool) else f"expected true or false, got {kind}"
+    return None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,93 @@
+"""The request entry: what the gateway writes to the stream and the worker reads back.
+
+One entry per accepted request (it may carry many records), with fields:
+
+    v            message format version (FORMAT_VERSION); a worker refuses a version it does not know
+    request_id   the id the client polls with
+    route        model route, e.g. "svm"
+    records      JSON list of records, keys already normalised to the signature's names
+    accepted_ms  gateway acceptance time, epoch milliseconds (latency is measured from here)
+    reply        "1" when a client waits synchronously (POST /predict)
+    owner        name of the API key that sent it (only with keys); only that key may read the result
+
+Only this module writes or reads that layout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamml.errors import FailureReason, InvalidEntry
+
+FORMAT_VERSION = "1"
+"""Version of the entry layout (field ``v``); bumped on incompatible changes."""
+KNOWN_VERSIONS = frozenset({FORMAT_VERSION})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One request read from the stream."""
+
+    stream_id: str
+    request_id: str
+    route: str
+    records: list[dict[str, Any]]
+    accepted_ms: float
+    reply: bool
+    owner: str = ""
+    """Name of the API key that sent the request ("" without keys); only it may read the result."""
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+def encode_entry(
+    request_id: str, route: str, records: Sequence[dict[str, Any]], *, reply: bool, owner: str
+) -> dict[str, str | bytes]:
+    """The stream fields of a request accepted now."""
+    fields: dict[str, str | bytes] = {
+        "v": FORMAT_VERSION,
+        "request_id": request_id,
+        "route": route,
+        "records": orjson.dumps(records),
+        "accepted_ms": f"{now_ms():.3f}",
+    }
+    if reply:
+        fields["reply"] = "1"
+    if owner:
+        fields["owner"] = owner
+    return fields
+
+
+def decode_entry(stream_id: str, fields: dict[bytes, bytes]) -> Entry:
+    """The request in an entry, or :class:`InvalidEntry` saying what is wrong with it."""
+    version = fields.get(b"v")
+    if version is not None and version.decode(errors="replace") not in KNOWN_VERSIONS:
+        raise InvalidEntry(
+            f"entry format version {version.decode(errors='replace')!r} is not one this worker reads "
+            f"({', '.join(sorted(KNOWN_VERSIONS))}); upgrade the worker, then replay the dead letters",
+            FailureReason.UNSUPPORTED_FORMAT,
+        )
+    try:
+        records = orjson.loads(fields[b"records"])
+        if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+            raise InvalidEntry("'records' is not a non-empty JSON list of objects")
+        return Entry(
+            stream_id=stream_id,
+            request_id=fields[b"request_id"].decode(),
+            route=fields[b"route"].decode(),
+            records=records,
+            accepted_ms=float(fields.get(b"accepted_ms", b"0")),
+            reply=fields.get(b"reply") == b"1",
+            owner=fields.get(b"owner", b"").decode(),
+        )
+    except KeyError as exc:
+        raise InvalidEntry(f"missing field {exc.args[0]!r}") from exc
+    except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidEntry(f"unreadable entry: {exc}") from exc

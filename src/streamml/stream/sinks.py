@@ -1,0 +1,208 @@
+"""Where predictions go: the :class:`Sink` protocol, and the two sinks every worker has — a CSV file
+(:class:`CsvSink`), and in Redis the result a client fetches, the capped results stream and the reply
+notice (:class:`RedisSink`).
+
+Every sink tolerates re-delivery (at-least-once): the Redis result is a plain SET of the same
+document, and CSV rows carry ``stream_id`` and ``record_index`` so duplicates can be removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from redis.asyncio.client import Pipeline
+
+from streamml import keys
+from streamml.models.dispatch import Scored
+from streamml.settings import StreamSettings
+from streamml.stream.entry import Entry
+
+CSV_COLUMNS = [
+    "timestamp",
+    "request_id",
+    "stream_id",
+    "record_index",
+    "model_route",
+    "model_name",
+    "model_version",
+    "prediction",
+    "latency_ms",
+    "features",
+]
+
+
+Result = Scored[Entry]
+"""A request entry's predictions, stamped with the model version that made them."""
+
+
+class Sink(Protocol):
+    """Where predictions go. Adding a sink is one class here and one line where the worker is built.
+
+    Both hooks run before the entries are acknowledged, so a sink never misses a prediction (and may
+    see one twice after a re-delivery: sinks must tolerate that)."""
+
+    def write(self, results: Sequence[Result]) -> None:
+        """Write outside Redis (a file, another system). Blocks; large batches run in a thread."""
+
+    def stage(self, tx: Pipeline, results: Sequence[Result], written_ms: float) -> None:
+        """Add Redis writes to the transaction that also acknowledges the entries. ``written_ms`` is
+        when the batch is handed to Redis; latency is measured from acceptance to then."""
+
+    def close(self) -> None: ...
+
+
+def predict_latency_ms(result: Result) -> float:
+    """From gateway acceptance to the end of the predict call (the CSV's: a row cannot stamp its own
+    write). A clock step between gateway and worker hosts cannot make it negative."""
+    return max(result.predicted_ms - result.request.accepted_ms, 0.0)
+
+
+def written_latency_ms(result: Result, written_ms: float) -> float:
+    """From gateway acceptance to the predictions being written (CSV done, Redis write sent)."""
+    return max(written_ms - result.request.accepted_ms, 0.0)
+
+
+def result_document(result: Result, written_ms: float) -> dict[str, Any]:
+    """What ``GET /predictions/{id}`` returns once the request is done."""
+    entry = result.request
+    owner = {"owner": entry.owner} if entry.owner else {}
+    return owner | {
+        "status": "done",
+        "request_id": entry.request_id,
+        "stream_id": entry.stream_id,
+        "model": {"route": entry.route, "name": result.model.name, "version": result.model.version},
+        "records": len(result.labels),
+        "predictions": result.labels,
+        "timings": {
+            "accepted_at": _iso(entry.accepted_ms),
+            "predicted_at": _iso(result.predicted_ms),
+            "written_at": _iso(written_ms),
+            "latency_ms": round(written_latency_ms(result, written_ms), 3),
+            "batch_predict_ms": round(result.predict_ms, 3),
+        },
+    }
+
+
+class CsvSink:
+    """Appends one row per record. Several worker processes may share the file: each batch is one
+    ``write`` under an exclusive ``flock``, so rows never interleave and the header is written once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, results: Sequence[Result]) -> None:
+        # Formatted by hand rather than with csv.writer: a row differs from its request's other rows
+        # only in index, label and features, and writerow per record was most of a worker's time.
+        lines: list[str] = []
+        for result in results:
+            entry = result.request
+            head = _csv_fields(_iso(result.predicted_ms), entry.request_id, entry.stream_id)
+            model = _csv_fields(entry.route, result.model.name, result.model.version)
+            latency = f"{predict_latency_ms(result):.3f}"
+            for index, (label, record) in enumerate(zip(result.labels, entry.records, strict=True)):
+                features = orjson.dumps(record).decode()
+                if record:  # a non-empty JSON object always holds quotes, so always needs quoting
+                    features = '"' + features.replace('"', '""') + '"'
+                lines.append(f"{head},{index},{model},{_csv_field(label)},{latency},{features}\n")
+        data = "".join(lines).encode()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(self._fd).st_size == 0:
+                data = (",".join(CSV_COLUMNS) + "\n").encode() + data
+            os.write(self._fd, data)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def stage(self, tx: Pipeline, results: Sequence[Result], written_ms: float) -> None:
+        pass  # nothing in Redis
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class RedisSink:
+    """The result document a client fetches (``GET /predictions/{id}``, with the stream's TTL), an
+    entry in the capped results stream for downstream consumers, and the reply notice that wakes a
+    waiting ``POST /predict``. Re-delivery rewrites the same document; the results stream may hold a
+    request twice (``stream_id`` tells)."""
+
+    def __init__(self, streams: StreamSettings) -> None:
+        self.streams = streams
+
+    def write(self, results: Sequence[Result]) -> None:
+        pass  # everything goes in the acknowledging transaction
+
+    def stage(self, tx: Pipeline, results: Sequence[Result], written_ms: float) -> None:
+        streams = self.streams
+        for result in results:
+            entry = result.request
+            document = orjson.dumps(result_document(result, written_ms))
+            tx.set(keys.result_key(streams.stream, entry.request_id), document, ex=streams.result_ttl_s)
+            tx.xadd(
+                streams.results_stream,
+                {
+                    "request_id": entry.request_id,
+                    "stream_id": entry.stream_id,
+                    "model_route": entry.route,
+                    "model_name": result.model.name,
+                    "model_version": result.model.version,
+                    "predictions": orjson.dumps(result.labels),
+                    "latency_ms": f"{written_latency_ms(result, written_ms):.3f}",
+                },
+                maxlen=streams.results_maxlen,
+                approximate=True,
+            )
+            if entry.reply:
+                tx.publish(keys.replies_channel(streams.stream), entry.request_id)
+
+    def close(self) -> None:
+        pass
+
+
+_CSV_SPECIAL = frozenset(',"\r\n')
+
+
+def _csv_field(text: str) -> str:
+    """One field as csv.writer's default dialect writes it: quoted only when it has to be."""
+    if _CSV_SPECIAL.isdisjoint(text):
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _csv_fields(*texts: str) -> str:
+    return ",".join(_csv_field(text) for text in texts)
+
+
+def _iso(epoch_ms: float) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000.0, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def dedup_csv(source: Path, target: Path) -> tuple[int, int]:
+    """Copy the predictions CSV keeping the first row of each (stream_id, record_index).
+
+    Duplicates come only from at-least-once re-delivery: a worker that wrote its CSV rows and stopped
+    before its XACK, whose entry another worker then claimed. Returns (rows kept, rows dropped)."""
+    seen: set[tuple[str, str]] = set()
+    kept = dropped = 0
+    with source.open(newline="") as reader_file, target.open("w", newline="") as writer_file:
+        reader = csv.DictReader(reader_file)
+        writer = csv.DictWriter(writer_file, fieldnames=reader.fieldnames or CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in reader:
+            key = (row["stream_id"], row["record_index"])
+            if key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            writer.writerow(row)
+            kept += 1
+    return kept, dropped

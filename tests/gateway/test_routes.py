@@ -1,0 +1,317 @@
+"""The gateway against a real Redis and a real MLflow registry: validation at the edge, publishing,
+results, and the operational endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from streamml.models.registry import ModelRegistry
+from streamml.settings import Settings
+from tests.helpers import SEED_EXAMPLE, drain, gateway_client
+
+
+async def test_seed_example_is_accepted_for_every_route(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    """The README's curl body, with underscores instead of spaces, gets 202 on svm, knn and lightgbm."""
+    async with gateway_client(settings, redis, shared_registry) as client:
+        for route in ("svm", "knn", "lightgbm"):
+            response = await client.post(f"/predict_stream?model={route}", json=SEED_EXAMPLE)
+            assert response.status_code == 202, response.text
+            body = response.json()
+            assert body["model"] == route
+            assert body["records"] == 1
+            assert body["status_url"] == f"/predictions/{body['request_id']}"
+            assert body["stream_id"]
+            assert body["missing_features"]["Mental Fatigue Score"] == 1
+            assert "Designation" not in body["missing_features"]
+    assert await redis.xlen(settings.streams.stream) == 3
+
+
+async def test_published_entry_uses_the_signature_names(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    async with gateway_client(settings, redis, shared_registry) as client:
+        response = await client.post(
+            "/predict_stream?model=knn",
+            json={"data": [{"resource-allocation": 3, "WFH setup available": "Yes", "GENDER": "Male"}]},
+        )
+    assert response.status_code == 202
+    entries: Any = await redis.xrange(settings.streams.stream)
+    [(_, fields)] = entries
+    assert fields[b"route"] == b"knn"
+    assert fields[b"records"] == b'[{"Resource Allocation":3.0,"WFH Setup Available":"Yes","Gender":"Male"}]'
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        pytest.param(
+            {"data": [{"Sleep Hour": 7}]},
+            422,
+            ["Sleep Hour", "Sleep Hours"],
+            id="unknown-feature-with-hint",
+        ),
+        pytest.param(
+            {"data": [{"Designation": 1}, {"Designation": "high"}]},
+            422,
+            ["record 1", "Designation"],
+            id="wrong-type",
+        ),
+        pytest.param(
+            {"data": [{"Gender": 3}]}, 422, ["record 0", "Gender", "string"], id="number-for-string"
+        ),
+        pytest.param(
+            {"data": [{"Designation": True}]},
+            422,
+            ["record 0", "Designation", "bool"],
+            id="bool-for-number",
+        ),
+        pytest.param({"data": []}, 422, ["empty"], id="empty-data"),
+        pytest.param({"rows": []}, 422, ["data"], id="no-data-key"),
+        pytest.param({"data": [1, 2]}, 422, ["record 0"], id="record-not-object"),
+        pytest.param({"data": "x"}, 422, ["data"], id="data-not-list"),
+        pytest.param(
+            {"data": [{"Sleep Hours": 7, "sleep_hours": 8}]},
+            422,
+            ["Sleep Hours", "twice"],
+            id="same-feature-twice",
+        ),
+    ],
+)
+async def test_invalid_requests_are_rejected_and_publish_nothing(
+    settings: Settings,
+    redis: Redis,
+    shared_registry: ModelRegistry,
+    body: object,
+    status: int,
+    names: list[str],
+) -> None:
+    async with gateway_client(settings, redis, shared_registry) as client:
+        response = await client.post("/predict_stream?model=svm", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    text = error["message"] + " " + " ".join(p["message"] for p in error["problems"])
+    for name in names:
+        assert name in text, text
+    assert "Traceback" not in response.text
+    assert await redis.xlen(settings.streams.stream) == 0
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+async def test_non_finite_numbers_are_rejected_naming_record_and_field(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry, token: str
+) -> None:
+    raw = f'{{"data": [{{"Designation": 1}}, {{"Designation": 2, "Team Size": {token}}}]}}'
+    async with gateway_client(settings, redis, shared_registry) as client:
+        response = await client.post(
+            "/predict_stream?model=svm", content=raw, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422
+    [problem] = response.json()["error"]["problems"]
+    assert problem["record"] == 1
+    assert problem["field"] == "Team Size"
+    assert "finite" in problem["message"]
+    assert await redis.xlen(settings.streams.stream) == 0
+
+
+async def test_unknown_route_is_404_listing_the_routes(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    async with gateway_client(settings, redis, shared_registry) as client:
+        response = await client.post("/predict_stream?model=xgboost", json=SEED_EXAMPLE)
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "xgboost" in message
+    for route in ("svm", "knn", "lightgbm"):
+        assert route in message
+    assert await redis.xlen(settings.streams.stream) == 0
+
+
+async def test_missing_model_parameter_is_422(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    async with gateway_client(settings, redis, shared_registry) as client:
+        response = await client.post("/predict_stream", json=SEED_EXAMPLE)
+    assert response.status_code == 422
+    assert "model" in response.json()["error"]["message"]
+
+
+async def test_prediction_status_goes_from_pending_to_done(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    async with gateway_client(settings, redis, shared_registry) as client:
+        accepted = (await client.post("/predict_stream?model=lightgbm", json=SEED_EXAMPLE)).json()
+        pending = await client.get(accepted["status_url"])
+        assert pending.status_code == 202
+        assert pending.json()["status"] == "pending"
+
+        await drain(settings, redis, shared_registry)
+
+        done = await client.get(accepted["status_url"])
+        assert done.status_code == 200
+        body = done.json()
+        assert body["status"] == "done"
+        assert body["model"] == {"route": "lightgbm", "name": "LightGBM_Classifier", "version": "1"}
+        assert body["predictions"][0] in {"Low", "Medium", "High"}
+        assert body["stream_id"] == accepted["stream_id"]
+        timings = body["timings"]
+        accepted_at = datetime.fromisoformat(timings["accepted_at"])
+        written_at = datetime.fromisoformat(timings["written_at"])
+        # latency runs from acceptance to the write (the ISO stamps are cut to the millisecond)
+        expected_ms = (written_at - accepted_at).total_seconds() * 1000
+        assert timings["latency_ms"] == pytest.approx(expected_ms, abs=1.0)
+        assert timings["latency_ms"] > 0
+
+
+async def test_unknown_request_id_is_404(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    async with gateway_client(settings, redis, shared_registry) as client:
+        response = await client.get("/predictions/does-not-exist")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_models_lists_routes_versions_and_schemas(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    async with gateway_client(settings, redis, shared_registry) as client:
+        models = (await client.get("/models")).json()["models"]
+    assert set(models) == {"svm", "knn", "lightgbm"}
+    assert models["svm"]["name"] == "SVC"
+    assert models["svm"]["uri"] == "models:/SVC@champion"
+    inputs = {c["name"]: c for c in models["knn"]["inputs"]}
+    assert inputs["Resource Allocation"] == {
+        "name": "Resource Allocation",
+        "type": "double",
+        "required": False,
+    }
+    assert inputs["Gender"]["type"] == "string"
+    assert len(inputs) == 13
+
+
+async def test_ready_needs_a_live_worker(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    async with gateway_client(settings, redis, shared_registry) as client:
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        not_ready = await client.get("/ready")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"]["workers"] == 0
+
+        await drain(settings, redis, shared_registry)  # a worker's heartbeat lasts after it drains
+
+        await redis.zadd(f"{settings.streams.stream}:workers", {"someone": __import__("time").time()})
+        ready = await client.get("/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["models"]["svm"] == "SVC v1"
+
+
+async def test_synchronous_predict_waits_for_the_worker(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    import asyncio
+
+    from streamml.stream.worker import Worker
+
+    worker = Worker(redis, shared_registry, settings, consumer="sync-worker")
+    running = asyncio.create_task(worker.run())
+    try:
+        async with gateway_client(settings, redis, shared_registry) as client:
+            response = await client.post("/predict?model=svm", json=SEED_EXAMPLE)
+    finally:
+        worker.stop()
+        await running
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "done"
+    assert body["model"]["name"] == "SVC"
+    assert len(body["predictions"]) == 1
+
+
+async def test_synchronous_predict_times_out_with_504(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    settings.gateway.predict_timeout_s = 0.3
+    async with gateway_client(settings, redis, shared_registry) as client:
+        response = await client.post("/predict?model=svm", json=SEED_EXAMPLE)
+    assert response.status_code == 504
+    assert "/predictions/" in response.json()["error"]["message"]
+    assert await redis.xlen(settings.streams.stream) == 1  # still queued: it will be predicted
+
+
+async def test_backlog_over_the_limit_is_429_with_retry_after(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    settings.gateway.max_backlog = 2
+    settings.gateway.backlog_check_s = 0
+    async with gateway_client(settings, redis, shared_registry) as client:
+        statuses = [
+            (await client.post("/predict_stream?model=knn", json=SEED_EXAMPLE)).status_code for _ in range(4)
+        ]
+        refused = await client.post("/predict_stream?model=knn", json=SEED_EXAMPLE)
+    assert statuses == [202, 202, 429, 429]
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert await redis.xlen(settings.streams.stream) == 2
+
+
+async def test_redis_down_is_503_with_retry_after_not_500(
+    settings: Settings, shared_registry: ModelRegistry
+) -> None:
+    from streamml.local.services import free_port
+
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    async with gateway_client(settings, unreachable, shared_registry) as client:
+        response = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE)
+        status = await client.get("/predictions/abc")
+        ready = await client.get("/ready")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "Connection" not in response.text  # Redis' own error stays in our logs
+    assert status.status_code == 503
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"].startswith("unreachable")
+
+
+async def test_idempotency_key_returns_the_first_response_and_publishes_once(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    async with gateway_client(settings, redis, shared_registry) as client:
+        first = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
+        again = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
+        other_body = await client.post(
+            "/predict_stream?model=svm", json={"data": [{"Designation": 3}]}, headers=headers
+        )
+        fresh_key = await client.post(
+            "/predict_stream?model=svm", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-43"}
+        )
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other_body.status_code == 422
+    assert "Idempotency-Key" in other_body.text
+    assert fresh_key.json()["request_id"] != first.json()["request_id"]
+    assert await redis.xlen(settings.streams.stream) == 2
+
+
+async def test_a_refused_request_does_not_burn_its_idempotency_key(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    settings.gateway.max_backlog = 0  # everything is refused with 429
+    settings.gateway.backlog_check_s = 0
+    headers = {"Idempotency-Key": "retry-me"}
+    async with gateway_client(settings, redis, shared_registry) as client:
+        refused = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
+        settings.gateway.max_backlog = 10
+    assert refused.status_code == 429
+    async with gateway_client(settings, redis, shared_registry) as client:
+        accepted = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
+    assert accepted.status_code == 202
+    assert "Idempotent-Replayed" not in accepted.headers

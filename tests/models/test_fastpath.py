@@ -1,0 +1,110 @@
+"""The numpy fast path gives scikit-learn's labels exactly, and steps it does not know keep the pipeline.
+
+All against the demo models in the session's real sqlite registry."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+
+from streamml.models.fastpath import compile_pipeline
+from streamml.models.inference import records_to_frame
+from streamml.models.registry import ModelRegistry
+from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES
+from streamml.synthetic.producer import record_stream
+from streamml.synthetic.profile import Profile
+
+ROUTES = ["svm", "knn", "lightgbm"]
+
+
+def generated(count: int) -> list[dict[str, Any]]:
+    """Generated records as clients send them (absent features), plus hostile corners: NaN, an
+    unknown category, a number far outside training, an empty record."""
+    records = [r for r, _ in zip(record_stream(Profile.load(), seed=11), range(count), strict=False)]
+    records[0] = {}
+    records[1] = {"Gender": "Nonbinary", "Mental Fatigue Score": 1e6}
+    records[2] = {"Sleep Hours": math.nan, "Company Type": math.nan}
+    return records
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_fast_path_matches_scikit_learn_on_every_record(shared_registry: ModelRegistry, route: str) -> None:
+    model = shared_registry.load(shared_registry.resolve(route))
+    assert model.fast is not None, "the demo pipelines use only steps the fast path knows"
+    records = generated(3000)
+    expected = [str(x) for x in model.estimator.predict(records_to_frame(records, model.schema))]
+    assert model.predict(records) == expected
+    assert model.predict(records[:1]) == expected[:1]  # and one record at a time, the latency case
+
+
+def test_fast_path_can_be_turned_off(tracking_uri: str) -> None:
+    registry = ModelRegistry(
+        tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES, fast_path=False
+    )
+    model = registry.load(registry.resolve("lightgbm"))
+    assert model.fast is None
+    assert model.predict(generated(50)) == [
+        str(x) for x in model.estimator.predict(records_to_frame(generated(50), model.schema))
+    ]
+
+
+def _fitted(numeric_step: Any) -> Pipeline:
+    frame = pd.DataFrame({"x": np.linspace(0, 10, 60), "c": pd.array(["a", "b", "c"] * 20, dtype=object)})
+    labels = (frame["x"] > 5).map({True: "high", False: "low"})
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", numeric_step)])
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore")),
+        ]
+    )
+    pipeline = Pipeline(
+        [
+            ("preprocess", ColumnTransformer([("n", numeric, ["x"]), ("c", categorical, ["c"])])),
+            ("model", LogisticRegression()),
+        ]
+    )
+    return pipeline.fit(frame, labels)
+
+
+def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "x": np.asarray([r.get("x", math.nan) for r in records], dtype=np.float64),
+            "c": pd.array([r.get("c", math.nan) for r in records], dtype=object),
+        }
+    )
+
+
+def test_a_pipeline_of_known_steps_compiles_and_matches() -> None:
+    pipeline = _fitted(StandardScaler())
+    fast = compile_pipeline(pipeline, _frame)
+    assert fast is not None
+    records: list[dict[str, Any]] = [{"x": 1.0, "c": "a"}, {"c": "zzz"}, {"x": 9.0}, {}]
+    assert list(fast.predict(records)) == list(pipeline.predict(_frame(records)))
+
+
+def test_an_unknown_step_keeps_the_scikit_learn_pipeline() -> None:
+    assert compile_pipeline(_fitted(MinMaxScaler()), _frame) is None
+
+
+def test_a_disagreement_on_the_probe_records_keeps_the_scikit_learn_pipeline() -> None:
+    """The check at load is what makes the fast path safe: feed the real pipeline different inputs
+    than the fast path sees and the two disagree, so the fast path is refused."""
+    pipeline = _fitted(StandardScaler())
+
+    def shifted(records: list[dict[str, Any]]) -> pd.DataFrame:
+        frame = _frame(records)
+        frame["x"] = 10.0 - frame["x"]
+        return frame
+
+    assert compile_pipeline(pipeline, shifted) is None

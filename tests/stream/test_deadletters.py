@@ -1,0 +1,75 @@
+"""Operating the dead-letter stream, and removing re-delivery duplicates from the CSV sink."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from streamml import keys
+from streamml.models.registry import ModelRegistry
+from streamml.settings import Settings
+from streamml.stream.deadletters import DeadLetters
+from streamml.stream.sinks import CSV_COLUMNS, dedup_csv
+from tests.helpers import drain
+
+GOOD = orjson.dumps([{"Designation": 2.0, "Mental Fatigue Score": 4.0}])
+
+
+async def test_list_replay_and_purge(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    stream = settings.streams.stream
+    # Dead-lettered because the route is unknown to this configuration...
+    await redis.xadd(stream, {"v": "1", "request_id": "late-route", "route": "knn2", "records": GOOD})
+    await redis.xadd(stream, {"v": "1", "request_id": "garbage", "route": "knn", "records": b"{"})
+    await drain(settings, redis, shared_registry)
+    dlq = DeadLetters(redis, stream)
+    letters = await dlq.entries()
+    assert {letter.fields["dlq_reason"] for letter in letters} == {"unknown_model", "invalid_payload"}
+    assert [letter.summary()["request_id"] for letter in await dlq.entries(reason="unknown_model")] == [
+        "late-route"
+    ]
+
+    # ...which the operator then adds, and replays: the letter becomes a prediction.
+    settings.mlflow.routes = {**settings.mlflow.routes, "knn2": "models:/Knn_Classifier@champion"}
+    registry = ModelRegistry(
+        shared_registry.tracking_uri, settings.mlflow.routes, trusted_types=shared_registry.trusted_types
+    )
+    assert await dlq.replay(reason="unknown_model") == 1
+    await drain(settings, redis, registry)
+    result: Any = await redis.get(keys.result_key(stream, "late-route"))
+    assert orjson.loads(result)["status"] == "done"
+
+    remaining = await dlq.entries()
+    assert [letter.fields["request_id"] for letter in remaining] == ["garbage"]
+    shown = await dlq.show(remaining[0].letter_id)
+    assert shown is not None
+    assert shown.fields["dlq_error_class"] == "InvalidEntry"
+    assert await dlq.purge([remaining[0].letter_id]) == 1
+    assert await redis.xlen(keys.dead_letter_stream(stream)) == 0
+
+
+def test_dedup_keeps_the_first_row_of_each_record(tmp_path: Path) -> None:
+    source, target = tmp_path / "p.csv", tmp_path / "dedup.csv"
+    rows = [
+        ["t1", "r1", "1-0", "0", "svm", "SVC", "1", "Low", "1.0", "{}"],
+        ["t1", "r1", "1-0", "1", "svm", "SVC", "1", "High", "1.0", "{}"],
+        ["t2", "r1", "1-0", "0", "svm", "SVC", "1", "Low", "9.0", "{}"],  # re-delivered
+        ["t3", "r2", "2-0", "0", "knn", "Knn_Classifier", "1", "Medium", "2.0", "{}"],
+    ]
+    with source.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
+    assert dedup_csv(source, target) == (3, 1)
+    with target.open() as handle:
+        kept = list(csv.DictReader(handle))
+    assert [(r["stream_id"], r["record_index"], r["timestamp"]) for r in kept] == [
+        ("1-0", "0", "t1"),
+        ("1-0", "1", "t1"),
+        ("2-0", "0", "t3"),
+    ]

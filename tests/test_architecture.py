@@ -1,0 +1,151 @@
+"""The dependency rules between streamml's packages, checked on the source (docs/architecture.md
+lists them and says why).
+
+Every import counts, including those inside functions and under ``TYPE_CHECKING``: a lazy import is
+still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "streamml"
+LEAVES = {"settings", "keys", "errors", "pacing"}
+"""Top-level modules everything may use; they import nothing of streamml's but each other."""
+
+FORBIDDEN: dict[str, set[str]] = {
+    # package -> modules it must never import (prefix match on the dotted name)
+    "models": {
+        "redis",
+        "fastapi",
+        "starlette",
+        "streamml.gateway",
+        "streamml.stream",
+        "streamml.synthetic",
+        "streamml.local",
+        "streamml.bench",
+        "streamml.cli",
+    },
+    "stream": {
+        "fastapi",
+        "starlette",
+        "streamml.gateway",
+        "streamml.synthetic",
+        "streamml.local",
+        "streamml.bench",
+        "streamml.cli",
+    },
+    "gateway": {
+        "streamml.stream.worker",
+        "streamml.stream.sinks",
+        "streamml.synthetic",
+        "streamml.local",
+        "streamml.bench",
+        "streamml.cli",
+    },
+    "synthetic": {
+        "redis",
+        "fastapi",
+        "streamml.gateway",
+        "streamml.stream",
+        "streamml.local",
+        "streamml.bench",
+        "streamml.cli",
+    },
+    "local": {"streamml.bench", "streamml.cli"},
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute dotted names a module imports (``from x import y`` yields x and x.y)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import; use absolute imports"
+            assert node.module is not None
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def modules_of(package: str) -> list[Path]:
+    return sorted((PACKAGE / package).rglob("*.py"))
+
+
+def violations(paths: list[Path], forbidden: set[str]) -> list[str]:
+    return [
+        f"{path.relative_to(PACKAGE) if path.is_relative_to(PACKAGE) else path.name} imports {name}"
+        for path in paths
+        for name in sorted(imports_of(path))
+        if any(name == banned or name.startswith(banned + ".") for banned in forbidden)
+    ]
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_only_what_its_layer_allows(package: str) -> None:
+    assert modules_of(package), f"no modules under {package}/"
+    assert violations(modules_of(package), FORBIDDEN[package]) == []
+
+
+def test_leaf_modules_import_only_other_leaves() -> None:
+    others = {f"streamml.{p.name}" for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    others |= {"streamml.cli"}
+    paths = [PACKAGE / f"{leaf}.py" for leaf in sorted(LEAVES)]
+    assert violations(paths, others) == []
+
+
+def module_graph() -> dict[str, set[str]]:
+    """streamml module -> the streamml modules it imports."""
+    paths = {
+        ".".join(("streamml", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        ): path
+        for path in PACKAGE.rglob("*.py")
+    }
+    return {
+        module: {n for n in imports_of(path) if n in paths and n != module} for module, path in paths.items()
+    }
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """For each module on a cycle, one cycle through it."""
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack = [(start, [start])]
+        seen: set[str] = set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    return [*path, start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+        return None
+
+    return [cycle for module in sorted(graph) if (cycle := cycle_from(module))]
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """Module-level cycles (profile <-> synth was one) make import order matter and tangle concerns."""
+    assert find_cycles(module_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycles(graph) == [["a", "b", "c", "a"], ["b", "c", "a", "b"], ["c", "a", "b", "c"]]
+
+
+def test_the_rules_catch_a_forbidden_import(tmp_path: Path) -> None:
+    """The checker itself: a lazy ``redis`` import in a models module is reported."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from redis.asyncio import Redis\n    return Redis\n")
+    assert violations([bad], FORBIDDEN["models"]) == [
+        "bad.py imports redis.asyncio",
+        "bad.py imports redis.asyncio.Redis",
+    ]
