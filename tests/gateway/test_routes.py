@@ -3,14 +3,16 @@ results, and the operational endpoints."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from streamml import keys
 from streamml.models.registry import ModelRegistry
-from streamml.settings import Settings
+from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
 from tests.helpers import SEED_EXAMPLE, drain, gateway_client
 
 
@@ -206,10 +208,27 @@ async def test_ready_needs_a_live_worker(
 
         await drain(settings, redis, shared_registry)  # a worker's heartbeat lasts after it drains
 
-        await redis.zadd(f"{settings.streams.stream}:workers", {"someone": __import__("time").time()})
+        await redis.zadd(keys.workers_heartbeat_key(settings.streams.stream), {"someone": time.time()})
         ready = await client.get("/ready")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["models"]["svm"] == "SVC v1"
+
+
+async def test_ready_is_503_while_a_route_cannot_resolve_whatever_its_error_says(
+    settings: Settings, redis: Redis, tracking_uri: str
+) -> None:
+    """Readiness is a typed result, not a search of the status text: an error message that happens to
+    contain " v" (here from the model's name) still means not ready."""
+    routes = {"svm": "models:/SVC@champion", "ghost": "models:/Ghost v2@champion"}
+    registry = ModelRegistry(tracking_uri, routes, trusted_types=DEFAULT_TRUSTED_TYPES)
+    await redis.zadd(keys.workers_heartbeat_key(settings.streams.stream), {"someone": time.time()})
+    async with gateway_client(settings, redis, registry) as client:
+        response = await client.get("/ready")
+    assert response.status_code == 503, response.text
+    models = response.json()["checks"]["models"]
+    assert models["svm"] == "SVC v1"
+    assert models["ghost"].startswith("unavailable: ")
+    assert " v" in models["ghost"]
 
 
 async def test_synchronous_predict_waits_for_the_worker(

@@ -5,6 +5,8 @@ All against the demo models in the session's real sqlite registry."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -108,3 +110,20 @@ def test_a_disagreement_on_the_probe_records_keeps_the_scikit_learn_pipeline() -
         return frame
 
     assert compile_pipeline(pipeline, shifted) is None
+
+
+def test_serving_svc_and_knn_never_imports_lightgbm(tracking_uri: str) -> None:
+    """Compiling the fast path for a pipeline that does not use LightGBM does not import it (a fresh
+    interpreter, so nothing else in the test session has imported it first)."""
+    script = (
+        "import sys\n"
+        "from streamml.models.registry import ModelRegistry\n"
+        "from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES\n"
+        f"registry = ModelRegistry({tracking_uri!r}, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)\n"
+        "models = [registry.load(registry.resolve(route)) for route in ('svm', 'knn')]\n"
+        "assert all(m.fast is not None for m in models)\n"
+        "print('lightgbm' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

@@ -10,9 +10,10 @@ import orjson
 from redis.asyncio import Redis
 
 from streamml import keys
+from streamml.errors import FailureReason
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from streamml.stream.deadletters import DeadLetters
+from streamml.stream.deadletters import REASON, SCAN_PAGE, DeadLetters
 from streamml.stream.sinks import CSV_COLUMNS, dedup_csv
 from tests.helpers import drain
 
@@ -51,6 +52,28 @@ async def test_list_replay_and_purge(
     assert shown.fields["dlq_error_class"] == "InvalidEntry"
     assert await dlq.purge([remaining[0].letter_id]) == 1
     assert await redis.xlen(keys.dead_letter_stream(stream)) == 0
+
+
+async def test_reason_filters_every_letter_not_only_the_first_page(settings: Settings, redis: Redis) -> None:
+    """The matches past the first page of letters are found, and --reason narrows a list of ids too."""
+    dlq = DeadLetters(redis, settings.streams.stream)
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in range(SCAN_PAGE + 500):
+            pipe.xadd(dlq.dlq, {"request_id": f"old{index}", REASON: "prediction_failed"})
+        await pipe.execute()
+    late: list[Any] = [
+        await redis.xadd(dlq.dlq, {"request_id": f"late{i}", REASON: "unknown_model"}) for i in range(3)
+    ]
+
+    found = await dlq.entries(reason=FailureReason.UNKNOWN_MODEL, limit=10)
+    assert [letter.fields["request_id"] for letter in found] == ["late0", "late1", "late2"]
+    assert len(await dlq.entries(limit=SCAN_PAGE + 10)) == SCAN_PAGE + 10
+
+    first_old = (await dlq.entries(limit=1))[0].letter_id
+    chosen = await dlq.select([first_old, late[0].decode()], FailureReason.UNKNOWN_MODEL)
+    assert [letter.fields["request_id"] for letter in chosen] == ["late0"]
+    assert await dlq.purge([first_old, late[1].decode()], reason=FailureReason.UNKNOWN_MODEL) == 1
+    assert await dlq.show(first_old) is not None
 
 
 def test_dedup_keeps_the_first_row_of_each_record(tmp_path: Path) -> None:

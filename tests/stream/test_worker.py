@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streamml import keys
+from streamml.errors import RedisUnreachable
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
 from streamml.stream.broker import Broker
@@ -239,13 +240,20 @@ async def test_poison_entries_are_dead_lettered_and_good_ones_predicted(
     stream = settings.streams.stream
     broker = Broker(redis, settings.streams)
     good = [await broker.publish(f"good{i}", "knn", RECORDS) for i in range(6)]
-    await redis.xadd(stream, {"request_id": "bad-json", "route": "knn", "records": "{not json"})
-    await redis.xadd(stream, {"request_id": "no-route", "records": "[]"})
-    await redis.xadd(stream, {"request_id": "unknown", "route": "xgboost", "records": orjson.dumps(RECORDS)})
+    await redis.xadd(stream, {"v": "1", "request_id": "bad-json", "route": "knn", "records": "{not json"})
+    await redis.xadd(stream, {"v": "1", "request_id": "no-route", "records": "[]"})
+    await redis.xadd(stream, {"request_id": "no-version", "route": "knn", "records": orjson.dumps(RECORDS)})
+    await redis.xadd(
+        stream, {"v": "2", "request_id": "from-the-future", "route": "knn", "records": orjson.dumps(RECORDS)}
+    )
+    await redis.xadd(
+        stream, {"v": "1", "request_id": "unknown", "route": "xgboost", "records": orjson.dumps(RECORDS)}
+    )
     # Passes decoding but fails inside the model: a string where the scaler needs a number.
     await redis.xadd(
         stream,
         {
+            "v": "1",
             "request_id": "bad-type",
             "route": "knn",
             "records": orjson.dumps([{"Designation": "very high"}]),
@@ -263,6 +271,8 @@ async def test_poison_entries_are_dead_lettered_and_good_ones_predicted(
     assert reasons == {
         "bad-json": "invalid_payload",
         "no-route": "invalid_payload",
+        "no-version": "invalid_payload",
+        "from-the-future": "unsupported_format",
         "unknown": "unknown_model",
         "bad-type": "prediction_failed",
     }
@@ -347,3 +357,44 @@ async def test_a_registry_outage_does_not_stop_cached_models(
     assert during is not None
     assert during["status"] == "done"
     assert during["model"]["version"] == "1"
+
+
+async def test_a_deleted_stream_is_recreated_and_reading_goes_on(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NOGROUP (the stream deleted under a running worker) becomes a clear log line and a new group,
+    not a crash or a silent stall."""
+    worker = Worker(redis, shared_registry, settings, consumer="survivor")
+    running = asyncio.create_task(worker.run())
+    broker = Broker(redis, settings.streams)
+    try:
+        await broker.publish("first", "knn", RECORDS)
+        await _wait_done(broker, "first")
+        await redis.delete(settings.streams.stream)  # an operator's mistake
+        await asyncio.sleep(0.2)
+        await broker.publish("after", "knn", RECORDS)
+        after = await _wait_done(broker, "after")
+    finally:
+        worker.stop()
+        await running
+    assert after["status"] == "done"
+    assert any("is gone" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+async def test_a_worker_that_cannot_reach_redis_says_so_and_gives_up_when_told(
+    settings: Settings, shared_registry: ModelRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down from the start: each attempt is logged with the outage's length; after
+    ``redis_give_up_s`` the worker raises RedisUnreachable (the CLI exits 3) instead of running on as if
+    it had connected."""
+    from streamml.local.services import free_port
+
+    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    settings.worker.redis_give_up_s = 1.0
+    worker = Worker(dead, shared_registry, settings, consumer="lonely")
+    with caplog.at_level("WARNING", logger="streamml.stream.worker"), pytest.raises(RedisUnreachable):
+        await worker.run()
+    await dead.aclose()
+    attempts = [r.getMessage() for r in caplog.records if "Redis unreachable for" in r.getMessage()]
+    assert len(attempts) >= 3, attempts
+    assert attempts[-1].endswith("giving up")

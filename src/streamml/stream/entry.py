@@ -68,7 +68,9 @@ def encode_entry(
 def decode_entry(stream_id: str, fields: dict[bytes, bytes]) -> Entry:
     """The request in an entry, or :class:`InvalidEntry` saying what is wrong with it."""
     version = fields.get(b"v")
-    if version is not None and version.decode(errors="replace") not in KNOWN_VERSIONS:
+    if version is None:
+        raise InvalidEntry("missing field 'v' (the entry format version): not written by a streamml gateway")
+    if version.decode(errors="replace") not in KNOWN_VERSIONS:
         raise InvalidEntry(
             f"entry format version {version.decode(errors='replace')!r} is not one this worker reads "
             f"({', '.join(sorted(KNOWN_VERSIONS))}); upgrade the worker, then replay the dead letters",

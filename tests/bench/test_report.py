@@ -1,0 +1,79 @@
+"""The benchmark report says what the run measured: scenarios found by key, settings from the run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamml.bench import report
+
+
+def run(label_prefix: str, ttl_s: int) -> dict[str, Any]:
+    def outcome(key: str, system: str, **figures: Any) -> dict[str, Any]:
+        latency = {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0}
+        return {
+            "key": key,
+            "scenario": f"{label_prefix} {key}",
+            "system": system,
+            "requests_per_s": 100,
+            "records_per_s": 100,
+            "latency_ms": latency,
+            "failed": 0,
+            "processes": {},
+            "load_generator_cores": 0.1,
+        } | figures
+
+    outcomes = [outcome(k, s) for k in ("single", "hundred", "open_loop") for s in ("streamml", "mlflow")]
+    outcomes[2]["records_per_s"] = 70_000
+    return {
+        "command": "streamml bench",
+        "machine": {
+            "cpu": "x",
+            "cores": 2,
+            "memory_gib": 1,
+            "python": "3.11",
+            "platform": "linux",
+            "packages": {},
+        },
+        "endtoend": {
+            "model": "M v1",
+            "route": "lightgbm",
+            "parameters": {
+                "workers": 1,
+                "mlflow_serve_workers": 2,
+                "concurrency": 8,
+                "duration_s": 3,
+                "open_loop_rate": 500,
+                "result_ttl_s": ttl_s,
+            },
+            "outcomes": outcomes,
+            "ratios": [
+                {"key": k, "scenario": f"{label_prefix} {k}", "requests_per_s": 30.0, "records_per_s": 9.0}
+                for k in ("single", "hundred", "open_loop")
+            ],
+            "memory": {
+                "seconds": 10,
+                "rate": 500,
+                "sent": 5,
+                "accepted": 5,
+                "every_s": 1,
+                "warm_s": 2,
+                "samples": [{"t_s": 0, "gateway": 1.0, "redis_used_memory": 1.0}],
+                "rss_warm_end_mb": {"gateway": [1.0, 1.0]},
+            },
+        },
+    }
+
+
+def test_headline_finds_scenarios_by_key_whatever_their_labels() -> None:
+    for prefix in ("2.", "renamed"):
+        rows = report.headline(run(prefix, 3600))
+        measured = {target: value for target, value, _, _ in rows}
+        assert any(value.startswith("30.0×") for value in measured.values()), measured
+        assert any("70,000 records/s" in value for value in measured.values()), measured
+
+
+def test_the_report_states_the_result_ttl_the_run_used() -> None:
+    text = report.to_markdown(run("x", 120), "streamml bench")
+    assert "(120 s in this run)" in text
+    assert "issue" not in text.lower()
+    assert "an hour" not in text

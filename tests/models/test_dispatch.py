@@ -1,0 +1,80 @@
+"""Batch dispatch against the session's real sqlite registry: requests are plain objects here, since
+dispatch knows nothing of Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamml.errors import FailureReason
+from streamml.models.dispatch import predict_batch
+from streamml.models.inference import records_to_frame
+from streamml.models.registry import ModelRegistry
+from streamml.settings import DEFAULT_TRUSTED_TYPES
+
+
+@dataclass(frozen=True)
+class Request:
+    route: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    name: str = ""
+
+
+GOOD: list[dict[str, Any]] = [
+    {"Designation": 2.0, "Mental Fatigue Score": 6.5},
+    {"Sleep Hours": 7.0, "Gender": "Male"},
+]
+
+
+async def test_one_predict_per_model_version_and_labels_in_request_order(
+    shared_registry: ModelRegistry,
+) -> None:
+    requests = [Request(("svm", "lightgbm")[i % 2], GOOD, f"r{i}") for i in range(6)]
+    scored, failed = await predict_batch(requests, shared_registry)
+
+    assert failed == []
+    assert [s.request.name for s in sorted(scored, key=lambda s: s.request.name)] == [
+        f"r{i}" for i in range(6)
+    ]
+    by_model = {s.model.name: s for s in scored}
+    assert set(by_model) == {"SVC", "LightGBM_Classifier"}
+    for name in by_model:
+        group = [s for s in scored if s.model.name == name]
+        # one call per version: every request of the group carries the same call's timings
+        assert len({(s.predicted_ms, s.predict_ms) for s in group}) == 1
+    model = shared_registry.load(shared_registry.resolve("svm"))
+    expected = [str(x) for x in model.estimator.predict(records_to_frame(GOOD, model.schema))]
+    assert all(s.labels == expected for s in scored if s.model.name == "SVC")
+
+
+async def test_poison_is_isolated_and_the_rest_is_scored(shared_registry: ModelRegistry) -> None:
+    poison = Request("knn", [{"Designation": "very high"}], "poison")  # no imputer takes a string here
+    requests = [Request("knn", GOOD, f"good{i}") for i in range(5)]
+    requests.insert(3, poison)
+
+    scored, failed = await predict_batch(requests, shared_registry)
+
+    assert sorted(s.request.name for s in scored) == [f"good{i}" for i in range(5)]
+    assert [(f.request.name, f.reason) for f in failed] == [("poison", FailureReason.PREDICTION_FAILED)]
+
+
+async def test_unknown_routes_and_unresolvable_models_say_why(tracking_uri: str) -> None:
+    registry = ModelRegistry(
+        tracking_uri,
+        {"knn": "models:/Knn_Classifier@champion", "ghost": "models:/Ghost@champion"},
+        trusted_types=DEFAULT_TRUSTED_TYPES,
+    )
+    requests = [
+        Request("xgboost", GOOD, "unknown"),
+        Request("ghost", GOOD, "ghost"),
+        Request("knn", GOOD, "ok"),
+    ]
+
+    scored, failed = await predict_batch(requests, registry)
+
+    assert [s.request.name for s in scored] == ["ok"]
+    assert {f.request.name: f.reason for f in failed} == {
+        "unknown": FailureReason.UNKNOWN_MODEL,
+        "ghost": FailureReason.MODEL_LOAD_FAILED,
+    }
+    assert "Ghost" in str(next(f.error for f in failed if f.request.name == "ghost"))
