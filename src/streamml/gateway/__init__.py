@@ -1,1 +1,1 @@
-
+"""The HTTP edge: endpoints, the submission service, body parsing, auth and rate limit, error mapping."""

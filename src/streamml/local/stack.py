@@ -22,7 +22,13 @@ from rich.console import Console
 from rich.panel import Panel
 
 from streamml.local.processes import check_exposure
-from streamml.local.services import EmbeddedMlflow, EmbeddedRedis, ManagedProcess, wait_until_healthy
+from streamml.local.services import (
+    EmbeddedMlflow,
+    EmbeddedRedis,
+    ManagedProcess,
+    find_redis_cli,
+    wait_until_healthy,
+)
 from streamml.settings import MLFLOW_URL_FILE, REDIS_URL_FILE, Settings
 
 MONITOR_EVERY_S = 2.0
@@ -145,7 +151,7 @@ class Stack:
             "",
             f"try: curl -X POST '{gateway_url}/predict_stream?model=svm' -H 'Content-Type: application/json' "
             '-d \'{"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]}\'',
-            f'     redis-cli -p {port} -a "$(cat {self.state / "redis" / "redis.password"})" xlen '
+            f'     {find_redis_cli()} -p {port} -a "$(cat {self.state / "redis" / "redis.password"})" xlen '
             f"{self.settings.streams.stream}",
         ]
         self.console.print(Panel("\n".join(lines), title="streamml is up (Ctrl-C stops everything)"))

@@ -1,7 +1,9 @@
-"""Inference in one place: validated records in, class labels out, one predict call per batch.
+"""A loaded model version: validated records in, class labels out, in one predict call.
 
-The gateway and the worker are thin adapters around this module. ``predict`` blocks (the numpy fast
-path or the scikit-learn pipeline), so async callers run large batches in a thread.
+:mod:`streamml.models.dispatch` decides which records go to which loaded model and when a call runs in a
+thread; this module only turns records into the model's input (the checked numpy path of
+:mod:`streamml.models.fastpath`, else a frame for the scikit-learn pipeline) and calls it. ``predict``
+blocks.
 """
 
 from __future__ import annotations
