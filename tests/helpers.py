@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 from streamml.gateway.app import create_app
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
+from streamml.stream.batch import WorkerStats
 from streamml.stream.broker import Broker
-from streamml.stream.worker import Worker, WorkerStats
+from streamml.stream.worker import Worker
 
 SEED_EXAMPLE = {"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]}
 """The example from the original project's README, exactly as a user types it."""

@@ -112,7 +112,7 @@ async def test_a_batch_groups_records_by_model_and_predicts_once_per_group(
     for index in range(30):
         await broker.publish(f"r{index}", ("svm", "lightgbm")[index % 2], RECORDS)
     settings.worker.batch_entries = 100
-    with caplog.at_level("INFO", logger="streamml.stream.worker"):
+    with caplog.at_level("INFO", logger="streamml.stream.batch"):
         stats = await drain(settings, redis, shared_registry)
     assert stats.records == 90
     batch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch:")]

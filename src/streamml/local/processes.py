@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from streamml.errors import RedisUnreachable
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from streamml.stream.worker import Worker, WorkerStats
+from streamml.stream.batch import WorkerStats
+from streamml.stream.worker import Worker
 from streamml.synthetic.producer import Submit
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,11 @@ after it has been moved to the dead-letter stream with the reason. A failed entr
 is claimed again (XAUTOCLAIM) once it has been idle ``claim_idle_ms``; after ``max_deliveries`` it is
 dead-lettered. Entries of a consumer that died are claimed the same way by the live ones.
 
-This module owns the loop, the retry policy and the counts. Redis commands are the broker's
-(:mod:`streamml.stream.broker`), inference is dispatch's (:mod:`streamml.models.dispatch`), writing
-is the sinks' (:mod:`streamml.stream.sinks`).
+This module owns the loop: where entries come from (new ones, this consumer's own pending ones after a
+restart, idle ones claimed from others), heart-beats, trimming, the reconnect policy and shutdown. One
+micro-batch is :mod:`streamml.stream.batch` (the retry policy and the counts); Redis commands are the
+broker's (:mod:`streamml.stream.broker`), inference is dispatch's (:mod:`streamml.models.dispatch`),
+writing is the sinks' (:mod:`streamml.stream.sinks`).
 """
 
 from __future__ import annotations
@@ -20,60 +22,27 @@ import os
 import secrets
 import socket
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamml.errors import (
-    FailureReason,
-    InvalidEntry,
-    ModelUnavailable,
-    RedisUnreachable,
-    StreamGroupNotFound,
-)
-from streamml.models.dispatch import INLINE_RECORDS, predict_batch
+from streamml.errors import ModelUnavailable, RedisUnreachable, StreamGroupNotFound
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from streamml.stream.broker import Broker, RawEntry
-from streamml.stream.deadletters import letter_fields
-from streamml.stream.entry import Entry, decode_entry, now_ms
-from streamml.stream.sinks import CsvSink, RedisSink, Result, Sink
+from streamml.stream.batch import REDIS_DOWN, BatchHandler, WorkerStats
+from streamml.stream.broker import Broker
+from streamml.stream.sinks import CsvSink, RedisSink, Sink
 
 log = logging.getLogger(__name__)
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 """Pauses between attempts while Redis is unreachable; the last one repeats."""
-KEEP_ALIVE_STOP_S = 10.0
-"""Longest wait for the in-flight keep-alive to finish its last XCLAIM (bounded by the socket timeout)."""
 BURST_RETRY_PAUSE_S = 0.05
 """Burst mode: a failing dependency gets this moment before the next attempt."""
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-@dataclass(frozen=True)
-class Failure:
-    stream_id: str
-    fields: dict[bytes, bytes]
-    reason: FailureReason
-    error: BaseException
-
-
-@dataclass
-class WorkerStats:
-    batches: int = 0
-    entries: int = 0
-    records: int = 0
-    dead_lettered: int = 0
-    failed_attempts: int = 0
 
 
 class Reconnect:
@@ -128,6 +97,9 @@ class Worker:
         self.consumer = consumer or self.config.consumer or default_consumer_name()
         self.sinks = list(sinks or (CsvSink(settings.predictions_csv()), RedisSink(settings.streams)))
         self.stats = WorkerStats()
+        self.batches = BatchHandler(
+            self.broker, registry, self.sinks, self.consumer, settings.worker, self.stats
+        )
         self.stopping = asyncio.Event()
         self._reconnect = Reconnect(self.config.redis_give_up_s, self._sleep)
         self._due = {"heartbeat": 0.0, "claim": 0.0, "trim": time.monotonic()}
@@ -172,7 +144,7 @@ class Worker:
             self._due["trim"] = now + self.config.trim_interval_s
         raw = await self.broker.read_new(self.consumer, self.config.batch_entries, self.config.block_ms)
         if raw:
-            await self.handle(raw)
+            await self.batches.handle(raw)
             return True
         return not burst or await self._retry_own_failures()
 
@@ -226,7 +198,9 @@ class Worker:
             raw = await self.broker.read_own_pending(self.consumer, self.config.batch_entries, after)
             if not raw:
                 return
-            await self.handle(raw, await self.broker.delivery_counts(self.consumer, [sid for sid, _ in raw]))
+            await self.batches.handle(
+                raw, await self.broker.delivery_counts(self.consumer, [sid for sid, _ in raw])
+            )
             after = raw[-1][0]
 
     async def _claim_idle(self) -> None:
@@ -241,7 +215,7 @@ class Worker:
             if page.entries:
                 log.info("claimed %d idle entries", len(page.entries))
                 ids = [sid for sid, _ in page.entries]
-                await self.handle(page.entries, await self.broker.delivery_counts(self.consumer, ids))
+                await self.batches.handle(page.entries, await self.broker.delivery_counts(self.consumer, ids))
             if page.next_start in ("0-0", "0"):
                 return
             start = page.next_start
@@ -254,123 +228,5 @@ class Worker:
             return False
         raw = await self.broker.claim(self.consumer, ids)
         await asyncio.sleep(BURST_RETRY_PAUSE_S)
-        await self.handle(raw, await self.broker.delivery_counts(self.consumer, ids))
+        await self.batches.handle(raw, await self.broker.delivery_counts(self.consumer, ids))
         return True
-
-    # -- one micro-batch -----------------------------------------------------------------------
-
-    async def handle(self, raw: Sequence[RawEntry], deliveries: dict[str, int] | None = None) -> None:
-        """Predict, write every sink, then ack; failed entries are dead-lettered or left pending.
-        While the batch is in hand its entries are re-marked now and then, so a slow batch is never
-        claimed by another worker as if this one had died."""
-        done = asyncio.Event()
-        keep_alive = asyncio.create_task(self._keep_claimed([sid for sid, _ in raw], done))  # noqa: RUF006 - awaited below
-        try:
-            await self._handle(raw, deliveries or {})
-        finally:
-            # A flag, not cancel(): cancelling a Redis command mid-flight is unsafe, and redis-py can
-            # swallow the cancellation; the task ends after at most one more XCLAIM.
-            done.set()
-            try:
-                await asyncio.wait_for(keep_alive, timeout=KEEP_ALIVE_STOP_S)
-            except TimeoutError:
-                log.warning("in-flight keep-alive did not stop within %.0fs", KEEP_ALIVE_STOP_S)
-
-    async def _keep_claimed(self, ids: list[str], done: asyncio.Event) -> None:
-        every = self.config.claim_idle_ms / 3000.0
-        while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout=every)
-                return
-            try:
-                await self.broker.keep_claimed(self.consumer, ids)
-            except REDIS_DOWN:
-                return
-
-    async def _handle(self, raw: Sequence[RawEntry], deliveries: dict[str, int]) -> None:
-        fields = dict(raw)
-        entries: list[Entry] = []
-        failures: list[Failure] = []
-        for stream_id, entry_fields in raw:
-            try:
-                entries.append(decode_entry(stream_id, entry_fields))
-            except InvalidEntry as exc:
-                failures.append(Failure(stream_id, entry_fields, exc.reason, exc))
-        results, unscored = await predict_batch(entries, self.registry)
-        failures += [
-            Failure(u.request.stream_id, fields[u.request.stream_id], u.reason, u.error) for u in unscored
-        ]
-        await self._write(results)
-        dead = [
-            f
-            for f in failures
-            if f.reason.permanent or self._deliveries(f, deliveries) >= self.config.max_deliveries
-        ]
-        for failure in failures:
-            if not (
-                failure.reason.permanent
-                or self._deliveries(failure, deliveries) >= self.config.max_deliveries
-            ):
-                self.stats.failed_attempts += 1
-                log.warning(
-                    "entry %s failed (%s, delivery %d of %d): %s; left pending for retry",
-                    failure.stream_id,
-                    failure.reason,
-                    deliveries.get(failure.stream_id, 1),
-                    self.config.max_deliveries,
-                    failure.error,
-                )
-        letters = [
-            letter_fields(
-                f.fields,
-                stream_id=f.stream_id,
-                reason=f.reason,
-                error=f.error,
-                deliveries=deliveries.get(f.stream_id, 1),
-                worker=self.consumer,
-            )
-            for f in dead
-        ]
-        written_ms = now_ms()
-
-        def stage(tx: Pipeline) -> None:
-            for sink in self.sinks:
-                sink.stage(tx, results, written_ms)
-
-        await self.broker.settle(
-            [r.request.stream_id for r in results] + [f.stream_id for f in dead], letters, stage
-        )
-        for failure in dead:
-            log.error("entry %s dead-lettered (%s): %s", failure.stream_id, failure.reason, failure.error)
-        self._count(results, len(dead))
-
-    @staticmethod
-    def _deliveries(failure: Failure, deliveries: dict[str, int]) -> int:
-        return deliveries.get(failure.stream_id, 1)
-
-    async def _write(self, results: list[Result]) -> None:
-        if sum(len(r.labels) for r in results) > INLINE_RECORDS:
-            for sink in self.sinks:
-                await asyncio.to_thread(sink.write, results)
-        elif results:
-            for sink in self.sinks:
-                sink.write(results)
-
-    def _count(self, results: list[Result], dead_lettered: int) -> None:
-        stats = self.stats
-        stats.batches += 1
-        stats.entries += len(results)
-        stats.records += sum(len(r.labels) for r in results)
-        stats.dead_lettered += dead_lettered
-        by_version: dict[tuple[str, str], list[Result]] = defaultdict(list)
-        for result in results:
-            by_version[(result.model.name, result.model.version)].append(result)
-        for (name, version), group in by_version.items():
-            log.info(
-                "batch: %d records in %d requests, %s v%s, predict %.1f ms",
-                sum(len(r.labels) for r in group),
-                len(group),
-                name,
-                version,
-                group[0].predict_ms,
-            )

@@ -1,0 +1,186 @@
+"""One micro-batch: decode the entries, predict them, write the sinks, then settle (ack, dead-letter, or
+leave pending for a retry), while keeping the batch's entries marked as in hand.
+
+The retry policy lives here: a failure no retry can mend (``FailureReason.permanent``) is dead-lettered at
+once, any other after ``max_deliveries`` deliveries; until then the entry stays pending and is claimed
+again once idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streamml.errors import FailureReason, InvalidEntry
+from streamml.models.dispatch import INLINE_RECORDS, predict_batch
+from streamml.models.registry import ModelRegistry
+from streamml.settings import WorkerSettings
+from streamml.stream.broker import Broker, RawEntry
+from streamml.stream.deadletters import letter_fields
+from streamml.stream.entry import Entry, decode_entry, now_ms
+from streamml.stream.sinks import Result, Sink
+
+log = logging.getLogger(__name__)
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+KEEP_ALIVE_STOP_S = 10.0
+"""Longest wait for the in-flight keep-alive to finish its last XCLAIM (bounded by the socket timeout)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    stream_id: str
+    fields: dict[bytes, bytes]
+    reason: FailureReason
+    error: BaseException
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    entries: int = 0
+    records: int = 0
+    dead_lettered: int = 0
+    failed_attempts: int = 0
+
+
+class BatchHandler:
+    def __init__(
+        self,
+        broker: Broker,
+        registry: ModelRegistry,
+        sinks: Sequence[Sink],
+        consumer: str,
+        config: WorkerSettings,
+        stats: WorkerStats,
+    ) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.sinks = sinks
+        self.consumer = consumer
+        self.config = config
+        self.stats = stats
+
+    async def handle(self, raw: Sequence[RawEntry], deliveries: dict[str, int] | None = None) -> None:
+        """Predict, write every sink, then ack; failed entries are dead-lettered or left pending.
+        While the batch is in hand its entries are re-marked now and then, so a slow batch is never
+        claimed by another worker as if this one had died."""
+        done = asyncio.Event()
+        keep_alive = asyncio.create_task(self._keep_claimed([sid for sid, _ in raw], done))  # noqa: RUF006 - awaited below
+        try:
+            await self._handle(raw, deliveries or {})
+        finally:
+            # A flag, not cancel(): cancelling a Redis command mid-flight is unsafe, and redis-py can
+            # swallow the cancellation; the task ends after at most one more XCLAIM.
+            done.set()
+            try:
+                await asyncio.wait_for(keep_alive, timeout=KEEP_ALIVE_STOP_S)
+            except TimeoutError:
+                log.warning("in-flight keep-alive did not stop within %.0fs", KEEP_ALIVE_STOP_S)
+
+    async def _keep_claimed(self, ids: list[str], done: asyncio.Event) -> None:
+        every = self.config.claim_idle_ms / 3000.0
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=every)
+                return
+            try:
+                await self.broker.keep_claimed(self.consumer, ids)
+            except REDIS_DOWN:
+                return
+
+    async def _handle(self, raw: Sequence[RawEntry], deliveries: dict[str, int]) -> None:
+        fields = dict(raw)
+        entries: list[Entry] = []
+        failures: list[Failure] = []
+        for stream_id, entry_fields in raw:
+            try:
+                entries.append(decode_entry(stream_id, entry_fields))
+            except InvalidEntry as exc:
+                failures.append(Failure(stream_id, entry_fields, exc.reason, exc))
+        results, unscored = await predict_batch(entries, self.registry)
+        failures += [
+            Failure(u.request.stream_id, fields[u.request.stream_id], u.reason, u.error) for u in unscored
+        ]
+        await self._write(results)
+        dead = [
+            f
+            for f in failures
+            if f.reason.permanent or self._deliveries(f, deliveries) >= self.config.max_deliveries
+        ]
+        for failure in failures:
+            if not (
+                failure.reason.permanent
+                or self._deliveries(failure, deliveries) >= self.config.max_deliveries
+            ):
+                self.stats.failed_attempts += 1
+                log.warning(
+                    "entry %s failed (%s, delivery %d of %d): %s; left pending for retry",
+                    failure.stream_id,
+                    failure.reason,
+                    deliveries.get(failure.stream_id, 1),
+                    self.config.max_deliveries,
+                    failure.error,
+                )
+        letters = [
+            letter_fields(
+                f.fields,
+                stream_id=f.stream_id,
+                reason=f.reason,
+                error=f.error,
+                deliveries=deliveries.get(f.stream_id, 1),
+                worker=self.consumer,
+            )
+            for f in dead
+        ]
+        written_ms = now_ms()
+
+        def stage(tx: Pipeline) -> None:
+            for sink in self.sinks:
+                sink.stage(tx, results, written_ms)
+
+        await self.broker.settle(
+            [r.request.stream_id for r in results] + [f.stream_id for f in dead], letters, stage
+        )
+        for failure in dead:
+            log.error("entry %s dead-lettered (%s): %s", failure.stream_id, failure.reason, failure.error)
+        self._count(results, len(dead))
+
+    @staticmethod
+    def _deliveries(failure: Failure, deliveries: dict[str, int]) -> int:
+        return deliveries.get(failure.stream_id, 1)
+
+    async def _write(self, results: list[Result]) -> None:
+        if sum(len(r.labels) for r in results) > INLINE_RECORDS:
+            for sink in self.sinks:
+                await asyncio.to_thread(sink.write, results)
+        elif results:
+            for sink in self.sinks:
+                sink.write(results)
+
+    def _count(self, results: list[Result], dead_lettered: int) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.entries += len(results)
+        stats.records += sum(len(r.labels) for r in results)
+        stats.dead_lettered += dead_lettered
+        by_version: dict[tuple[str, str], list[Result]] = defaultdict(list)
+        for result in results:
+            by_version[(result.model.name, result.model.version)].append(result)
+        for (name, version), group in by_version.items():
+            log.info(
+                "batch: %d records in %d requests, %s v%s, predict %.1f ms",
+                sum(len(r.labels) for r in group),
+                len(group),
+                name,
+                version,
+                group[0].predict_ms,
+            )
