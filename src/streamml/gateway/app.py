@@ -14,7 +14,7 @@ from streamml.gateway.auth import Authenticator, RateLimiter, load_api_keys
 from streamml.gateway.errors import install_error_handlers
 from streamml.gateway.middleware import BodyLimitMiddleware, ResponseHeadersMiddleware
 from streamml.gateway.replies import ReplyHub
-from streamml.gateway.routes import health_router, router
+from streamml.gateway.routes import router
 from streamml.gateway.submission import BacklogGate, IdempotencyStore, Submission
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
@@ -56,7 +56,6 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         broker.redis, keys.rate_limit_prefix(broker.stream), gateway.rate_limit_per_s
     )
     app.include_router(router)
-    app.include_router(health_router)
     install_error_handlers(app, retry_after_s=gateway.retry_after_s)
     app.add_middleware(BodyLimitMiddleware, limit=gateway.max_body_bytes)
     app.add_middleware(ResponseHeadersMiddleware)

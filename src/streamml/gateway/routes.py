@@ -1,7 +1,8 @@
 """The HTTP endpoints: short adapters from HTTP to the submission service, the broker and the registry.
 
 Each endpoint reads what HTTP carries (query, headers, body), calls one service, and shapes the
-answer. Who is calling and the rate limit are dependencies every endpoint but ``/health`` shares;
+answer. Who is calling and its rate limit are one dependency (``AdmittedKey``) of every endpoint but
+``/health``;
 errors are domain exceptions, mapped to status codes in :mod:`streamml.gateway.errors`.
 """
 
@@ -96,28 +97,26 @@ def _replies(request: Request) -> ReplyHub:
     return request.app.state.replies  # type: ignore[no-any-return]
 
 
-def authenticated_key(
+async def admitted_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     api_key: Annotated[str | None, Depends(API_KEY_HEADER)],
 ) -> ApiKey | None:
-    """The caller's API key (None when no keys are configured); 401 when one is needed and missing."""
+    """Authenticate the caller (401 when a key is needed and missing or wrong), then apply its rate
+    limit (429; per key, or per client address without keys). Returns its key, None when no keys are
+    configured. One dependency for both: every endpoint but ``/health`` needs both, and each FastAPI
+    dependency costs a resolution per request."""
     authenticator: Authenticator = request.app.state.authenticator
-    return authenticator.identify(f"Bearer {bearer.credentials}" if bearer else None, api_key)
-
-
-CallerKey = Annotated[ApiKey | None, Depends(authenticated_key)]
-
-
-async def within_rate_limit(request: Request, key: CallerKey) -> None:
-    """429 past the per-client rate limit (per key, or per address without keys)."""
+    key = authenticator.identify(f"Bearer {bearer.credentials}" if bearer else None, api_key)
     limiter: RateLimiter = request.app.state.limiter
     await limiter.check(key.name if key else (request.client.host if request.client else "unknown"))
+    return key
 
 
-router = APIRouter(dependencies=[Depends(within_rate_limit)])
-"""Every endpoint but ``/health`` (which load balancers call without a key)."""
-health_router = APIRouter()
+AdmittedKey = Annotated[ApiKey | None, Depends(admitted_key)]
+"""The calling API key, admitted: authenticated and within its rate limit."""
+
+router = APIRouter()
 
 
 async def _accept(
@@ -149,7 +148,7 @@ async def _accept(
 async def predict_stream(
     request: Request,
     response: Response,
-    key: CallerKey,
+    key: AdmittedKey,
     model: str = MODEL_QUERY,
     idempotency_key: str | None = IDEMPOTENCY_HEADER,  # read by _accept; declared for OpenAPI and length
 ) -> dict[str, Any]:
@@ -161,7 +160,7 @@ async def predict_stream(
 async def predict(
     request: Request,
     response: Response,
-    key: CallerKey,
+    key: AdmittedKey,
     model: str = MODEL_QUERY,
     idempotency_key: str | None = IDEMPOTENCY_HEADER,
 ) -> dict[str, Any]:
@@ -176,7 +175,7 @@ async def predict(
     "/predictions/{request_id}",
     responses=ERROR_RESPONSES | {202: {"description": "Still queued: the body is {'status': 'pending'}."}},
 )
-async def prediction(request: Request, request_id: str, key: CallerKey) -> JSONResponse:
+async def prediction(request: Request, request_id: str, key: AdmittedKey) -> JSONResponse:
     """The predictions once done (200), ``pending`` while queued (202), 404 if unknown or expired."""
     document = await _broker(request).result(request_id)
     owner = document.pop("owner", "") if document else ""
@@ -189,7 +188,7 @@ async def prediction(request: Request, request_id: str, key: CallerKey) -> JSONR
 
 
 @router.get("/models")
-async def models(request: Request) -> dict[str, Any]:
+async def models(request: Request, key: AdmittedKey) -> dict[str, Any]:
     """Each route, the model version it resolves to now, and that version's input schema."""
     registry = _registry(request)
     out: dict[str, Any] = {}
@@ -205,14 +204,14 @@ async def models(request: Request) -> dict[str, Any]:
     return {"models": out}
 
 
-@health_router.get("/health")
+@router.get("/health")
 async def health() -> dict[str, str]:
     """The process is alive (no dependency is checked)."""
     return {"status": "ok"}
 
 
 @router.get("/ready", responses={503: {"description": "Not ready: the body says which check failed."}})
-async def ready(request: Request) -> JSONResponse:
+async def ready(request: Request, key: AdmittedKey) -> JSONResponse:
     """Redis reachable, every route's model resolvable, a worker seen recently."""
     broker, registry = _broker(request), _registry(request)
     checks: dict[str, Any] = {}
