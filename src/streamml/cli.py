@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,12 @@ def up(
     train_rows: Annotated[
         int, typer.Option("--train-rows", help="Synthetic rows to train missing demo models on.")
     ] = 20_000,
+    plain: Annotated[
+        bool,
+        typer.Option(
+            "--plain", help="A status line per interval instead of the live panel (automatic off a tty)."
+        ),
+    ] = False,
     state_dir: StateDir = None,
     log_level: LogLevel = "info",
 ) -> None:
@@ -68,7 +75,9 @@ def up(
         settings.gateway.host = host
     settings.gateway.insecure = settings.gateway.insecure or insecure
     stack = Stack(settings, console, train_rows=train_rows)
-    raise typer.Exit(stack.run(workers=workers, rate=rate if produce else 0.0, duration=duration))
+    raise typer.Exit(
+        stack.run(workers=workers, rate=rate if produce else 0.0, duration=duration, plain=plain)
+    )
 
 
 @app.command()
@@ -100,6 +109,10 @@ def worker(
     consumer: Annotated[
         str | None, typer.Option("--consumer", help="Consumer name (default: unique).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Serve Prometheus metrics here (STREAMML_WORKER_METRICS_PORT)."),
+    ] = None,
     state_dir: StateDir = None,
     log_level: LogLevel = "info",
 ) -> None:
@@ -107,7 +120,10 @@ def worker(
     from streamml.local.processes import configure_logging, run_worker
 
     configure_logging(log_level)
-    stats = run_worker(_settings(state_dir), burst=burst, consumer=consumer)
+    settings = _settings(state_dir)
+    if metrics_port is not None:
+        settings.worker.metrics_port = metrics_port
+    stats = run_worker(settings, burst=burst, consumer=consumer)
     if burst:
         console.print(
             f"drained: {stats.entries} requests, {stats.records} records, {stats.dead_lettered} dead-lettered"
@@ -162,6 +178,10 @@ def train(
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="A live panel, refreshed every second, until Ctrl-C.")
+    ] = False,
+    plain: Annotated[bool, typer.Option("--plain", help="With --watch: a line per second.")] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Stream length, group lag and pending, consumers and their idle time, results stream length."""
@@ -169,6 +189,12 @@ def status(
     from streamml.stream.broker import Broker
 
     settings = _settings(state_dir)
+    if watch:
+        from streamml.local.live import watch as watch_live
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(watch_live(settings, console, plain=plain))
+        return
 
     async def read() -> dict[str, Any]:
         redis = make_redis(settings)
@@ -341,6 +367,9 @@ def bench(
         Path,
         typer.Option("--output", "-o", help="Where report.json and report.md go."),
     ] = Path("benchmarks/results"),
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="Prometheus metrics on in what is measured.")
+    ] = True,
 ) -> None:
     """Benchmark the worker drain and the pipeline end to end, next to the naive worker and to
     `mlflow models serve` (needs the 'bench' extra); see benchmarks/README.md."""
@@ -367,6 +396,7 @@ def bench(
         concurrency=concurrency,
         duration_s=duration if duration is not None else defaults.duration_s,
         soak_s=soak if soak is not None else defaults.soak_s,
+        metrics=metrics,
     )
     run_benchmarks(
         plan,

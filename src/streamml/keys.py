@@ -6,6 +6,8 @@ that use different streams never touch each other's keys.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 DEFAULT_STREAM = "mlops_stream"
 """Requests accepted by the gateway, one entry per request (which may hold many records)."""
 
@@ -47,3 +49,30 @@ def rate_limit_prefix(stream: str) -> str:
 def idempotency_key(stream: str, key: str) -> str:
     """The first response given to a client's ``Idempotency-Key``."""
     return f"{stream}:idem:{key}"
+
+
+CLASS_SEPARATOR = "\x1f"
+"""Between the route and the label in a field of the classes counter (neither may contain it)."""
+
+
+class CounterKeys(NamedTuple):
+    """Hashes of running totals, kept in the same MULTI as the work they count, so they hold for every
+    gateway and worker process together (the dashboard and ``streamml status`` read them)."""
+
+    accepted: str
+    """route -> records accepted (the gateway's publish)."""
+    predicted: str
+    """route -> records predicted and written (the worker's settle)."""
+    classes: str
+    """route + CLASS_SEPARATOR + label -> records predicted with that label."""
+    dead_letters: str
+    """reason -> entries dead-lettered."""
+
+
+def counter_keys(stream: str) -> CounterKeys:
+    return CounterKeys(
+        f"{stream}:counts:accepted",
+        f"{stream}:counts:predicted",
+        f"{stream}:counts:classes",
+        f"{stream}:counts:dead_letters",
+    )

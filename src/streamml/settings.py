@@ -172,6 +172,10 @@ class WorkerSettings(BaseSettings):
     """On SIGTERM/SIGINT: time to finish and ack the in-flight batch before giving up."""
     trim_interval_s: float = 5.0
     """How often a worker trims entries that every group has acknowledged from the stream."""
+    metrics_port: int | None = None
+    """Serve this worker's Prometheus metrics on this port (``/metrics``); unset: not served."""
+    metrics_host: str = "127.0.0.1"
+    """Interface of the metrics port (0.0.0.0 in a container, for Prometheus to reach it)."""
     redis_give_up_s: float = 0.0
     """While Redis is unreachable the worker retries with back-off, logging each attempt and how
     long the outage has lasted; after this many seconds it exits with status 3 instead (for a
@@ -185,6 +189,9 @@ class Settings(BaseSettings):
 
     state_dir: Path = Path(".streamml")
     """Redis data, MLflow database and artifacts, predictions CSV."""
+    metrics: bool = True
+    """Prometheus metrics in every process (``STREAMML_METRICS=false`` turns them off, to measure
+    what they cost: ``streamml bench --no-metrics``)."""
     redis: RedisSettings = Field(default_factory=RedisSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     streams: StreamSettings = Field(default_factory=StreamSettings)

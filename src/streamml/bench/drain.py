@@ -68,9 +68,11 @@ async def drain_once(
     records: list[dict[str, Any]],
     per_entry: int,
     state_dir: Path,
+    metrics: bool = True,
 ) -> tuple[float, float]:
     """Seconds and CPU seconds for one worker (this process) to drain the pre-filled stream."""
     settings = Settings.load(state_dir)
+    settings.metrics = metrics
     settings.streams.stream = f"bench-{uuid.uuid4().hex[:8]}"
     settings.streams.results_stream = f"{settings.streams.stream}:predictions"
     settings.worker.batch_entries = max(1, 4096 // per_entry)
@@ -145,7 +147,9 @@ median pair is reported: this VM's speed drifts by up to 2x between minutes (sha
 is compared with a ceiling taken at the same time, never with one from another minute."""
 
 
-def run(*, redis_url: str, tracking_uri: str, quick: bool, routes: list[str]) -> dict[str, Any]:
+def run(
+    *, redis_url: str, tracking_uri: str, quick: bool, routes: list[str], metrics: bool = True
+) -> dict[str, Any]:
     total = 10_000 if quick else 50_000
     repeats = 1 if quick else REPEATS
     naive_n = 20 if quick else 100
@@ -162,7 +166,7 @@ def run(*, redis_url: str, tracking_uri: str, quick: bool, routes: list[str]) ->
                 for _ in range(repeats):
                     ceiling, inference = model_speed(registry, route, records)
                     seconds, cpu = asyncio.run(
-                        drain_once(redis_url, registry, route, records, per_entry, Path(state))
+                        drain_once(redis_url, registry, route, records, per_entry, Path(state), metrics)
                     )
                     runs.append((total / seconds / ceiling, seconds, cpu, ceiling, inference))
                 share, seconds, cpu, ceiling, inference = sorted(runs)[len(runs) // 2]

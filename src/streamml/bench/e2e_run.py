@@ -63,6 +63,7 @@ def run(
     concurrency: int,
     duration_s: float,
     soak_s: float,
+    metrics: bool = True,
 ) -> dict[str, Any]:
     records = complete_records(50_000)
     registry = ModelRegistry(tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)
@@ -72,7 +73,9 @@ def run(
 
     # Both systems stay up and each scenario runs on one right after the other, so that a ratio compares
     # runs a minute apart at most (this VM's speed drifts); the idle one polls, and costs next to nothing.
-    stack = StreammlStack(root / "streamml", redis_url, tracking_uri, workers=workers).start()
+    stack = StreammlStack(
+        root / "streamml", redis_url, tracking_uri, workers=workers, metrics=metrics
+    ).start()
     serve = None
     memory = None
     try:
@@ -113,6 +116,7 @@ def run(
             "duration_s": duration_s,
             "open_loop_rate": OPEN_LOOP_RATE,
             "result_ttl_s": RESULT_TTL_S,
+            "metrics": metrics,
             "soak_s": soak_s,
             "cpus": os.cpu_count(),
         },

@@ -74,7 +74,9 @@ def _path() -> str:
 class StreammlStack:
     """A gateway and ``workers`` worker processes on a stream of their own."""
 
-    def __init__(self, root: Path, redis_url: str, tracking_uri: str, *, workers: int) -> None:
+    def __init__(
+        self, root: Path, redis_url: str, tracking_uri: str, *, workers: int, metrics: bool = True
+    ) -> None:
         self.redis_url = redis_url
         self.stream = f"bench-e2e-{uuid.uuid4().hex[:8]}"
         self.results_stream = f"{self.stream}:predictions"
@@ -89,6 +91,7 @@ class StreammlStack:
             # Every result of a run must still be in the results stream when it is read back.
             "STREAMML_RESULTS_MAXLEN": "5000000",
             "STREAMML_RESULT_TTL_S": str(RESULT_TTL_S),
+            "STREAMML_METRICS": "true" if metrics else "false",
             # One client sends everything here; the per-client limit is for the internet, not for this.
             "STREAMML_GATEWAY_RATE_LIMIT_PER_S": "0",
             "PATH": _path(),

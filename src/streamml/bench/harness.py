@@ -28,6 +28,8 @@ class Plan:
     concurrency: int = 32
     duration_s: float = 20.0
     soak_s: float = 300.0
+    metrics: bool = True
+    """Prometheus metrics on in the measured processes (off: what they cost)."""
 
     @classmethod
     def for_ci(cls, routes: list[str]) -> Plan:
@@ -64,7 +66,11 @@ def main(plan: Plan, *, record: bool, output: Path, command: str, console: Conso
         try:
             if plan.drain:
                 results["drain"] = drain.run(
-                    redis_url=redis_url, tracking_uri=tracking_uri, quick=plan.quick, routes=plan.routes
+                    redis_url=redis_url,
+                    tracking_uri=tracking_uri,
+                    quick=plan.quick,
+                    routes=plan.routes,
+                    metrics=plan.metrics,
                 )
                 console.print(_drain_table(results["drain"]))
             if plan.endtoend:
@@ -81,6 +87,7 @@ def main(plan: Plan, *, record: bool, output: Path, command: str, console: Conso
                     concurrency=plan.concurrency,
                     duration_s=plan.duration_s,
                     soak_s=plan.soak_s,
+                    metrics=plan.metrics,
                 )
                 console.print(_e2e_table(results["endtoend"]))
         finally:

@@ -120,7 +120,8 @@ def to_markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Command: `{command}`. Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
         f"Python {m['python']}, {m['platform']}.",
-        f"Versions: {versions}; redis-server {report.get('redis_server')}.",
+        f"Versions: {versions}; redis-server {report.get('redis_server')}. Prometheus metrics in the "
+        f"measured processes: {'on' if report.get('plan', {}).get('metrics', True) else 'off'}.",
         "What bounds each figure and how it was profiled: [../README.md](../README.md).",
         "",
         "## Headline: the targets, measured side by side",

@@ -11,14 +11,17 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from streamml import keys
 from streamml.gateway.auth import Authenticator, RateLimiter, load_api_keys
+from streamml.gateway.dashboard import SnapshotHub
 from streamml.gateway.errors import install_error_handlers
-from streamml.gateway.middleware import BodyLimitMiddleware, ResponseHeadersMiddleware
+from streamml.gateway.metrics import GatewayMetrics
+from streamml.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, ResponseHeadersMiddleware
 from streamml.gateway.replies import ReplyHub
 from streamml.gateway.routes import router
 from streamml.gateway.submission import BacklogGate, IdempotencyStore, Submission
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.broker import Broker
+from streamml.stream.observe import StreamObserver
 
 
 def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> FastAPI:
@@ -51,14 +54,21 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         BacklogGate(broker, gateway.max_backlog, gateway.backlog_check_s),
         IdempotencyStore(broker.redis, broker.stream, gateway.idempotency_ttl_s),
     )
+    app.state.snapshots = SnapshotHub(StreamObserver(broker.redis, broker), registry)
+    metrics = GatewayMetrics(registry.routes) if settings.metrics else None
+    app.state.metrics = metrics
     app.state.authenticator = Authenticator(load_api_keys(gateway.api_keys, gateway.api_keys_file))
     app.state.limiter = RateLimiter(
         broker.redis, keys.rate_limit_prefix(broker.stream), gateway.rate_limit_per_s
     )
     app.include_router(router)
-    install_error_handlers(app, retry_after_s=gateway.retry_after_s)
+    install_error_handlers(
+        app, retry_after_s=gateway.retry_after_s, observe=metrics.refused_for if metrics else None
+    )
     app.add_middleware(BodyLimitMiddleware, limit=gateway.max_body_bytes)
     app.add_middleware(ResponseHeadersMiddleware)
+    if metrics is not None:
+        app.add_middleware(MetricsMiddleware, metrics=metrics)
     if gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -5,6 +5,7 @@ own message."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -76,9 +77,18 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
+def install_error_handlers(
+    app: FastAPI,
+    *,
+    retry_after_s: int,
+    observe: Callable[[StreammlError, str | None], None] | None = None,
+) -> None:
+    """The handlers; ``observe(error, route)`` sees every domain error answered (for the metrics)."""
+
     @app.exception_handler(StreammlError)
     async def domain_error(request: Request, exc: StreammlError) -> JSONResponse:
+        if observe is not None:
+            observe(exc, request.query_params.get("model"))
         status = next((s for t, s in ERROR_STATUS.items() if isinstance(exc, t)), 500)
         headers = {"Retry-After": str(retry_after_s)} if exc.retry_later else None
         if isinstance(exc, Unauthenticated):
@@ -99,8 +109,10 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         return _error(status, exc.code, message, problems, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [_problem_from_pydantic(e) for e in exc.errors()]
+        if observe is not None:
+            observe(InvalidRequest(problems), request.query_params.get("model"))
         return _error(
             422,
             InvalidRequest.code,

@@ -1,15 +1,17 @@
-"""ASGI middlewares of the gateway: the body-size limit (before a body is read) and the response
-headers (security headers, and a request id for the logs)."""
+"""ASGI middlewares of the gateway: the body-size limit (before a body is read), the response headers
+(security headers, and a request id for the logs), and the HTTP metrics."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from streamml.errors import PayloadTooLarge
+from streamml.gateway.metrics import GatewayMetrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,3 +99,34 @@ async def _send_error(send: Send, status: int, code: str, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by path template, method and status, and times it. The path template
+    (``/predictions/{request_id}``), never the path: a request id must not become a label value."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            route = scope.get("route")
+            handler = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.http_requests.labels(handler, method, str(status)).inc()
+            self.metrics.http_duration.labels(handler, method).observe(time.perf_counter() - started)

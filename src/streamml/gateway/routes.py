@@ -8,23 +8,29 @@ errors are domain exceptions, mapped to status codes in :mod:`streamml.gateway.e
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from streamml.errors import NotFound
 from streamml.gateway.auth import ApiKey, Authenticator, RateLimiter
+from streamml.gateway.dashboard import SnapshotHub, page
 from streamml.gateway.errors import ErrorResponse
 from streamml.gateway.intake import read_records
+from streamml.gateway.metrics import GatewayMetrics
 from streamml.gateway.replies import ReplyHub
 from streamml.gateway.submission import Accepted, Submission
 from streamml.models.registry import ModelRegistry
 from streamml.settings import GatewaySettings
 from streamml.stream.broker import Broker
+from streamml.stream.observe import dumps
 
 MODEL_QUERY = Query(description="Model route, e.g. svm, knn, lightgbm")
 IDEMPOTENCY_HEADER = Header(
@@ -34,6 +40,10 @@ IDEMPOTENCY_HEADER = Header(
     "and nothing is published again.",
     max_length=200,
 )
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+)
+"""The dashboard's inline script and style, and requests to this gateway only: nothing from elsewhere."""
 BEARER = HTTPBearer(auto_error=False, description="An API key, when keys are configured.")
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key, as a header.")
 
@@ -93,6 +103,10 @@ def _settings(request: Request) -> GatewaySettings:
     return request.app.state.gateway_settings  # type: ignore[no-any-return]
 
 
+def _snapshots(request: Request) -> SnapshotHub:
+    return request.app.state.snapshots  # type: ignore[no-any-return]
+
+
 def _replies(request: Request) -> ReplyHub:
     return request.app.state.replies  # type: ignore[no-any-return]
 
@@ -135,6 +149,8 @@ async def _accept(
     )
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    elif (metrics := request.app.state.metrics) is not None:
+        metrics.accepted(model, accepted.records)
     return accepted
 
 
@@ -226,3 +242,28 @@ async def ready(request: Request, key: AdmittedKey) -> JSONResponse:
     checks["models"] = {s.route: s.describe() for s in statuses}
     ok = checks["redis"] == "ok" and checks["workers"] > 0 and all(s.resolvable for s in statuses)
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, responses=ERROR_RESPONSES)
+async def metrics(request: Request, key: AdmittedKey) -> Response:
+    """This gateway process's Prometheus metrics, and the stream's state (all processes') from the
+    latest snapshot. With API keys configured a read-only key is enough."""
+    gateway_metrics: GatewayMetrics | None = request.app.state.metrics
+    if gateway_metrics is None:
+        raise NotFound("metrics are off (STREAMML_METRICS=false)")
+    gateway_metrics.state.snapshot = await _snapshots(request).current()
+    return Response(generate_latest(gateway_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard() -> HTMLResponse:
+    """The live page. It holds no data: it reads ``/dashboard/events``, with the API key it asks for
+    when keys are configured (a browser cannot send one when it opens a page)."""
+    return HTMLResponse(page(), headers={"Content-Security-Policy": DASHBOARD_CSP})
+
+
+@router.get("/dashboard/events", response_class=EventSourceResponse)
+async def dashboard_events(request: Request, key: AdmittedKey) -> AsyncIterator[ServerSentEvent]:
+    """Snapshots of the pipeline as Server-Sent Events: the recent history, then one a second."""
+    async for snap in _snapshots(request).stream():
+        yield ServerSentEvent(raw_data=dumps(snap).decode())

@@ -10,15 +10,16 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 
 from streamml.errors import RedisUnreachable
-from streamml.models.registry import ModelRegistry
+from streamml.models.registry import ModelRef, ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.batch import WorkerStats
+from streamml.stream.metrics import WorkerMetrics
 from streamml.stream.worker import Worker
 from streamml.synthetic.producer import Submit
 
@@ -34,7 +35,9 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def make_registry(settings: Settings) -> ModelRegistry:
+def make_registry(
+    settings: Settings, on_load: Callable[[ModelRef, float], None] | None = None
+) -> ModelRegistry:
     cache = settings.state_dir / "model-cache"
     cache.mkdir(parents=True, exist_ok=True)
     return ModelRegistry(
@@ -44,6 +47,7 @@ def make_registry(settings: Settings) -> ModelRegistry:
         trusted_types=settings.mlflow.trusted_types,
         cache_dir=cache,
         fast_path=settings.mlflow.fast_path,
+        on_load=on_load,
     )
 
 
@@ -109,7 +113,19 @@ async def run_worker_async(
     settings: Settings, *, burst: bool = False, consumer: str | None = None
 ) -> WorkerStats:
     redis = make_redis(settings)
-    worker = Worker(redis, make_registry(settings), settings, consumer=consumer)
+    metrics = WorkerMetrics(enabled=settings.metrics)
+    if settings.metrics and settings.worker.metrics_port is not None:
+        metrics.serve(settings.worker.metrics_port, settings.worker.metrics_host)
+        log.info(
+            "metrics on http://%s:%d/metrics", settings.worker.metrics_host, settings.worker.metrics_port
+        )
+
+    def load_observed(ref: ModelRef, seconds: float) -> None:
+        metrics.model_load.labels(ref.name, ref.version).observe(seconds)
+
+    worker = Worker(
+        redis, make_registry(settings, load_observed), settings, consumer=consumer, metrics=metrics
+    )
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
 

@@ -9,15 +9,14 @@ producer first, then the gateway, lets the workers finish their batches, then st
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import threading
-import time
+from importlib import resources
 from pathlib import Path
-from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.panel import Panel
 
@@ -27,11 +26,17 @@ from streamml.local.services import (
     EmbeddedRedis,
     ManagedProcess,
     find_redis_cli,
+    free_port,
     wait_until_healthy,
 )
 from streamml.settings import MLFLOW_URL_FILE, REDIS_URL_FILE, Settings
 
 MONITOR_EVERY_S = 2.0
+"""A status line this often when the output is a log (``--plain``, or not a terminal)."""
+LIVE_EVERY_S = 1.0
+"""The live panel's refresh."""
+PROMETHEUS_CONFIG = (resources.files("streamml.local") / "prometheus.yml").read_text("utf-8")
+"""deploy/prometheus.yml, shipped in the package so `streamml up` works from a wheel."""
 
 
 class Stack:
@@ -45,7 +50,7 @@ class Stack:
         self.mlflow: EmbeddedMlflow | None = None
         self._stop = threading.Event()
 
-    def run(self, *, workers: int, rate: float, duration: float | None) -> int:
+    def run(self, *, workers: int, rate: float, duration: float | None, plain: bool = False) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self._stop.set())
         self.state.mkdir(parents=True, exist_ok=True)
@@ -60,18 +65,20 @@ class Stack:
                 "STREAMML_STATE_DIR": str(self.state.resolve()),
             }
             gateway_url = self._start_gateway(env)
-            for index in range(workers):
-                self._child(f"worker-{index + 1}", ["worker"], env)
+            metrics_ports = [free_port() for _ in range(workers)]
+            for index, port in enumerate(metrics_ports):
+                self._child(f"worker-{index + 1}", ["worker", "--metrics-port", str(port)], env)
+            targets = self._write_prometheus_targets(gateway_url, metrics_ports)
             if rate > 0:
                 self._child(
                     "producer",
                     ["produce", "--rate", str(rate), "--url", gateway_url, "--quiet"],
                     env,
                 )
-            self._announce(redis_shown, tracking_uri, gateway_url, workers, rate)
+            self._announce(redis_shown, tracking_uri, gateway_url, metrics_ports, targets, rate)
             if warning:
                 self.console.print(f"[yellow]{warning}[/]")
-            return self._monitor(duration)
+            return self._monitor(duration, plain)
         except RuntimeError as exc:
             self.console.print(f"[red]cannot start the stack:[/] {exc}")
             return 1
@@ -135,59 +142,66 @@ class Stack:
         wait_until_healthy(f"{url}/health", self.children[-1], cancelled=self._stop.is_set)
         return url
 
+    def _write_prometheus_targets(self, gateway_url: str, metrics_ports: list[int]) -> Path:
+        """deploy/prometheus.yml's target files for this stack, beside a copy of the configuration:
+        ``prometheus --config.file=<state dir>/prometheus/prometheus.yml`` scrapes it."""
+        folder = self.state / "prometheus"
+        (folder / "targets").mkdir(parents=True, exist_ok=True)
+        gateway = gateway_url.removeprefix("http://")
+        workers = [f"127.0.0.1:{port}" for port in metrics_ports]
+        (folder / "targets" / "gateway.json").write_text(json.dumps([{"targets": [gateway]}]) + "\n")
+        (folder / "targets" / "workers.json").write_text(json.dumps([{"targets": workers}]) + "\n")
+        (folder / "prometheus.yml").write_text(PROMETHEUS_CONFIG)
+        return folder / "prometheus.yml"
+
     def _announce(
-        self, redis_shown: str, tracking_uri: str, gateway_url: str, workers: int, rate: float
+        self,
+        redis_shown: str,
+        tracking_uri: str,
+        gateway_url: str,
+        metrics_ports: list[int],
+        prometheus_config: Path,
+        rate: float,
     ) -> None:
         port = redis_shown.rsplit(":", 1)[-1].split("/")[0]
+        password = self.state / "redis" / "redis.password"
         lines = [
             f"gateway      {gateway_url}   (docs: {gateway_url}/docs)",
+            f"dashboard    {gateway_url}/dashboard",
+            f"metrics      {gateway_url}/metrics, workers "
+            + ", ".join(f"127.0.0.1:{p}/metrics" for p in metrics_ports),
+            f"Prometheus   prometheus --config.file={prometheus_config}",
             f"MLflow       {tracking_uri}",
-            f"Redis        {redis_shown}   (password in {self.state / 'redis' / 'redis.password'})",
+            f"Redis        {redis_shown}   (password in {password})",
             f"stream       {self.settings.streams.stream}, group {self.settings.streams.group}, "
-            f"{workers} workers",
+            f"{len(metrics_ports)} workers",
             f"predictions  {self.settings.predictions_csv()}",
             f"logs         {self.state / 'logs'}",
             f"producer     {f'{rate:g} records/s' if rate else 'off'}",
             "",
             f"try: curl -X POST '{gateway_url}/predict_stream?model=svm' -H 'Content-Type: application/json' "
             '-d \'{"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]}\'',
-            f'     {find_redis_cli()} -p {port} -a "$(cat {self.state / "redis" / "redis.password"})" xlen '
-            f"{self.settings.streams.stream}",
+            f'     {find_redis_cli()} -p {port} -a "$(cat {password})" xlen {self.settings.streams.stream}',
         ]
         self.console.print(Panel("\n".join(lines), title="streamml is up (Ctrl-C stops everything)"))
 
     # -- watch ---------------------------------------------------------------------------------
 
-    def _monitor(self, duration: float | None) -> int:
-        from streamml.local.processes import make_redis
-        from streamml.stream.broker import Broker
+    def _monitor(self, duration: float | None, plain: bool) -> int:
+        """The live panel (or a line per interval) until Ctrl-C, ``duration``, or a child's exit."""
+        from streamml.local.live import watch
 
-        started = time.monotonic()
-
-        async def snapshot() -> dict[str, Any]:
-            redis = make_redis(self.settings)
-            try:
-                report = await Broker(redis, self.settings.streams).status()
-                last: Any = await redis.xrevrange(self.settings.streams.results_stream, count=1)
-                report["last"] = {k.decode(): v.decode() for k, v in last[0][1].items()} if last else None
-                return report
-            finally:
-                await redis.aclose()
-
-        while not self._stop.wait(MONITOR_EVERY_S):
+        def stop(elapsed_s: float) -> int | None:
             dead = [c for c in self.children if not c.alive()]
             if dead:
                 self.console.print(f"[red]{dead[0].name} exited[/]; see {dead[0].log_path}")
                 return 1
-            try:
-                report = asyncio.run(snapshot())
-            except Exception as exc:  # the monitor only reports; it never stops the stack
-                self.console.print(f"[yellow]status unavailable: {exc}[/]")
-                continue
-            self.console.print(_status_line(report, time.monotonic() - started))
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-        return 0
+            if self._stop.is_set() or (duration is not None and elapsed_s >= duration):
+                return 0
+            return None
+
+        every_s = MONITOR_EVERY_S if plain or not self.console.is_terminal else LIVE_EVERY_S
+        return asyncio.run(watch(self.settings, self.console, plain=plain, every_s=every_s, stop=stop))
 
     # -- stop ----------------------------------------------------------------------------------
 
@@ -208,24 +222,6 @@ class Stack:
         if self.redis:
             self.redis.stop()
         self.children.clear()
-
-
-def _status_line(report: dict[str, Any], elapsed: float) -> str:
-    """One compact line per tick: what entered, what came out, what waits, and the latest result."""
-    group = report["groups"][0] if report["groups"] else {"lag": 0, "pending": 0}
-    line = (
-        f"[dim]{elapsed:5.0f}s[/] stream {report['length']} · predicted {report['results_length']} · "
-        f"lag {group['lag']} · pending {group['pending']} · dlq {report['dead_letters']}"
-    )
-    last = report.get("last")
-    if last:
-        labels = orjson.loads(last["predictions"])
-        shown = ",".join(labels[:2]) + ("…" if len(labels) > 2 else "")
-        line += (
-            f" · {last['model_route']}→{last['model_name']} v{last['model_version']}: {shown} "
-            f"({float(last['latency_ms']):.0f} ms)"
-        )
-    return line
 
 
 def _write_private(path: Path, text: str) -> None:

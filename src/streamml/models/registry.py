@@ -66,6 +66,9 @@ class RouteStatus:
     uri: str
     ref: ModelRef | None
     error: str | None = None
+    """Why the route does not resolve (``ref`` is None)."""
+    refresh_error: str | None = None
+    """Why the last re-resolution failed while ``ref``, the last known version, keeps serving."""
 
     @property
     def resolvable(self) -> bool:
@@ -89,6 +92,7 @@ class ModelRegistry:
         cache_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         fast_path: bool = True,
+        on_load: Callable[[ModelRef, float], None] | None = None,
     ) -> None:
         from mlflow import MlflowClient  # mlflow is slow to import; only processes that need it pay
 
@@ -103,6 +107,8 @@ class ModelRegistry:
         self.fast_path = fast_path
         self._lock = threading.Lock()
         self._resolved: dict[str, tuple[ModelRef, float]] = {}
+        self._refresh_errors: dict[str, str] = {}
+        self.on_load = on_load
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._schemas: dict[tuple[str, str], InputSchema] = {}
         self._models: dict[tuple[str, str], LoadedModel] = {}
@@ -145,6 +151,7 @@ class ModelRegistry:
         except Exception as exc:
             stale = self._resolved.get(route)
             if stale:
+                self._refresh_errors[route] = f"registry unreachable ({type(exc).__name__})"
                 log.warning(
                     "registry unreachable (%s); %s stays on version %s",
                     exc,
@@ -156,6 +163,7 @@ class ModelRegistry:
                 f"cannot resolve {self.route_uris[route]} in the registry at {self.tracking_uri}: {exc}"
             ) from exc
         ref = ModelRef(route, target.name, version)
+        self._refresh_errors.pop(route, None)
         previous = self._resolved.get(route)
         if previous and previous[0] != ref:
             log.info("route %s moved from %s v%s to v%s", route, ref.name, previous[0].version, version)
@@ -186,7 +194,7 @@ class ModelRegistry:
             ref = await self.aresolve(route)
         except ModelUnavailable as exc:
             return RouteStatus(route, self.route_uris[route], None, str(exc))
-        return RouteStatus(route, self.route_uris[route], ref)
+        return RouteStatus(route, self.route_uris[route], ref, refresh_error=self._refresh_errors.get(route))
 
     async def _refresh(self, route: str) -> None:
         try:
@@ -236,12 +244,10 @@ class ModelRegistry:
             started = time.perf_counter()
             model = self._load_uncached(ref)
             self._models[key] = model
-            log.info(
-                "loaded %s v%s in %.0f ms",
-                ref.name,
-                ref.version,
-                (time.perf_counter() - started) * 1e3,
-            )
+            seconds = time.perf_counter() - started
+            log.info("loaded %s v%s in %.0f ms", ref.name, ref.version, seconds * 1e3)
+            if self.on_load is not None:
+                self.on_load(ref, seconds)
             return model
 
     def loaded(self, ref: ModelRef) -> LoadedModel | None:

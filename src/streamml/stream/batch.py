@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,8 @@ from streamml.settings import WorkerSettings
 from streamml.stream.broker import Broker, RawEntry
 from streamml.stream.deadletters import letter_fields
 from streamml.stream.entry import Entry, decode_entry, now_ms
-from streamml.stream.sinks import Result, Sink
+from streamml.stream.metrics import WorkerMetrics
+from streamml.stream.sinks import Result, Sink, WrittenBatch
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class BatchHandler:
         consumer: str,
         config: WorkerSettings,
         stats: WorkerStats,
+        metrics: WorkerMetrics,
     ) -> None:
         self.broker = broker
         self.registry = registry
@@ -68,6 +69,7 @@ class BatchHandler:
         self.consumer = consumer
         self.config = config
         self.stats = stats
+        self.metrics = metrics
 
     async def handle(self, raw: Sequence[RawEntry], deliveries: dict[str, int] | None = None) -> None:
         """Predict, write every sink, then ack; failed entries are dead-lettered or left pending.
@@ -111,48 +113,47 @@ class BatchHandler:
             Failure(u.request.stream_id, fields[u.request.stream_id], u.reason, u.error) for u in unscored
         ]
         await self._write(results)
-        dead = [
-            f
-            for f in failures
-            if f.reason.permanent or self._deliveries(f, deliveries) >= self.config.max_deliveries
-        ]
+        dead, retried = [], []
         for failure in failures:
-            if not (
-                failure.reason.permanent
-                or self._deliveries(failure, deliveries) >= self.config.max_deliveries
-            ):
-                self.stats.failed_attempts += 1
-                log.warning(
-                    "entry %s failed (%s, delivery %d of %d): %s; left pending for retry",
-                    failure.stream_id,
-                    failure.reason,
-                    deliveries.get(failure.stream_id, 1),
-                    self.config.max_deliveries,
-                    failure.error,
-                )
+            count = self._deliveries(failure, deliveries)
+            if failure.reason.permanent or count >= self.config.max_deliveries:
+                dead.append(failure)
+                continue
+            retried.append(failure)
+            log.warning(
+                "entry %s failed (%s, delivery %d of %d): %s; left pending for retry",
+                failure.stream_id,
+                failure.reason,
+                count,
+                self.config.max_deliveries,
+                failure.error,
+            )
         letters = [
-            letter_fields(
-                f.fields,
-                stream_id=f.stream_id,
-                reason=f.reason,
-                error=f.error,
-                deliveries=deliveries.get(f.stream_id, 1),
-                worker=self.consumer,
+            (
+                f.reason,
+                letter_fields(
+                    f.fields,
+                    stream_id=f.stream_id,
+                    reason=f.reason,
+                    error=f.error,
+                    deliveries=self._deliveries(f, deliveries),
+                    worker=self.consumer,
+                ),
             )
             for f in dead
         ]
-        written_ms = now_ms()
+        batch = WrittenBatch(results, now_ms())
 
         def stage(tx: Pipeline) -> None:
             for sink in self.sinks:
-                sink.stage(tx, results, written_ms)
+                sink.stage(tx, batch)
 
         await self.broker.settle(
             [r.request.stream_id for r in results] + [f.stream_id for f in dead], letters, stage
         )
         for failure in dead:
             log.error("entry %s dead-lettered (%s): %s", failure.stream_id, failure.reason, failure.error)
-        self._count(results, len(dead))
+        self._count(batch, [f.reason for f in dead], [f.reason for f in retried])
 
     @staticmethod
     def _deliveries(failure: Failure, deliveries: dict[str, int]) -> int:
@@ -166,21 +167,20 @@ class BatchHandler:
             for sink in self.sinks:
                 sink.write(results)
 
-    def _count(self, results: list[Result], dead_lettered: int) -> None:
+    def _count(self, batch: WrittenBatch, dead: list[FailureReason], retried: list[FailureReason]) -> None:
         stats = self.stats
         stats.batches += 1
-        stats.entries += len(results)
-        stats.records += sum(len(r.labels) for r in results)
-        stats.dead_lettered += dead_lettered
-        by_version: dict[tuple[str, str], list[Result]] = defaultdict(list)
-        for result in results:
-            by_version[(result.model.name, result.model.version)].append(result)
-        for (name, version), group in by_version.items():
+        stats.entries += len(batch.results)
+        stats.records += batch.records
+        stats.dead_lettered += len(dead)
+        stats.failed_attempts += len(retried)
+        self.metrics.batch(batch, dead, retried)
+        for (_, name, version), tally in batch.by_version.items():
             log.info(
                 "batch: %d records in %d requests, %s v%s, predict %.1f ms",
-                sum(len(r.labels) for r in group),
-                len(group),
+                tally.records,
+                tally.requests,
                 name,
                 version,
-                group[0].predict_ms,
+                tally.predict_ms,
             )

@@ -22,7 +22,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from streamml import keys
-from streamml.errors import BrokerUnavailable, StreamGroupNotFound
+from streamml.errors import BrokerUnavailable, FailureReason, StreamGroupNotFound
 from streamml.settings import StreamSettings
 from streamml.stream.entry import encode_entry
 
@@ -50,6 +50,7 @@ class Broker:
         self.stream = streams.stream
         self.group = streams.group
         self.dead_letters = keys.dead_letter_stream(streams.stream)
+        self.counters = keys.counter_keys(streams.stream)
 
     # -- gateway side --------------------------------------------------------------------------
 
@@ -77,9 +78,11 @@ class Broker:
         """:meth:`publish` for many (request id, route, records) at once, in one MULTI (bulk loads,
         benchmarks). Returns the stream ids in order."""
         pending = orjson.dumps({"status": "pending", "owner": owner}) if owner else PENDING
+        accepted = self.counters.accepted
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for request_id, route, records in requests:
+                    pipe.hincrby(accepted, route, len(records))
                     fields: Any = encode_entry(request_id, route, records, reply=reply, owner=owner)
                     pipe.set(
                         keys.result_key(self.stream, request_id),
@@ -91,7 +94,7 @@ class Broker:
                 replies: Any = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot publish to Redis: {type(exc).__name__}") from exc
-        return [as_text(stream_id) for stream_id in replies[1::2]]
+        return [as_text(stream_id) for stream_id in replies[2::3]]
 
     async def result(self, request_id: str) -> dict[str, Any] | None:
         try:
@@ -196,16 +199,18 @@ class Broker:
     async def settle(
         self,
         done: Sequence[str],
-        dead_letters: Sequence[Any],
+        dead_letters: Sequence[tuple[FailureReason, Any]],
         stage: Callable[[Pipeline], None],
     ) -> None:
-        """In one MULTI: the sinks' Redis writes (``stage``), the dead letters, and the XACK of the
-        entries that are finished (``done``, which includes the dead-lettered ones). Either all of it
-        happens or none: an entry is never acked without its results or its dead letter."""
+        """In one MULTI: the sinks' Redis writes (``stage``), the dead letters (reason, fields) and
+        their count by reason, and the XACK of the entries that are finished (``done``, which includes
+        the dead-lettered ones). Either all of it happens or none: an entry is never acked without its
+        results or its dead letter."""
         async with self.redis.pipeline(transaction=True) as pipe:
             stage(pipe)
-            for fields in dead_letters:
+            for reason, fields in dead_letters:
                 pipe.xadd(self.dead_letters, fields)
+                pipe.hincrby(self.counters.dead_letters, reason.value, 1)
             if done:
                 pipe.xack(self.stream, self.group, *done)
             await pipe.execute()
@@ -274,7 +279,7 @@ class Broker:
                     "name": name,
                     "pending": group["pending"],
                     # Redis < 7 has no "lag" in XINFO GROUPS: count the entries after the last delivered id.
-                    "lag": lag if lag is not None else await self._lag(last_delivered),
+                    "lag": lag if lag is not None else await self.lag(last_delivered),
                     "last_delivered_id": last_delivered,
                     "consumers": [
                         {"name": as_text(c["name"]), "pending": c["pending"], "idle_ms": c["idle"]}
@@ -284,7 +289,7 @@ class Broker:
             )
         return out
 
-    async def _lag(self, last_delivered_id: str) -> int:
+    async def lag(self, last_delivered_id: str) -> int:
         """Entries not yet delivered to a group (a paged scan; Redis 7 reports it directly)."""
         lag = 0
         start = f"({last_delivered_id}"

@@ -11,8 +11,11 @@ from __future__ import annotations
 import csv
 import fcntl
 import os
+from collections import Counter as Tally
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +45,50 @@ Result = Scored[Entry]
 """A request entry's predictions, stamped with the model version that made them."""
 
 
+@dataclass(frozen=True)
+class VersionTally:
+    """What one model version predicted for one route in a batch."""
+
+    requests: int
+    records: int
+    predict_ms: float
+    """Its predict call's duration (one call per version and batch)."""
+
+
+class WrittenBatch:
+    """A batch's results as they are written: ``written_ms`` is when they are handed to Redis (latency
+    runs from acceptance to then). The tallies are counted once, for every sink and the metrics."""
+
+    def __init__(self, results: Sequence[Result], written_ms: float) -> None:
+        self.results = results
+        self.written_ms = written_ms
+
+    @cached_property
+    def records(self) -> int:
+        return sum(len(r.labels) for r in self.results)
+
+    @cached_property
+    def by_version(self) -> dict[tuple[str, str, str], VersionTally]:
+        """(route, model, version) -> requests, records, predict time."""
+        requests: Tally[tuple[str, str, str]] = Tally()
+        records: Tally[tuple[str, str, str]] = Tally()
+        predict_ms: dict[tuple[str, str, str], float] = {}
+        for result in self.results:
+            key = (result.request.route, result.model.name, result.model.version)
+            requests[key] += 1
+            records[key] += len(result.labels)
+            predict_ms[key] = result.predict_ms
+        return {key: VersionTally(requests[key], records[key], predict_ms[key]) for key in requests}
+
+    @cached_property
+    def classes(self) -> dict[tuple[str, str], int]:
+        """(route, label) -> records predicted with that label."""
+        labels: dict[str, list[str]] = {}
+        for result in self.results:
+            labels.setdefault(result.request.route, []).extend(result.labels)
+        return {(route, label): n for route, found in labels.items() for label, n in Tally(found).items()}
+
+
 class Sink(Protocol):
     """Where predictions go. Adding a sink is one class here and one line where the worker is built.
 
@@ -51,9 +98,8 @@ class Sink(Protocol):
     def write(self, results: Sequence[Result]) -> None:
         """Write outside Redis (a file, another system). Blocks; large batches run in a thread."""
 
-    def stage(self, tx: Pipeline, results: Sequence[Result], written_ms: float) -> None:
-        """Add Redis writes to the transaction that also acknowledges the entries. ``written_ms`` is
-        when the batch is handed to Redis; latency is measured from acceptance to then."""
+    def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:
+        """Add Redis writes to the transaction that also acknowledges the entries."""
 
     def close(self) -> None: ...
 
@@ -122,7 +168,7 @@ class CsvSink:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def stage(self, tx: Pipeline, results: Sequence[Result], written_ms: float) -> None:
+    def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:
         pass  # nothing in Redis
 
     def close(self) -> None:
@@ -132,18 +178,24 @@ class CsvSink:
 class RedisSink:
     """The result document a client fetches (``GET /predictions/{id}``, with the stream's TTL), an
     entry in the capped results stream for downstream consumers, and the reply notice that wakes a
-    waiting ``POST /predict``. Re-delivery rewrites the same document; the results stream may hold a
-    request twice (``stream_id`` tells)."""
+    waiting ``POST /predict``; and the running totals of records predicted per route and per class
+    (``keys.counter_keys``). Re-delivery rewrites the same document; the results stream may hold a
+    request twice (``stream_id`` tells), and the totals count it twice."""
 
     def __init__(self, streams: StreamSettings) -> None:
         self.streams = streams
+        self.counters = keys.counter_keys(streams.stream)
 
     def write(self, results: Sequence[Result]) -> None:
         pass  # everything goes in the acknowledging transaction
 
-    def stage(self, tx: Pipeline, results: Sequence[Result], written_ms: float) -> None:
-        streams = self.streams
-        for result in results:
+    def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:
+        streams, written_ms = self.streams, batch.written_ms
+        for (route, _, _), tally in batch.by_version.items():
+            tx.hincrby(self.counters.predicted, route, tally.records)
+        for (route, label), count in batch.classes.items():
+            tx.hincrby(self.counters.classes, f"{route}{keys.CLASS_SEPARATOR}{label}", count)
+        for result in batch.results:
             entry = result.request
             document = orjson.dumps(result_document(result, written_ms))
             tx.set(keys.result_key(streams.stream, entry.request_id), document, ex=streams.result_ttl_s)

@@ -31,6 +31,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.batch import REDIS_DOWN, BatchHandler, WorkerStats
 from streamml.stream.broker import Broker
+from streamml.stream.metrics import WorkerMetrics
 from streamml.stream.sinks import CsvSink, RedisSink, Sink
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,15 @@ class Reconnect:
     """The one policy for a Redis outage: back off, log every attempt with how long it has lasted,
     and give up with :class:`RedisUnreachable` after ``give_up_s`` (0: never)."""
 
-    def __init__(self, give_up_s: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        give_up_s: float,
+        sleep: Callable[[float], Awaitable[None]],
+        on_attempt: Callable[[], None] = lambda: None,
+    ) -> None:
         self.give_up_s = give_up_s
         self._sleep = sleep
+        self._on_attempt = on_attempt
         self._since: float | None = None
         self._attempt = 0
 
@@ -69,6 +76,7 @@ class Reconnect:
             raise RedisUnreachable(f"Redis unreachable for {down_s:.0f}s: {exc}") from exc
         pause = RECONNECT_BACKOFF_S[min(self._attempt, len(RECONNECT_BACKOFF_S) - 1)]
         self._attempt += 1
+        self._on_attempt()
         log.warning(
             "Redis unreachable for %.1fs (%s, attempt %d); retrying in %.1fs",
             down_s,
@@ -90,6 +98,7 @@ class Worker:
         *,
         consumer: str | None = None,
         sinks: Sequence[Sink] | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.registry = registry
         self.config = settings.worker
@@ -97,11 +106,12 @@ class Worker:
         self.consumer = consumer or self.config.consumer or default_consumer_name()
         self.sinks = list(sinks or (CsvSink(settings.predictions_csv()), RedisSink(settings.streams)))
         self.stats = WorkerStats()
+        self.metrics = metrics or WorkerMetrics(enabled=settings.metrics)
         self.batches = BatchHandler(
-            self.broker, registry, self.sinks, self.consumer, settings.worker, self.stats
+            self.broker, registry, self.sinks, self.consumer, settings.worker, self.stats, self.metrics
         )
         self.stopping = asyncio.Event()
-        self._reconnect = Reconnect(self.config.redis_give_up_s, self._sleep)
+        self._reconnect = Reconnect(self.config.redis_give_up_s, self._sleep, self.metrics.reconnects.inc)
         self._due = {"heartbeat": 0.0, "claim": 0.0, "trim": time.monotonic()}
 
     def stop(self) -> None:
@@ -125,7 +135,7 @@ class Worker:
                     await self._reconnect.wait(exc)
                 except StreamGroupNotFound as exc:
                     log.error("%s", exc)
-                    await self.broker.ensure_group()
+                    await self._until_done(self.broker.ensure_group)
         finally:
             await self._shutdown()
         return self.stats
@@ -214,6 +224,7 @@ class Worker:
                 log.warning("%d pending entries were trimmed before they were processed", len(page.deleted))
             if page.entries:
                 log.info("claimed %d idle entries", len(page.entries))
+                self.metrics.claimed.inc(len(page.entries))
                 ids = [sid for sid, _ in page.entries]
                 await self.batches.handle(page.entries, await self.broker.delivery_counts(self.consumer, ids))
             if page.next_start in ("0-0", "0"):

@@ -1,0 +1,66 @@
+"""The live dashboard: one page (``GET /dashboard``, no build step, nothing fetched from elsewhere) fed by
+Server-Sent Events (``GET /dashboard/events``) with one snapshot a second.
+
+Snapshots are shared: whoever asks after the last one is ``max_age_s`` old takes the next one, everyone
+else gets that one, so ten open pages cost what one does. ``/metrics`` reads the same snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from streamml.models.registry import ModelRegistry
+from streamml.stream.observe import ModelInUse, Snapshot, StreamObserver
+
+SNAPSHOT_EVERY_S = 1.0
+
+
+def page() -> str:
+    return resources.files("streamml.gateway").joinpath("static/dashboard.html").read_text("utf-8")
+
+
+class SnapshotHub:
+    def __init__(self, observer: StreamObserver, registry: ModelRegistry) -> None:
+        self.observer = observer
+        self.registry = registry
+        self._lock = asyncio.Lock()
+
+    async def current(self, max_age_s: float = SNAPSHOT_EVERY_S) -> Snapshot:
+        """The latest snapshot, taken now if the last one is older than ``max_age_s``."""
+        last = self.observer.last
+        if last is not None and time.time() - last.at < max_age_s:
+            return last
+        async with self._lock:  # one refresh at a time; the others take its result
+            last = self.observer.last
+            if last is not None and time.time() - last.at < max_age_s:
+                return last
+            return await self.observer.snapshot(await self._models())
+
+    async def _models(self) -> list[ModelInUse]:
+        out = []
+        for route in self.registry.routes:
+            status = await self.registry.status(route)
+            alias = self.registry.targets[route].alias or ""
+            if status.ref is None:
+                out.append(ModelInUse(route, self.registry.targets[route].name, "", alias, status.error))
+            else:
+                out.append(
+                    ModelInUse(route, status.ref.name, status.ref.version, alias, status.refresh_error)
+                )
+        return out
+
+    async def stream(self) -> AsyncIterator[Snapshot]:
+        """The recent history (so a new page draws its charts at once), then a snapshot a second."""
+        sent = 0.0
+        for snap in list(self.observer.history)[:-1]:
+            yield snap
+            sent = snap.at
+        while True:
+            snap = await self.current()
+            if snap.at > sent:
+                yield snap
+                sent = snap.at
+            await asyncio.sleep(max(snap.at + SNAPSHOT_EVERY_S - time.time(), 0.05))

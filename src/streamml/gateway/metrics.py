@@ -1,0 +1,152 @@
+"""The gateway's Prometheus metrics, served at ``GET /metrics``.
+
+Per request: one counter and one histogram in the middleware, one counter where a request is accepted
+or refused. The stream's state (length, lag, pending, dead letters, consumers) and the model each route
+resolves to come from the last :class:`~streamml.stream.observe.Snapshot` (refreshed at most once a
+second, when ``/metrics`` or the dashboard asks), never from Redis per request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamml.errors import BrokerUnavailable, ModelUnavailable, Overloaded, RateLimited, StreammlError
+from streamml.stream.metrics import build_info
+from streamml.stream.observe import Snapshot
+
+DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REFUSAL_REASONS: dict[type[StreammlError], str] = {
+    Overloaded: "backlog",
+    RateLimited: "rate_limit",
+    BrokerUnavailable: "redis_down",
+    ModelUnavailable: "registry_down",
+}
+
+Scope = dict[str, Any]
+
+
+class GatewayMetrics:
+    def __init__(self, routes: list[str], snapshot: StreamStateCollector | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.routes = frozenset(routes)
+        build_info(r, "gateway")
+        self.http_requests = Counter(
+            "streamml_http_requests",
+            "HTTP requests answered, by path template, method and status code",
+            ["handler", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "streamml_http_request_duration_seconds",
+            "Time to answer an HTTP request, by path template and method",
+            ["handler", "method"],
+            buckets=DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.requests_accepted = Counter(
+            "streamml_requests_accepted", "Requests accepted into the stream", ["route"], registry=r
+        )
+        self.records_accepted = Counter(
+            "streamml_records_accepted", "Records accepted into the stream", ["route"], registry=r
+        )
+        self.refused = Counter(
+            "streamml_requests_refused",
+            "Requests refused with 429 or 503 (nothing published), by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.validation_failures = Counter(
+            "streamml_validation_failures",
+            "Requests refused with 422: a malformed body, or a record that does not fit the model's schema",
+            ["route"],
+            registry=r,
+        )
+        self.state = snapshot or StreamStateCollector()
+        r.register(self.state)
+        # Known label values start at 0, so a rate over the first refusal is right and every series a
+        # dashboard queries exists from the first scrape (the Prometheus guide's advice).
+        for reason in REFUSAL_REASONS.values():
+            self.refused.labels(reason)
+        for route in self.routes:
+            self.requests_accepted.labels(route)
+            self.records_accepted.labels(route)
+        for route in (*self.routes, "-"):
+            self.validation_failures.labels(route)
+
+    def route_label(self, route: str | None) -> str:
+        """Only configured routes become label values (a client's typo must not add a series)."""
+        return route if route in self.routes else "-"
+
+    def accepted(self, route: str, records: int) -> None:
+        self.requests_accepted.labels(route).inc()
+        self.records_accepted.labels(route).inc(records)
+
+    def refused_for(self, error: StreammlError, route: str | None) -> None:
+        reason = next((r for t, r in REFUSAL_REASONS.items() if isinstance(error, t)), None)
+        if reason is not None:
+            self.refused.labels(reason).inc()
+        elif error.code == "invalid_request":
+            self.validation_failures.labels(self.route_label(route)).inc()
+
+
+class StreamStateCollector(Collector):
+    """Gauges of the stream's state and of the model each route serves, from the last snapshot."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        if snap is None:
+            return
+        stream = snap.stream
+        up = GaugeMetricFamily(
+            "streamml_redis_up", "1 when the last stream snapshot could read Redis", labels=["stream"]
+        )
+        up.add_metric([stream], 1.0 if snap.redis == "ok" else 0.0)
+        yield up
+        age = GaugeMetricFamily(
+            "streamml_stream_snapshot_age_seconds",
+            "Age of the snapshot these gauges come from",
+            labels=["stream"],
+        )
+        age.add_metric([stream], max(time.time() - snap.at, 0.0))
+        yield age
+        for name, help_text, value in (
+            (
+                "streamml_stream_length",
+                "Entries in the request stream (unread, pending, or acked and not yet trimmed)",
+                snap.length,
+            ),
+            ("streamml_stream_lag", "Entries not yet delivered to the workers' group", snap.lag),
+            ("streamml_stream_pending", "Entries delivered and not yet acknowledged", snap.pending),
+            ("streamml_dead_letter_stream_length", "Entries in the dead-letter stream", snap.dead_letters),
+            ("streamml_stream_consumers", "Consumers in the workers' group", len(snap.consumers)),
+        ):
+            gauge = GaugeMetricFamily(name, help_text, labels=["stream"])
+            gauge.add_metric([stream], float(value))
+            yield gauge
+        idle = GaugeMetricFamily(
+            "streamml_stream_consumer_idle_seconds",
+            "Time since each consumer of the group last read or claimed (only the consumers there now)",
+            labels=["stream", "consumer"],
+        )
+        for consumer in snap.consumers:
+            idle.add_metric([stream, consumer["name"]], consumer["idle_ms"] / 1000.0)
+        yield idle
+        info = GaugeMetricFamily(
+            "streamml_model_info",
+            "1 for the model version each route resolves to now",
+            labels=["route", "model", "version", "alias"],
+        )
+        for route, state in snap.routes.items():
+            if state.version:
+                info.add_metric([route, state.model, state.version, state.alias], 1.0)
+        yield info

@@ -1,0 +1,230 @@
+"""What the pipeline is doing now, read from Redis: one snapshot, shared by the dashboard, the live
+terminal view and the gateway's stream-state metrics.
+
+Every figure covers all processes (it comes from Redis, not from one process's memory): records
+accepted and predicted per route and the class mix (counters the gateway and the workers keep in the
+same MULTI as the work they count), dead letters by reason, stream length, group lag and pending,
+consumers and their idle time, and end-to-end latency of the requests written since the last snapshot
+(from the results stream). A snapshot costs a handful of Redis commands; callers take one a second at
+most, never per request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from streamml import keys
+from streamml.pacing import percentiles
+from streamml.stream.broker import Broker, as_text
+
+LATENCY_SAMPLE = 2000
+"""Most results-stream entries read per snapshot for the latency percentiles (the newest ones)."""
+HISTORY = 300
+"""Snapshots kept for the charts: five minutes at one a second."""
+
+
+@dataclass
+class RouteState:
+    """A route's model now and what came out of it."""
+
+    model: str = ""
+    version: str = ""
+    alias: str = ""
+    status: str = "ok"
+    """'ok', or why the route does not resolve."""
+    accepted: int = 0
+    """Records accepted since the counters began (all gateway processes)."""
+    predicted: int = 0
+    """Records predicted (all workers)."""
+    accepted_per_s: float = 0.0
+    predicted_per_s: float = 0.0
+    classes: dict[str, int] = field(default_factory=dict)
+    """Predicted records per label, cumulative."""
+    recent_classes: dict[str, int] = field(default_factory=dict)
+    """Predicted records per label over the last minute."""
+
+
+@dataclass
+class Snapshot:
+    at: float
+    """Epoch seconds."""
+    redis: str = "ok"
+    """'ok', or why Redis could not be read (the rest is then the last known state)."""
+    registry: str = "ok"
+    routes: dict[str, RouteState] = field(default_factory=dict)
+    stream: str = ""
+    length: int = 0
+    lag: int = 0
+    pending: int = 0
+    dead_letters: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    consumers: list[dict[str, Any]] = field(default_factory=list)
+    """name, pending, idle_ms of each consumer of the group."""
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    """p50/p95/p99/max from acceptance to written, of the requests written since the previous snapshot."""
+    latency_requests: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelInUse:
+    """What a route resolves to now, as the caller knows it (the gateway asks its registry)."""
+
+    route: str
+    model: str = ""
+    version: str = ""
+    alias: str = ""
+    error: str | None = None
+
+
+class StreamObserver:
+    """Takes snapshots; keeps the previous one to turn counters into rates, and a short history."""
+
+    def __init__(self, redis: Redis, broker: Broker) -> None:
+        self.redis = redis
+        self.broker = broker
+        self.stream = broker.stream
+        self.history: deque[Snapshot] = deque(maxlen=HISTORY)
+        self._last_result_id: str | None = None
+        """The newest results-stream entry seen (None: none yet, the first snapshot reads the newest)."""
+        self._recent: deque[tuple[float, dict[str, dict[str, int]]]] = deque()
+
+    @property
+    def last(self) -> Snapshot | None:
+        return self.history[-1] if self.history else None
+
+    async def snapshot(self, models: list[ModelInUse] | None = None) -> Snapshot:
+        """A new snapshot (and into the history). Redis down is a state, not an error."""
+        now = time.time()
+        snap = Snapshot(at=now, stream=self.stream)
+        for model in models or []:
+            snap.routes[model.route] = RouteState(
+                model=model.model,
+                version=model.version,
+                alias=model.alias,
+                status="ok" if model.error is None else f"unavailable: {model.error}",
+            )
+        if any(m.error for m in models or []):
+            snap.registry = "some routes do not resolve"
+        try:
+            await self._read(snap)
+        except (RedisError, OSError) as exc:
+            previous = self.last
+            snap.redis = f"unreachable ({type(exc).__name__})"
+            if previous is not None:  # keep showing the last known figures, marked stale
+                for name in (
+                    "length",
+                    "lag",
+                    "pending",
+                    "dead_letters",
+                    "dead_letters_by_reason",
+                    "consumers",
+                ):
+                    setattr(snap, name, getattr(previous, name))
+                for route, state in previous.routes.items():
+                    current = snap.routes.setdefault(route, RouteState())
+                    current.accepted, current.predicted = state.accepted, state.predicted
+                    current.classes = state.classes
+        self.history.append(snap)
+        return snap
+
+    async def _read(self, snap: Snapshot) -> None:
+        names = keys.counter_keys(self.stream)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(names.accepted)
+            pipe.hgetall(names.predicted)
+            pipe.hgetall(names.dead_letters)
+            pipe.hgetall(names.classes)
+            pipe.xlen(self.stream)
+            pipe.xlen(self.broker.dead_letters)
+            accepted, predicted, dead, classes, length, dlq_length = await pipe.execute()
+        snap.length, snap.dead_letters = int(length), int(dlq_length)
+        snap.dead_letters_by_reason = _ints(dead)
+        for route, count in _ints(accepted).items():
+            snap.routes.setdefault(route, RouteState()).accepted = count
+        for route, count in _ints(predicted).items():
+            snap.routes.setdefault(route, RouteState()).predicted = count
+        for field_name, count in _ints(classes).items():
+            route, _, label = field_name.partition(keys.CLASS_SEPARATOR)
+            snap.routes.setdefault(route, RouteState()).classes[label] = count
+        previous = self.last
+        for route, state in snap.routes.items():  # versions learned from earlier results stay known
+            before = previous.routes.get(route) if previous is not None else None
+            if before is not None and not state.version:
+                state.model, state.version, state.alias = before.model, before.version, before.alias
+        await self._group(snap)
+        await self._latency(snap)
+        self._rates(snap)
+
+    async def _group(self, snap: Snapshot) -> None:
+        try:
+            groups: Any = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:  # no stream yet
+            return
+        group = next((g for g in groups if as_text(g["name"]) == self.broker.group), None)
+        if group is None:
+            return
+        snap.pending = int(group["pending"])
+        lag = group.get("lag")
+        snap.lag = int(lag) if lag is not None else await self.broker.lag(as_text(group["last-delivered-id"]))
+        consumers: Any = await self.redis.xinfo_consumers(self.stream, self.broker.group)
+        snap.consumers = [
+            {"name": as_text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
+            for c in consumers
+        ]
+
+    async def _latency(self, snap: Snapshot) -> None:
+        """Latency of the requests written since the previous snapshot (the newest LATENCY_SAMPLE; the
+        first snapshot takes the newest there are)."""
+        results = self.broker.streams.results_stream
+        since = "-" if self._last_result_id is None else f"({self._last_result_id}"
+        entries: Any = await self.redis.xrevrange(results, max="+", min=since, count=LATENCY_SAMPLE)
+        if not entries:
+            return
+        self._last_result_id = as_text(entries[0][0])
+        latencies = [float(fields[b"latency_ms"]) for _, fields in entries if b"latency_ms" in fields]
+        snap.latency_ms = percentiles(latencies)
+        snap.latency_requests = len(latencies)
+        for _, fields in entries:
+            route = fields.get(b"model_route")
+            state = snap.routes.get(as_text(route)) if route else None
+            if state is not None and not state.version:  # the caller did not say: the results do
+                state.model = as_text(fields.get(b"model_name", b""))
+                state.version = as_text(fields.get(b"model_version", b""))
+
+    def _rates(self, snap: Snapshot) -> None:
+        previous = self.last
+        if previous is not None and previous.redis == "ok":
+            seconds = max(snap.at - previous.at, 1e-3)
+            for route, state in snap.routes.items():
+                before = previous.routes.get(route, RouteState())
+                state.accepted_per_s = round(max(state.accepted - before.accepted, 0) / seconds, 1)
+                state.predicted_per_s = round(max(state.predicted - before.predicted, 0) / seconds, 1)
+        self._recent.append((snap.at, {r: dict(s.classes) for r, s in snap.routes.items()}))
+        while self._recent and self._recent[0][0] < snap.at - 60:
+            self._recent.popleft()
+        oldest = self._recent[0][1]
+        for route, state in snap.routes.items():
+            base = oldest.get(route, {})
+            state.recent_classes = {
+                label: count - base.get(label, 0)
+                for label, count in state.classes.items()
+                if count > base.get(label, 0)
+            }
+
+
+def _ints(mapping: Any) -> dict[str, int]:
+    return {as_text(k): int(v) for k, v in (mapping or {}).items()}
+
+
+def dumps(snap: Snapshot) -> bytes:
+    return orjson.dumps(snap.as_dict())

@@ -1,0 +1,106 @@
+"""The live dashboard in a real headless Chromium (Debian's, driven by Playwright): its numbers move and
+match what was sent, it shows the registered model version, and a Redis outage shows as such.
+
+Skipped, saying why, where Chromium or Playwright is missing (`.ci/run` installs Debian's chromium).
+Set STREAMML_DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from streamml.local.services import EmbeddedRedis, ManagedProcess, wait_until_healthy
+from streamml.settings import Settings
+from streamml.synthetic.producer import record_stream
+from streamml.synthetic.profile import Profile
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Flags this machine needs: no sandbox as root, and no background calls to hosts it cannot reach.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+StartGateway = Callable[..., tuple[str, Settings]]
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH (Debian package 'chromium'; .ci/run installs it)"
+)
+def test_dashboard_shows_live_numbers_model_versions_and_a_redis_outage(
+    start_gateway: StartGateway, tmp_path: Path, tracking_uri: str
+) -> None:
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (a dev dependency)"
+    )
+    redis = EmbeddedRedis(tmp_path / "redis").start()  # this test stops it: its own server
+    worker: ManagedProcess | None = None
+    try:
+        url, settings = start_gateway(redis.url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")} | {
+            "REDIS_URL": redis.url,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "STREAMML_STATE_DIR": str(settings.state_dir),
+            "STREAMML_STREAM": settings.streams.stream,
+            "STREAMML_RESULTS_STREAM": settings.streams.results_stream,
+        }
+        worker = ManagedProcess(
+            "worker",
+            [sys.executable, "-m", "streamml", "worker", "--log-level", "warning"],
+            tmp_path / "w.log",
+            env,
+        ).start()
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/dashboard")
+            expect = playwright_api.expect
+            expect(page.get_by_test_id("redis-state")).to_have_text("ok", timeout=30_000)
+
+            wait_until_healthy(f"{url}/ready", worker, timeout_s=60)  # the worker has loaded its models
+            records = record_stream(Profile.load(), seed=3)
+            sent = {"svm": 0, "lightgbm": 0}
+            for index in range(20):  # over about three seconds, so the charts have a shape
+                page.wait_for_timeout(150)
+                route = ("svm", "lightgbm")[index % 2]
+                batch = [next(records) for _ in range(3)]
+                response = httpx.post(f"{url}/predict_stream", params={"model": route}, json={"data": batch})
+                assert response.status_code == 202, response.text
+                sent[route] += len(batch)
+
+            total = sum(sent.values())
+            expect(page.get_by_test_id("accepted-total")).to_have_text(f"{total}", timeout=30_000)
+            expect(page.get_by_test_id("predicted-total")).to_have_text(f"{total}", timeout=30_000)
+            expect(page.get_by_test_id("predicted-svm")).to_have_text(f"{sent['svm']}")
+            expect(page.get_by_test_id("version-svm")).to_have_text("1")
+            expect(page.get_by_test_id("model-lightgbm")).to_have_text("LightGBM_Classifier")
+            page.wait_for_timeout(2500)  # a few points on the charts
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            target = os.environ.get("STREAMML_DASHBOARD_SCREENSHOT")
+            if target:
+                page.screenshot(path=target, full_page=True)
+
+            redis.stop()  # the outage
+            expect(page.get_by_test_id("redis-state")).to_have_text("down", timeout=30_000)
+            expect(page.get_by_test_id("banner")).to_contain_text("Redis is unreachable")
+            # the last known figures stay on the page, marked by the banner, rather than blanking
+            expect(page.get_by_test_id("predicted-total")).to_have_text(f"{total}")
+            page.screenshot(path=str(tmp_path / "dashboard-redis-down.png"), full_page=True)
+            browser.close()
+    finally:
+        if worker is not None:
+            worker.stop()
+        redis.stop()
