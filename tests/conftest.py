@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
-from streamml.local.services import EmbeddedRedis, ManagedProcess, free_port
+from streamml.local.services import EmbeddedRedis, ManagedProcess, free_port, wait_until_healthy
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
+from tests.helpers import process_env
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "enriched_employee_dataset.csv"
 TRAIN_ROWS = 3000
@@ -106,29 +105,13 @@ def start_gateway(
     def start(redis_override: str | None = None, **env_overrides: str) -> tuple[str, Settings]:
         settings = make_settings(tmp_path, redis_override or redis_url, tracking_uri)
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
-        env |= {
-            "REDIS_URL": redis_override or redis_url,
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "STREAMML_STATE_DIR": str(settings.state_dir),
-            "STREAMML_STREAM": settings.streams.stream,
-            "STREAMML_RESULTS_STREAM": settings.streams.results_stream,
-            **env_overrides,
-        }
+        env = process_env(settings, tracking_uri, **env_overrides)
         argv = [sys.executable, "-m", "streamml", "api", "--port", str(port), "--log-level", "warning"]
         process = ManagedProcess("gateway", argv, tmp_path / f"gateway-{port}.log", env).start()
         started.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    return url, settings
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if not process.alive():
-                break
-        raise RuntimeError(f"gateway did not start: {process.log_path.read_text()[-2000:]}")
+        wait_until_healthy(f"{url}/health", process)
+        return url, settings
 
     yield start
     for process in started:

@@ -1,14 +1,19 @@
-"""Helpers shared by tests: an in-process gateway client and a burst worker on the test's stream."""
+"""Helpers shared by tests: an in-process gateway client, a burst worker, and real worker processes on
+the test's stream."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
 
 from streamml.gateway.app import create_app
+from streamml.local.services import ManagedProcess
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.batch import WorkerStats
@@ -36,3 +41,23 @@ async def drain(
 ) -> WorkerStats:
     """Run a worker in burst mode until the stream is drained."""
     return await Worker(redis, registry, settings, consumer=consumer).run(burst=True)
+
+
+def process_env(settings: Settings, tracking_uri: str, **extra: str) -> dict[str, str]:
+    """The environment of a gateway or worker process on the test's stream (no STREAMML_* leaking in
+    from the developer's shell)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    return env | {
+        "REDIS_URL": settings.redis_url(),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "STREAMML_STATE_DIR": str(settings.state_dir),
+        "STREAMML_STREAM": settings.streams.stream,
+        "STREAMML_RESULTS_STREAM": settings.streams.results_stream,
+        **extra,
+    }
+
+
+def start_worker(settings: Settings, tracking_uri: str, log: Path, *args: str) -> ManagedProcess:
+    """`streamml worker` as a real process on the test's stream."""
+    argv = [sys.executable, "-m", "streamml", "worker", "--log-level", "warning", *args]
+    return ManagedProcess("worker", argv, log, process_env(settings, tracking_uri)).start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from streamml.local.services import EmbeddedRedis, ManagedProcess, wait_until_he
 from streamml.settings import Settings
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
+from tests.helpers import start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -50,19 +50,7 @@ def test_dashboard_shows_live_numbers_model_versions_and_a_redis_outage(
     worker: ManagedProcess | None = None
     try:
         url, settings = start_gateway(redis.url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")} | {
-            "REDIS_URL": redis.url,
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "STREAMML_STATE_DIR": str(settings.state_dir),
-            "STREAMML_STREAM": settings.streams.stream,
-            "STREAMML_RESULTS_STREAM": settings.streams.results_stream,
-        }
-        worker = ManagedProcess(
-            "worker",
-            [sys.executable, "-m", "streamml", "worker", "--log-level", "warning"],
-            tmp_path / "w.log",
-            env,
-        ).start()
+        worker = start_worker(settings, tracking_uri, tmp_path / "worker.log")
         with playwright_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})

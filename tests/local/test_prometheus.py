@@ -5,10 +5,8 @@ Grafana dashboard is valid PromQL over metrics that exist."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +18,7 @@ import yaml
 
 from streamml.local.services import ManagedProcess, free_port, wait_until_healthy
 from streamml.settings import Settings
-from tests.helpers import SEED_EXAMPLE
+from tests.helpers import SEED_EXAMPLE, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -46,28 +44,7 @@ def test_prometheus_scrapes_gateway_and_worker_with_the_shipped_config(
     url, settings = start_gateway()
     gateway_port = int(url.rsplit(":", 1)[1])
     worker_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")} | {
-        "REDIS_URL": settings.redis_url(),
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "STREAMML_STATE_DIR": str(settings.state_dir),
-        "STREAMML_STREAM": settings.streams.stream,
-        "STREAMML_RESULTS_STREAM": settings.streams.results_stream,
-    }
-    worker = ManagedProcess(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "streamml",
-            "worker",
-            "--metrics-port",
-            str(worker_port),
-            "--log-level",
-            "warning",
-        ],
-        tmp_path / "worker.log",
-        env,
-    ).start()
+    worker = start_worker(settings, tracking_uri, tmp_path / "worker.log", "--metrics-port", str(worker_port))
 
     # The shipped configuration, its targets files written as `streamml up` writes them; only the
     # scrape interval is shortened so the test does not wait 15 s per scrape.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
 
@@ -115,10 +116,11 @@ class WorkerMetrics:
             self.predict.labels(model, version).observe(tally.predict_ms / 1000.0)
         for (route, label), count in batch.classes.items():
             self.classes.labels(route, label).inc(count)
+        latency: dict[str, Any] = {}  # one child per route: labels() costs more than observe()
         for result in batch.results:
-            self.latency.labels(result.request.route).observe(
-                written_latency_ms(result, batch.written_ms) / 1000.0
-            )
+            route = result.request.route
+            child = latency.get(route) or latency.setdefault(route, self.latency.labels(route))
+            child.observe(written_latency_ms(result, batch.written_ms) / 1000.0)
         if batch.records:
             self.batch_records.observe(batch.records)
         for reason in dead:
