@@ -40,6 +40,7 @@ async def test_a_terminal_gets_the_live_panel(
     assert "Knn_Classifier" in text
     assert "predicted" in text
     assert "dead letters 0" in text
+    assert "registry not checked" in text  # no registry here: not claimed to be fine
 
 
 async def test_a_log_gets_one_line_per_interval(

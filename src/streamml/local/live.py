@@ -38,7 +38,7 @@ def panel(snap: Snapshot, *, title: str = "streamml") -> Panel:
         style="green" if snap.redis == "ok" else "bold red",
     )
     head.append("   registry ", style="dim")
-    head.append(snap.registry, style="green" if snap.registry == "ok" else "yellow")
+    head.append(snap.registry, style={"ok": "green", "not checked": "dim"}.get(snap.registry, "yellow"))
     head.append(
         f"\naccepted {_n(accepted_rate, 1)}/s · predicted {_n(predicted_rate, 1)}/s · latency p50 "
         f"{_n(latency.get('p50'), 1)} p95 {_n(latency.get('p95'), 1)} p99 {_n(latency.get('p99'), 1)} ms\n"

@@ -58,6 +58,7 @@ class Snapshot:
     redis: str = "ok"
     """'ok', or why Redis could not be read (the rest is then the last known state)."""
     registry: str = "ok"
+    """'ok', what is wrong with the routes' models, or 'not checked' (a view without a registry)."""
     routes: dict[str, RouteState] = field(default_factory=dict)
     stream: str = ""
     length: int = 0
@@ -113,7 +114,9 @@ class StreamObserver:
                 alias=model.alias,
                 status="ok" if model.error is None else f"unavailable: {model.error}",
             )
-        if any(m.error for m in models or []):
+        if models is None:
+            snap.registry = "not checked"  # the caller has no registry (the terminal view)
+        elif any(m.error for m in models):
             snap.registry = "some routes do not resolve"
         try:
             await self._read(snap)
