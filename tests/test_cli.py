@@ -14,7 +14,20 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    "command", ["up", "api", "worker", "train", "status", "produce", "profile", "synth", "fidelity"]
+    "command",
+    [
+        "up",
+        "api",
+        "worker",
+        "train",
+        "status",
+        "produce",
+        "profile",
+        "synth",
+        "fidelity",
+        "promote",
+        "rollback",
+    ],
 )
 def test_every_command_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
@@ -44,3 +57,15 @@ def test_profile_writes_a_profile_of_any_csv(tmp_path: Path) -> None:
     result = runner.invoke(app, ["profile", str(source), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert '"format": "streamml-profile"' in out.read_text()
+
+
+def test_a_refused_rollback_says_why_and_exits_1(tmp_path: Path, tracking_uri: str) -> None:
+    """The session's registry has no 'previous' alias on any demo model: nothing to roll back."""
+    result = runner.invoke(
+        app,
+        ["rollback", "lightgbm", "--state-dir", str(tmp_path)],
+        env={"MLFLOW_TRACKING_URI": tracking_uri},
+    )
+    assert result.exit_code == 1, result.output
+    assert "refused" in result.output
+    assert "LightGBM_Classifier has no 'previous' alias" in result.output

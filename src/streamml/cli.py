@@ -409,6 +409,48 @@ def bench(
     )
 
 
+def _move_aliases(route: str, state_dir: Path | None, action: str) -> None:
+    from streamml.errors import LifecycleRefused
+    from streamml.local.processes import make_registry
+    from streamml.models.lifecycle import Lifecycle
+
+    settings = _settings(state_dir)
+    lifecycle = Lifecycle(
+        make_registry(settings),
+        challenger=settings.mlflow.challenger_alias,
+        previous=settings.mlflow.previous_alias,
+    )
+    try:
+        moves = lifecycle.promote(route) if action == "promote" else lifecycle.rollback(route)
+    except LifecycleRefused as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(1) from exc
+    for move in moves:
+        console.print(move.describe())
+    console.print(
+        f"workers and gateways follow within {settings.mlflow.alias_refresh_s:g} s "
+        "(STREAMML_MLFLOW_ALIAS_REFRESH_S), without a restart"
+    )
+
+
+@app.command()
+def promote(
+    route: Annotated[str, typer.Argument(help="The route whose model to promote, e.g. lightgbm.")],
+    state_dir: StateDir = None,
+) -> None:
+    """Make the 'challenger' version the route's model; the replaced one is kept as 'previous'."""
+    _move_aliases(route, state_dir, "promote")
+
+
+@app.command()
+def rollback(
+    route: Annotated[str, typer.Argument(help="The route to roll back, e.g. lightgbm.")],
+    state_dir: StateDir = None,
+) -> None:
+    """Move the route back to its 'previous' version."""
+    _move_aliases(route, state_dir, "rollback")
+
+
 dlq_app = typer.Typer(help="Inspect and operate the dead-letter stream.", no_args_is_help=True)
 sink_app = typer.Typer(help="Maintain the sinks.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")

@@ -178,3 +178,10 @@ class RedisUnreachable(StreammlError):
     """A worker gave up on Redis after the configured time without a connection."""
 
     code = "redis_unreachable"
+
+
+class LifecycleRefused(StreammlError):
+    """A promote or rollback that makes no sense (no challenger, nothing to roll back, incompatible
+    model); the registry was not changed."""
+
+    code = "refused"

@@ -79,6 +79,11 @@ class MlflowSettings(BaseSettings):
     fast_path: bool = True
     """Run imputers, scalers and one-hot encoders with numpy instead of through scikit-learn (same
     labels, checked at load; see streamml/fastpath.py). ``false`` always calls the pipeline."""
+    challenger_alias: str = "challenger"
+    """The alias a new version is registered under to be promoted (``streamml promote``)."""
+    previous_alias: str = "previous"
+    """The alias ``streamml promote`` leaves on the version it replaced (``streamml rollback`` goes
+    back to it)."""
     experiment: str = "streamml-demo-models"
     """Experiment `streamml train` logs its runs and holdout metrics to."""
 
