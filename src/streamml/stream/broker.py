@@ -263,26 +263,32 @@ class Broker:
             "results_stream": self.streams.results_stream,
             "results_length": await self.redis.xlen(self.streams.results_stream),
             "dead_letters": await self.redis.xlen(self.dead_letters),
-            "groups": [],
+            "groups": await self.groups(),
         }
+        return out
+
+    async def groups(self) -> list[dict[str, Any]]:
+        """Each consumer group of the stream: pending count, lag, last delivered id, and its consumers
+        with their pending count and idle time (none before the stream exists)."""
         try:
             groups: Any = await self.redis.xinfo_groups(self.stream)
         except ResponseError:  # no stream yet
-            groups = []
+            return []
+        out = []
         for group in groups:
             name = as_text(group["name"])
             consumers: Any = await self.redis.xinfo_consumers(self.stream, name)
             last_delivered = as_text(group["last-delivered-id"])
             lag = group.get("lag")
-            out["groups"].append(
+            out.append(
                 {
                     "name": name,
-                    "pending": group["pending"],
+                    "pending": int(group["pending"]),
                     # Redis < 7 has no "lag" in XINFO GROUPS: count the entries after the last delivered id.
-                    "lag": lag if lag is not None else await self.lag(last_delivered),
+                    "lag": int(lag) if lag is not None else await self.lag(last_delivered),
                     "last_delivered_id": last_delivered,
                     "consumers": [
-                        {"name": as_text(c["name"]), "pending": c["pending"], "idle_ms": c["idle"]}
+                        {"name": as_text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
                         for c in consumers
                     ],
                 }

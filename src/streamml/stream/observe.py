@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from streamml import keys
 from streamml.pacing import percentiles
@@ -169,21 +169,9 @@ class StreamObserver:
         self._rates(snap)
 
     async def _group(self, snap: Snapshot) -> None:
-        try:
-            groups: Any = await self.redis.xinfo_groups(self.stream)
-        except ResponseError:  # no stream yet
-            return
-        group = next((g for g in groups if as_text(g["name"]) == self.broker.group), None)
-        if group is None:
-            return
-        snap.pending = int(group["pending"])
-        lag = group.get("lag")
-        snap.lag = int(lag) if lag is not None else await self.broker.lag(as_text(group["last-delivered-id"]))
-        consumers: Any = await self.redis.xinfo_consumers(self.stream, self.broker.group)
-        snap.consumers = [
-            {"name": as_text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
-            for c in consumers
-        ]
+        group = next((g for g in await self.broker.groups() if g["name"] == self.broker.group), None)
+        if group is not None:
+            snap.pending, snap.lag, snap.consumers = group["pending"], group["lag"], group["consumers"]
 
     async def _latency(self, snap: Snapshot) -> None:
         """Latency of the requests written since the previous snapshot (the newest LATENCY_SAMPLE; the
