@@ -8,14 +8,17 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis
 
 from streamml.gateway.app import create_app
+from streamml.local.demo import training_frame
 from streamml.local.services import ManagedProcess
 from streamml.models.registry import ModelRegistry
-from streamml.settings import Settings
+from streamml.models.training import features_and_labels
+from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
 from streamml.stream.batch import WorkerStats
 from streamml.stream.broker import Broker
 from streamml.stream.worker import Worker
@@ -61,3 +64,26 @@ def start_worker(settings: Settings, tracking_uri: str, log: Path, *args: str) -
     """`streamml worker` as a real process on the test's stream."""
     argv = [sys.executable, "-m", "streamml", "worker", "--log-level", "warning", *args]
     return ManagedProcess("worker", argv, log, process_env(settings, tracking_uri)).start()
+
+
+def register(tracking_uri: str, name: str, pipeline: Any, signature: Any, *, merge: bool = False) -> str:
+    """Fit ``pipeline`` on generated rows and register it as a new version of ``name``."""
+    features, labels = features_and_labels(training_frame(None, 800, len(name))[0])
+    if merge:  # two classes only: Medium counted as Low
+        labels = labels.replace({"Medium": "Low"})
+    pipeline.fit(features, labels)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_experiment("tests")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            registered_model_name=name,
+            serialization_format="skops",
+            skops_trusted_types=list(DEFAULT_TRUSTED_TYPES),
+        )
+    return str(info.registered_model_version)

@@ -76,3 +76,23 @@ def counter_keys(stream: str) -> CounterKeys:
         f"{stream}:counts:classes",
         f"{stream}:counts:dead_letters",
     )
+
+
+def canary_key(stream: str) -> str:
+    """Hash of route -> share of its requests the challenger answers (``streamml canary set``)."""
+    return f"{stream}:canary"
+
+
+def shadow_index_key(stream: str) -> str:
+    """Set of the (route, model, champion, challenger) pairs with shadow aggregates (JSON arrays)."""
+    return f"{stream}:shadow"
+
+
+def shadow_pair_key(stream: str, route: str, champion: str, challenger: str) -> str:
+    """Hash of one pair's shadow aggregates (``streamml.models.shadow``)."""
+    return f"{stream}:shadow:{route}:{champion}:{challenger}"
+
+
+def drift_key(stream: str, route: str) -> str:
+    """Hash of consumer -> that worker's recent-records window of a route (``streamml drift``)."""
+    return f"{stream}:drift:{route}"

@@ -181,6 +181,8 @@ class WorkerSettings(BaseSettings):
     """Serve this worker's Prometheus metrics on this port (``/metrics``); unset: not served."""
     metrics_host: str = "127.0.0.1"
     """Interface of the metrics port (0.0.0.0 in a container, for Prometheus to reach it)."""
+    rollout_refresh_s: float = 1.0
+    """How often a worker re-reads the canary shares from Redis (``streamml canary set``)."""
     redis_give_up_s: float = 0.0
     """While Redis is unreachable the worker retries with back-off, logging each attempt and how
     long the outage has lasted; after this many seconds it exits with status 3 instead (for a
@@ -197,6 +199,9 @@ class Settings(BaseSettings):
     metrics: bool = True
     """Prometheus metrics in every process (``STREAMML_METRICS=false`` turns them off, to measure
     what they cost: ``streamml bench --no-metrics``)."""
+    shadow_sample: float | dict[str, float] = 1.0
+    """Share of a route's requests its challenger also scores (shadow), e.g. ``0.1``, or per route as
+    JSON (``{"lightgbm": 0.1}``, unlisted routes 1.0). Routes without a challenger cost nothing."""
     redis: RedisSettings = Field(default_factory=RedisSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     streams: StreamSettings = Field(default_factory=StreamSettings)

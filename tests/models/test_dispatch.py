@@ -17,7 +17,7 @@ from streamml.settings import DEFAULT_TRUSTED_TYPES
 class Request:
     route: str
     records: list[dict[str, Any]] = field(default_factory=list)
-    name: str = ""
+    request_id: str = ""
 
 
 GOOD: list[dict[str, Any]] = [
@@ -30,10 +30,11 @@ async def test_one_predict_per_model_version_and_labels_in_request_order(
     shared_registry: ModelRegistry,
 ) -> None:
     requests = [Request(("svm", "lightgbm")[i % 2], GOOD, f"r{i}") for i in range(6)]
-    scored, failed = await predict_batch(requests, shared_registry)
+    dispatched = await predict_batch(requests, shared_registry)
+    scored, failed = dispatched.scored, dispatched.unscored
 
     assert failed == []
-    assert [s.request.name for s in sorted(scored, key=lambda s: s.request.name)] == [
+    assert [s.request.request_id for s in sorted(scored, key=lambda s: s.request.request_id)] == [
         f"r{i}" for i in range(6)
     ]
     by_model = {s.model.name: s for s in scored}
@@ -52,10 +53,11 @@ async def test_poison_is_isolated_and_the_rest_is_scored(shared_registry: ModelR
     requests = [Request("knn", GOOD, f"good{i}") for i in range(5)]
     requests.insert(3, poison)
 
-    scored, failed = await predict_batch(requests, shared_registry)
+    dispatched = await predict_batch(requests, shared_registry)
+    scored, failed = dispatched.scored, dispatched.unscored
 
-    assert sorted(s.request.name for s in scored) == [f"good{i}" for i in range(5)]
-    assert [(f.request.name, f.reason) for f in failed] == [("poison", FailureReason.PREDICTION_FAILED)]
+    assert sorted(s.request.request_id for s in scored) == [f"good{i}" for i in range(5)]
+    assert [(f.request.request_id, f.reason) for f in failed] == [("poison", FailureReason.PREDICTION_FAILED)]
 
 
 async def test_unknown_routes_and_unresolvable_models_say_why(tracking_uri: str) -> None:
@@ -70,11 +72,12 @@ async def test_unknown_routes_and_unresolvable_models_say_why(tracking_uri: str)
         Request("knn", GOOD, "ok"),
     ]
 
-    scored, failed = await predict_batch(requests, registry)
+    dispatched = await predict_batch(requests, registry)
+    scored, failed = dispatched.scored, dispatched.unscored
 
-    assert [s.request.name for s in scored] == ["ok"]
-    assert {f.request.name: f.reason for f in failed} == {
+    assert [s.request.request_id for s in scored] == ["ok"]
+    assert {f.request.request_id: f.reason for f in failed} == {
         "unknown": FailureReason.UNKNOWN_MODEL,
         "ghost": FailureReason.MODEL_LOAD_FAILED,
     }
-    assert "Ghost" in str(next(f.error for f in failed if f.request.name == "ghost"))
+    assert "Ghost" in str(next(f.error for f in failed if f.request.request_id == "ghost"))

@@ -5,42 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from redis.asyncio import Redis
 
 from streamml.errors import LifecycleRefused
-from streamml.local.demo import training_frame
 from streamml.models.lifecycle import Lifecycle
 from streamml.models.registry import ModelRegistry
-from streamml.models.training import NUMERIC_FEATURES, build_pipelines, features_and_labels, model_signature
+from streamml.models.training import NUMERIC_FEATURES, build_pipelines, model_signature
 from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
 from streamml.stream.broker import Broker
 from streamml.stream.worker import Worker
-
-
-def register(tracking_uri: str, name: str, pipeline: Any, signature: Any, *, merge: bool = False) -> str:
-    """Fit ``pipeline`` on generated rows and register it as a new version of ``name``."""
-    features, labels = features_and_labels(training_frame(None, 800, len(name))[0])
-    if merge:  # two classes only: Medium counted as Low
-        labels = labels.replace({"Medium": "Low"})
-    pipeline.fit(features, labels)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_experiment("tests")
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            signature=signature,
-            registered_model_name=name,
-            serialization_format="skops",
-            skops_trusted_types=list(DEFAULT_TRUSTED_TYPES),
-        )
-    return str(info.registered_model_version)
+from tests.helpers import register
 
 
 @pytest.fixture

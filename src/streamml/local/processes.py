@@ -48,6 +48,7 @@ def make_registry(
         cache_dir=cache,
         fast_path=settings.mlflow.fast_path,
         on_load=on_load,
+        challenger_alias=settings.mlflow.challenger_alias,
     )
 
 

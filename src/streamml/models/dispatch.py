@@ -6,6 +6,11 @@ grouped by the model version their route resolves to now; each group costs one `
 a call that fails is split in halves until the poison requests are isolated, so one bad record never
 fails the good ones beside it.
 
+A route's model may have a challenger (the ``challenger`` alias): a canary share of requests, chosen
+by request id so a retried request gets the same model, is *answered* by it; of the others, a sampled
+share is also scored by it after the champion (shadow scoring), never answered with it. Nothing the
+challenger does can fail, retry or delay a request: its errors are counted in :class:`ShadowRun`.
+
 No Redis and no HTTP: the stream worker hands it entries, tests hand it plain objects (MLServer's
 ``handlers/dataplane.py`` plays this part there).
 """
@@ -13,14 +18,18 @@ No Redis and no HTTP: the stream worker hands it entries, tests hand it plain ob
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from streamml.errors import FailureReason, ModelUnavailable, UnknownRoute
 from streamml.models.inference import LoadedModel
 from streamml.models.registry import ModelRef, ModelRegistry
+
+log = logging.getLogger(__name__)
 
 INLINE_RECORDS = 64
 """Groups of up to this many records are predicted on the event loop: a thread hop costs more than
@@ -33,6 +42,9 @@ class Scorable(Protocol):
 
     @property
     def route(self) -> str: ...
+
+    @property
+    def request_id(self) -> str: ...
 
     @property
     def records(self) -> list[dict[str, Any]]: ...
@@ -52,6 +64,57 @@ class Scored(Generic[R]):
     """Epoch ms when the predict call returned."""
     predict_ms: float
     """Duration of the (batched) predict call this request was part of."""
+    canary: bool = False
+    """Answered by the challenger (``model``) as part of the route's canary share."""
+    shadow: ShadowLabels | None = None
+    """The challenger's labels for the same records (shadow scoring), never returned to the client."""
+
+
+@dataclass(frozen=True)
+class ShadowLabels:
+    model: ModelRef
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How challengers take part: the share of each route's requests a challenger answers (canary),
+    and the share of the rest it also scores in the shadow of the champion."""
+
+    canary: Mapping[str, float] = field(default_factory=dict)
+    shadow_sample: Mapping[str, float] | float = 1.0
+
+    def sample(self, route: str) -> float:
+        if isinstance(self.shadow_sample, Mapping):
+            return float(self.shadow_sample.get(route, 1.0))
+        return self.shadow_sample
+
+
+@dataclass
+class ShadowRun:
+    """What shadow scoring did for one (route, champion version, challenger version) in a batch; the
+    compared records are the :class:`Scored` results that carry ``shadow`` labels."""
+
+    route: str
+    champion: ModelRef
+    challenger: ModelRef
+    sampled_out: int = 0
+    """Records not shadowed because of the sampling rate."""
+    errors: int = 0
+    """Records the challenger failed to score (it did not load, or its predict raised)."""
+    error: str | None = None
+    incompatible: str | None = None
+    """Why the challenger cannot shadow this champion at all (inputs or classes differ)."""
+    champion_ms: float = 0.0
+    """The champion's predict time on the batch the challenger scored too."""
+    challenger_ms: float = 0.0
+
+
+@dataclass
+class Dispatched(Generic[R]):
+    scored: list[Scored[R]]
+    unscored: list[Unscored[R]]
+    shadows: list[ShadowRun]
 
 
 @dataclass(frozen=True)
@@ -63,14 +126,31 @@ class Unscored(Generic[R]):
     error: BaseException
 
 
+def share(request_id: str, purpose: bytes) -> float:
+    """A request's fixed place in [0, 1) for one purpose: the same in every process and on every retry."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8, person=purpose).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def in_canary(request_id: str, fraction: float) -> bool:
+    return fraction > 0 and share(request_id, b"canary") < fraction
+
+
+def in_shadow_sample(request_id: str, sample: float) -> bool:
+    return sample >= 1 or share(request_id, b"shadow") < sample
+
+
 async def predict_batch(
-    requests: Sequence[R], registry: ModelRegistry
-) -> tuple[list[Scored[R]], list[Unscored[R]]]:
-    """Score every request with its route's current model version: one predict per version."""
+    requests: Sequence[R], registry: ModelRegistry, rollout: Rollout | None = None
+) -> Dispatched[R]:
+    """Score every request with its route's current model version (one predict per version), then let
+    challengers shadow the champions' requests."""
+    rollout = rollout or Rollout()
     scored: list[Scored[R]] = []
     failed: list[Unscored[R]] = []
-    groups: dict[tuple[str, str], tuple[ModelRef, list[R]]] = {}
+    groups: dict[tuple[str, str, bool], tuple[ModelRef, list[R]]] = {}
     refs: dict[str, ModelRef | ModelUnavailable] = {}
+    canaries: dict[str, ModelRef | None] = {}
     for request in requests:
         route = request.route
         if route not in refs:
@@ -81,13 +161,19 @@ async def predict_batch(
                 continue
             except ModelUnavailable as exc:
                 refs[route] = exc
+            canaries[route] = await _canary_model(registry, refs[route], rollout.canary.get(route, 0.0))
         ref = refs[route]
         if isinstance(ref, ModelUnavailable):
             failed.append(Unscored(request, FailureReason.MODEL_LOAD_FAILED, ref))
             continue
-        groups.setdefault((ref.name, ref.version), (ref, []))[1].append(request)
+        canary = canaries[route]
+        if canary is not None and in_canary(request.request_id, rollout.canary[route]):
+            groups.setdefault((canary.name, canary.version, True), (canary, []))[1].append(request)
+        else:
+            groups.setdefault((ref.name, ref.version, False), (ref, []))[1].append(request)
 
-    for ref, members in groups.values():
+    champions: list[tuple[ModelRef, list[Scored[R]]]] = []
+    for (_, _, is_canary), (ref, members) in groups.items():
         try:
             model = registry.loaded(ref)
             if model is None:
@@ -95,17 +181,119 @@ async def predict_batch(
         except ModelUnavailable as exc:  # includes ModelLoadError
             failed += [Unscored(r, FailureReason.MODEL_LOAD_FAILED, exc) for r in members]
             continue
-        if sum(len(r.records) for r in members) <= INLINE_RECORDS:
-            done, poison = predict_isolating(model, ref, members)
-        else:
-            done, poison = await asyncio.to_thread(predict_isolating, model, ref, members)
+        count = sum(len(r.records) for r in members)
+        done, poison = await _run(predict_isolating, model, ref, members, is_canary, records=count)
         scored += done
         failed += poison
-    return scored, failed
+        if not is_canary:
+            champions.append((ref, done))
+    shadows: list[ShadowRun] = []
+    for ref, done in champions:
+        by_route: dict[str, list[Scored[R]]] = {}
+        for result in done:
+            by_route.setdefault(result.request.route, []).append(result)
+        for route, results in by_route.items():
+            challenger = await registry.achallenger(route)
+            if challenger is not None and challenger.version != ref.version:
+                run, shadowed = await _shadow(registry, ref, challenger, results, rollout.sample(route))
+                shadows.append(run)
+                replaced = {id(old): new for old, new in shadowed}
+                scored = [replaced.get(id(s), s) for s in scored]
+    return Dispatched(scored, failed, shadows)
+
+
+async def _run(
+    function: Any, model: LoadedModel, ref: ModelRef, members: Sequence[Any], *args: Any, records: int
+) -> Any:
+    """Small predict calls on the event loop (a thread hop costs more), large ones in a thread."""
+    if records <= INLINE_RECORDS:
+        return function(model, ref, members, *args)
+    return await asyncio.to_thread(function, model, ref, members, *args)
+
+
+async def _canary_model(
+    registry: ModelRegistry, champion: ModelRef | ModelUnavailable, fraction: float
+) -> ModelRef | None:
+    """The challenger that answers the route's canary share, if there is one that can."""
+    if fraction <= 0 or isinstance(champion, ModelUnavailable):
+        return None
+    challenger = await registry.achallenger(champion.route)
+    if challenger is None or challenger.version == champion.version:
+        return None
+    try:
+        if registry.recent_load_failure(challenger) is None:
+            reason = await registry.aincompatibility(champion, challenger)
+            if reason is None:
+                return challenger
+            log.warning("canary of %s stays on the champion: the challenger %s", champion.route, reason)
+    except ModelUnavailable as exc:
+        log.warning("canary of %s stays on the champion: %s", champion.route, exc)
+    return None
+
+
+async def _shadow(
+    registry: ModelRegistry,
+    champion: ModelRef,
+    challenger: ModelRef,
+    results: list[Scored[R]],
+    sample: float,
+) -> tuple[ShadowRun, list[tuple[Scored[R], Scored[R]]]]:
+    """Score the sampled results' records with the challenger; every failure is counted, none raised."""
+    run = ShadowRun(results[0].request.route, champion, challenger)
+    chosen = [r for r in results if in_shadow_sample(r.request.request_id, sample)]
+    run.sampled_out = sum(len(r.labels) for r in results) - sum(len(r.labels) for r in chosen)
+    if not chosen:
+        return run, []
+    records = sum(len(r.labels) for r in chosen)
+    try:
+        failure = registry.recent_load_failure(challenger)
+        if failure is not None:
+            raise ModelUnavailable(failure)
+        run.incompatible = await registry.aincompatibility(champion, challenger)
+        if run.incompatible is not None:
+            return run, []
+        model = registry.loaded(challenger)
+        if model is None:
+            model = await asyncio.to_thread(registry.load, challenger)
+        labels, run.challenger_ms = await _run(_predict_timed, model, challenger, chosen, records=records)
+    except Exception as exc:  # the challenger never fails the champion's requests
+        run.errors, run.error = records, f"{type(exc).__name__}: {exc}"
+        log.warning("challenger %s v%s failed to score: %s", challenger.name, challenger.version, exc)
+        return run, []
+    run.champion_ms = chosen[0].predict_ms
+    pairs = []
+    offset = 0
+    for result in chosen:
+        count = len(result.labels)
+        shadow = ShadowLabels(challenger, labels[offset : offset + count])
+        pairs.append((result, _with_shadow(result, shadow)))
+        offset += count
+    return run, pairs
+
+
+def _predict_timed(
+    model: LoadedModel, ref: ModelRef, results: Sequence[Scored[Any]]
+) -> tuple[list[str], float]:
+    records = [record for result in results for record in result.request.records]
+    started = time.perf_counter()
+    labels = model.predict(records)
+    return labels, (time.perf_counter() - started) * 1000.0
+
+
+def _with_shadow(result: Scored[R], shadow: ShadowLabels) -> Scored[R]:
+    return Scored(
+        result.request,
+        result.model,
+        result.labels,
+        result.predicted_ms,
+        result.predict_ms,
+        result.canary,
+        shadow,
+    )
 
 
 def predict_isolating(
-    model: LoadedModel, ref: ModelRef, requests: Sequence[R]
+    model: LoadedModel, ref: ModelRef, requests: Sequence[R], canary: bool = False
 ) -> tuple[list[Scored[R]], list[Unscored[R]]]:
     """One predict call for all requests; if it fails, split in halves until the bad ones are found."""
     records = [record for request in requests for record in request.records]
@@ -116,8 +304,8 @@ def predict_isolating(
         if len(requests) == 1:
             return [], [Unscored(requests[0], FailureReason.PREDICTION_FAILED, exc)]
         middle = len(requests) // 2
-        left = predict_isolating(model, ref, requests[:middle])
-        right = predict_isolating(model, ref, requests[middle:])
+        left = predict_isolating(model, ref, requests[:middle], canary)
+        right = predict_isolating(model, ref, requests[middle:], canary)
         return left[0] + right[0], left[1] + right[1]
     predicted_ms = time.time() * 1000.0
     elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -125,6 +313,6 @@ def predict_isolating(
     offset = 0
     for request in requests:
         count = len(request.records)
-        out.append(Scored(request, ref, labels[offset : offset + count], predicted_ms, elapsed_ms))
+        out.append(Scored(request, ref, labels[offset : offset + count], predicted_ms, elapsed_ms, canary))
         offset += count
     return out, []

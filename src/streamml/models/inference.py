@@ -33,6 +33,12 @@ class LoadedModel:
     fast: FastPipeline | None = None
     """The checked numpy path (:mod:`streamml.models.fastpath`), when the pipeline's steps allow one."""
 
+    @property
+    def classes(self) -> list[str]:
+        """The labels the model can answer, sorted (empty if the estimator does not say)."""
+        classes = getattr(self.estimator, "classes_", None)
+        return sorted(str(c) for c in classes) if classes is not None else []
+
     def predict(self, records: Sequence[dict[str, Any]]) -> list[str]:
         """One predict call for all ``records``; absent features become NaN for the imputers."""
         if self.fast is not None:

@@ -14,7 +14,6 @@ champion's (it could not answer the same requests with the same kind of answer).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from streamml.errors import LifecycleRefused
 from streamml.models.registry import ModelRef, ModelRegistry
@@ -78,22 +77,10 @@ class Lifecycle:
         return [self._move(name, alias, previous), self._move(name, self.previous, champion)]
 
     def incompatibility(self, route: str, name: str, champion: str, challenger: str) -> str | None:
-        """Why ``challenger`` cannot stand in for ``champion`` (None when it can): different input
-        columns (names, types, which are required) or different output classes."""
-        old = self.registry.schema(ModelRef(route, name, champion))
-        new = self.registry.schema(ModelRef(route, name, challenger))
-        if old.as_dict() != new.as_dict():
-            added = sorted(set(new.names) - set(old.names))
-            removed = sorted(set(old.names) - set(new.names))
-            detail = (
-                f"added {added}, removed {removed}" if added or removed else "types or required flags differ"
-            )
-            return f"its input signature differs from the champion's ({detail})"
-        old_classes = _classes(self.registry.load(ModelRef(route, name, champion)).estimator)
-        new_classes = _classes(self.registry.load(ModelRef(route, name, challenger)).estimator)
-        if old_classes != new_classes:
-            return f"its output classes {new_classes} differ from the champion's {old_classes}"
-        return None
+        """Why ``challenger`` cannot stand in for ``champion`` (None when it can)."""
+        return self.registry.incompatibility(
+            ModelRef(route, name, champion), ModelRef(route, name, challenger)
+        )
 
     def _followed_alias(self, route: str) -> tuple[str, str]:
         target = self.registry.target(route)
@@ -122,8 +109,3 @@ class Lifecycle:
         else:
             self._client.set_registered_model_alias(name, alias, version)
         return AliasMove(name, alias, before, version)
-
-
-def _classes(estimator: Any) -> list[str]:
-    classes = getattr(estimator, "classes_", None)
-    return sorted(str(c) for c in classes) if classes is not None else []

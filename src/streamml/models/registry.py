@@ -93,6 +93,7 @@ class ModelRegistry:
         clock: Callable[[], float] = time.monotonic,
         fast_path: bool = True,
         on_load: Callable[[ModelRef, float], None] | None = None,
+        challenger_alias: str | None = None,
     ) -> None:
         from mlflow import MlflowClient  # mlflow is slow to import; only processes that need it pay
 
@@ -113,6 +114,10 @@ class ModelRegistry:
         self._schemas: dict[tuple[str, str], InputSchema] = {}
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._load_locks: dict[tuple[str, str], threading.Lock] = {}
+        self.challenger_alias = challenger_alias
+        self._challengers: dict[str, tuple[ModelRef | None, float]] = {}
+        self._load_failures: dict[tuple[str, str], tuple[str, float]] = {}
+        self._incompatible: dict[tuple[str, str, str], str | None] = {}
 
     @property
     def routes(self) -> list[str]:
@@ -204,6 +209,79 @@ class ModelRegistry:
         finally:
             self._refreshing.pop(route, None)
 
+    # -- the challenger ------------------------------------------------------------------------
+
+    def challenger(self, route: str) -> ModelRef | None:
+        """The version the route's model has under the challenger alias, or None (no such alias, a
+        route pinned to a version, or no challenger alias configured). Re-read like the champion's
+        alias; while the registry is unreachable the last answer stands."""
+        target = self.target(route)
+        if self.challenger_alias is None or target.alias is None or target.alias == self.challenger_alias:
+            return None
+        cached = self._challengers.get(route)
+        if cached and self._clock() - cached[1] < self.alias_refresh_s:
+            return cached[0]
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self._client.get_model_version_by_alias(target.name, self.challenger_alias).version
+            ref: ModelRef | None = ModelRef(route, target.name, str(version))
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return cached[0] if cached else None
+            ref = None  # no challenger alias (or it went with a deleted version)
+        except Exception:  # the registry is unreachable: keep the last answer
+            return cached[0] if cached else None
+        if (cached[0] if cached else None) != ref:
+            log.info("route %s challenger: %s", route, f"{target.name} v{ref.version}" if ref else "none")
+        with self._lock:
+            self._challengers[route] = (ref, self._clock())
+        return ref
+
+    async def achallenger(self, route: str) -> ModelRef | None:
+        cached = self._challengers.get(route)
+        if self.challenger_alias is None or (cached and self._clock() - cached[1] < self.alias_refresh_s):
+            return cached[0] if cached else None
+        return await asyncio.to_thread(self.challenger, route)
+
+    def incompatibility(self, champion: ModelRef, challenger: ModelRef) -> str | None:
+        """Why ``challenger`` cannot stand in for ``champion`` (None when it can): different input
+        columns (names, types, which are required) or different output classes. Cached per pair."""
+        key = (champion.name, champion.version, challenger.version)
+        if key in self._incompatible:
+            return self._incompatible[key]
+        reason = self._incompatibility(champion, challenger)
+        self._incompatible[key] = reason
+        return reason
+
+    async def aincompatibility(self, champion: ModelRef, challenger: ModelRef) -> str | None:
+        key = (champion.name, champion.version, challenger.version)
+        if key in self._incompatible:
+            return self._incompatible[key]
+        return await asyncio.to_thread(self.incompatibility, champion, challenger)
+
+    def _incompatibility(self, champion: ModelRef, challenger: ModelRef) -> str | None:
+        old, new = self.schema(champion), self.schema(challenger)
+        if old.as_dict() != new.as_dict():
+            added = sorted(set(new.names) - set(old.names))
+            removed = sorted(set(old.names) - set(new.names))
+            detail = (
+                f"added {added}, removed {removed}" if added or removed else "types or required flags differ"
+            )
+            return f"its input signature differs from the champion's ({detail})"
+        old_classes, new_classes = self.load(champion).classes, self.load(challenger).classes
+        if old_classes != new_classes:
+            return f"its output classes {new_classes} differ from the champion's {old_classes}"
+        return None
+
+    def recent_load_failure(self, ref: ModelRef) -> str | None:
+        """Why loading this version failed, if it did within the alias refresh interval: a challenger
+        that cannot load is not downloaded again for every batch."""
+        failure = self._load_failures.get((ref.name, ref.version))
+        if failure and self._clock() - failure[1] < max(self.alias_refresh_s, 1.0):
+            return failure[0]
+        return None
+
     # -- signatures ----------------------------------------------------------------------------
 
     def schema(self, ref: ModelRef) -> InputSchema:
@@ -242,7 +320,12 @@ class ModelRegistry:
             if model:
                 return model
             started = time.perf_counter()
-            model = self._load_uncached(ref)
+            try:
+                model = self._load_uncached(ref)
+            except ModelUnavailable as exc:
+                self._load_failures[key] = (str(exc), self._clock())
+                raise
+            self._load_failures.pop(key, None)
             self._models[key] = model
             seconds = time.perf_counter() - started
             log.info("loaded %s v%s in %.0f ms", ref.name, ref.version, seconds * 1e3)

@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamml.errors import FailureReason, InvalidEntry
-from streamml.models.dispatch import INLINE_RECORDS, predict_batch
+from streamml.models.dispatch import INLINE_RECORDS, Rollout, predict_batch
 from streamml.models.registry import ModelRegistry
 from streamml.settings import WorkerSettings
 from streamml.stream.broker import Broker, RawEntry
@@ -70,6 +70,8 @@ class BatchHandler:
         self.config = config
         self.stats = stats
         self.metrics = metrics
+        self.rollout = Rollout()
+        """Canary shares and shadow sampling; the worker replaces it as the canary setting changes."""
 
     async def handle(self, raw: Sequence[RawEntry], deliveries: dict[str, int] | None = None) -> None:
         """Predict, write every sink, then ack; failed entries are dead-lettered or left pending.
@@ -108,9 +110,11 @@ class BatchHandler:
                 entries.append(decode_entry(stream_id, entry_fields))
             except InvalidEntry as exc:
                 failures.append(Failure(stream_id, entry_fields, exc.reason, exc))
-        results, unscored = await predict_batch(entries, self.registry)
+        dispatched = await predict_batch(entries, self.registry, self.rollout)
+        results = dispatched.scored
         failures += [
-            Failure(u.request.stream_id, fields[u.request.stream_id], u.reason, u.error) for u in unscored
+            Failure(u.request.stream_id, fields[u.request.stream_id], u.reason, u.error)
+            for u in dispatched.unscored
         ]
         await self._write(results)
         dead, retried = [], []
@@ -142,7 +146,7 @@ class BatchHandler:
             )
             for f in dead
         ]
-        batch = WrittenBatch(results, now_ms())
+        batch = WrittenBatch(results, now_ms(), dispatched.shadows)
 
         def stage(tx: Pipeline) -> None:
             for sink in self.sinks:

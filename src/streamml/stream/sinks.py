@@ -8,9 +8,12 @@ document, and CSV rows carry ``stream_id`` and ``record_index`` so duplicates ca
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
+import logging
 import os
+import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,9 +26,12 @@ import orjson
 from redis.asyncio.client import Pipeline
 
 from streamml import keys
-from streamml.models.dispatch import Scored
+from streamml.models.dispatch import Scored, ShadowRun
 from streamml.settings import StreamSettings
 from streamml.stream.entry import Entry
+from streamml.stream.rollout import stage_shadow
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = [
     "timestamp",
@@ -38,7 +44,11 @@ CSV_COLUMNS = [
     "prediction",
     "latency_ms",
     "features",
+    "challenger_version",
+    "challenger_prediction",
 ]
+"""The challenger columns are empty for records no challenger shadowed; a canary answer is stamped
+with the challenger's version in ``model_version`` like any other."""
 
 
 Result = Scored[Entry]
@@ -59,9 +69,12 @@ class WrittenBatch:
     """A batch's results as they are written: ``written_ms`` is when they are handed to Redis (latency
     runs from acceptance to then). The tallies are counted once, for every sink and the metrics."""
 
-    def __init__(self, results: Sequence[Result], written_ms: float) -> None:
+    def __init__(
+        self, results: Sequence[Result], written_ms: float, shadows: Sequence[ShadowRun] = ()
+    ) -> None:
         self.results = results
         self.written_ms = written_ms
+        self.shadows = shadows
 
     @cached_property
     def records(self) -> int:
@@ -123,7 +136,12 @@ def result_document(result: Result, written_ms: float) -> dict[str, Any]:
         "status": "done",
         "request_id": entry.request_id,
         "stream_id": entry.stream_id,
-        "model": {"route": entry.route, "name": result.model.name, "version": result.model.version},
+        "model": {
+            "route": entry.route,
+            "name": result.model.name,
+            "version": result.model.version,
+            "canary": result.canary,
+        },
         "records": len(result.labels),
         "predictions": result.labels,
         "timings": {
@@ -143,6 +161,7 @@ class CsvSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        _set_aside_other_layout(path)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, results: Sequence[Result]) -> None:
@@ -154,11 +173,14 @@ class CsvSink:
             head = _csv_fields(_iso(result.predicted_ms), entry.request_id, entry.stream_id)
             model = _csv_fields(entry.route, result.model.name, result.model.version)
             latency = f"{predict_latency_ms(result):.3f}"
+            shadow = result.shadow
+            challenger = shadow.model.version if shadow else ""
             for index, (label, record) in enumerate(zip(result.labels, entry.records, strict=True)):
                 features = orjson.dumps(record).decode()
                 if record:  # a non-empty JSON object always holds quotes, so always needs quoting
                     features = '"' + features.replace('"', '""') + '"'
-                lines.append(f"{head},{index},{model},{_csv_field(label)},{latency},{features}\n")
+                shadowed = f"{challenger},{_csv_field(shadow.labels[index])}" if shadow else ","
+                lines.append(f"{head},{index},{model},{_csv_field(label)},{latency},{features},{shadowed}\n")
         data = "".join(lines).encode()
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
@@ -199,25 +221,42 @@ class RedisSink:
             entry = result.request
             document = orjson.dumps(result_document(result, written_ms))
             tx.set(keys.result_key(streams.stream, entry.request_id), document, ex=streams.result_ttl_s)
-            tx.xadd(
-                streams.results_stream,
-                {
-                    "request_id": entry.request_id,
-                    "stream_id": entry.stream_id,
-                    "model_route": entry.route,
-                    "model_name": result.model.name,
-                    "model_version": result.model.version,
-                    "predictions": orjson.dumps(result.labels),
-                    "latency_ms": f"{written_latency_ms(result, written_ms):.3f}",
-                },
-                maxlen=streams.results_maxlen,
-                approximate=True,
-            )
+            fields: dict[str, str | bytes] = {
+                "request_id": entry.request_id,
+                "stream_id": entry.stream_id,
+                "model_route": entry.route,
+                "model_name": result.model.name,
+                "model_version": result.model.version,
+                "predictions": orjson.dumps(result.labels),
+                "latency_ms": f"{written_latency_ms(result, written_ms):.3f}",
+            }
+            if result.canary:
+                fields["canary"] = "1"
+            if result.shadow is not None:
+                fields["challenger_version"] = result.shadow.model.version
+                fields["challenger_predictions"] = orjson.dumps(result.shadow.labels)
+            tx.xadd(streams.results_stream, fields, maxlen=streams.results_maxlen, approximate=True)  # type: ignore[arg-type]
             if entry.reply:
                 tx.publish(keys.replies_channel(streams.stream), entry.request_id)
+        stage_shadow(tx, streams.stream, batch.shadows, batch.results)
 
     def close(self) -> None:
         pass
+
+
+def _set_aside_other_layout(path: Path) -> None:
+    """A file written with other columns (an older streamml) is renamed, not appended to: rows of two
+    layouts in one file would be misread."""
+    try:
+        with path.open() as existing:
+            header = existing.readline().rstrip("\r\n")
+    except FileNotFoundError:
+        return
+    if header and header != ",".join(CSV_COLUMNS):
+        aside = path.with_name(f"{path.stem}.{int(time.time())}{path.suffix}")
+        with contextlib.suppress(FileNotFoundError):  # another worker moved it first
+            path.rename(aside)
+            log.warning("%s has other columns; moved it to %s and start a new file", path, aside)
 
 
 _CSV_SPECIAL = frozenset(',"\r\n')

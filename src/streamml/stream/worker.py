@@ -27,11 +27,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from redis.asyncio import Redis
 
 from streamml.errors import ModelUnavailable, RedisUnreachable, StreamGroupNotFound
+from streamml.models.dispatch import Rollout
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.batch import REDIS_DOWN, BatchHandler, WorkerStats
 from streamml.stream.broker import Broker
 from streamml.stream.metrics import WorkerMetrics
+from streamml.stream.rollout import RolloutStore
 from streamml.stream.sinks import CsvSink, RedisSink, Sink
 
 log = logging.getLogger(__name__)
@@ -110,9 +112,11 @@ class Worker:
         self.batches = BatchHandler(
             self.broker, registry, self.sinks, self.consumer, settings.worker, self.stats, self.metrics
         )
+        self.rollouts = RolloutStore(redis, settings.streams.stream)
+        self.shadow_sample = settings.shadow_sample
         self.stopping = asyncio.Event()
         self._reconnect = Reconnect(self.config.redis_give_up_s, self._sleep, self.metrics.reconnects.inc)
-        self._due = {"heartbeat": 0.0, "claim": 0.0, "trim": time.monotonic()}
+        self._due = {"heartbeat": 0.0, "claim": 0.0, "trim": time.monotonic(), "rollout": 0.0}
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return (signal handlers call this)."""
@@ -122,6 +126,7 @@ class Worker:
         try:
             await self._until_done(self.broker.ensure_group)
             await self._warm_up()
+            await self._until_done(self._refresh_rollout)
             log.info("worker %s reading %s as group %s", self.consumer, self.broker.stream, self.broker.group)
             # First our own pending entries: a restart under the same name resumes where it stopped.
             await self._until_done(self._drain_own_pending)
@@ -146,6 +151,8 @@ class Worker:
         if now >= self._due["heartbeat"]:
             await self.broker.heartbeat(self.consumer)
             self._due["heartbeat"] = now + self.config.heartbeat_s
+        if now >= self._due["rollout"]:
+            await self._refresh_rollout()
         if now >= self._due["claim"]:
             await self._claim_idle()
             self._due["claim"] = time.monotonic() + self.config.claim_interval_s
@@ -157,6 +164,11 @@ class Worker:
             await self.batches.handle(raw)
             return True
         return not burst or await self._retry_own_failures()
+
+    async def _refresh_rollout(self) -> None:
+        """Pick up the canary shares (``streamml canary set``) every worker follows."""
+        self.batches.rollout = Rollout(await self.rollouts.canary(), self.shadow_sample)
+        self._due["rollout"] = time.monotonic() + self.config.rollout_refresh_s
 
     async def _until_done(self, operation: Callable[[], Awaitable[None]]) -> None:
         while not self.stopping.is_set():
