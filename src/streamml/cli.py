@@ -451,6 +451,101 @@ def rollback(
     _move_aliases(route, state_dir, "rollback")
 
 
+canary_app = typer.Typer(
+    help="Let a route's challenger answer a share of its requests.", no_args_is_help=True
+)
+shadow_app = typer.Typer(help="What the challengers answered in the champions' shadow.", no_args_is_help=True)
+app.add_typer(canary_app, name="canary")
+app.add_typer(shadow_app, name="shadow")
+
+
+def _rollouts(state_dir: Path | None, action: Callable[[Any], Awaitable[Any]]) -> Any:
+    from streamml.stream.rollout import RolloutStore
+
+    return _on_redis(state_dir, lambda redis, settings: action(RolloutStore(redis, settings.streams.stream)))
+
+
+@canary_app.command("set")
+def canary_set(
+    route: Annotated[str, typer.Argument(help="e.g. lightgbm.")],
+    share: Annotated[str, typer.Argument(help="Share the challenger answers: 10% or 0.1; 0 ends it.")],
+    state_dir: StateDir = None,
+) -> None:
+    """Send a share of a route's requests to its challenger as the answer (every worker, within a second)."""
+    from streamml.stream.rollout import parse_share
+
+    settings = _settings(state_dir)
+    if route not in settings.mlflow.routes:
+        raise typer.BadParameter(f"no route {route!r}; routes: {', '.join(settings.mlflow.routes)}")
+    try:
+        value = parse_share(share)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _rollouts(state_dir, lambda store: store.set_canary(route, value))
+    console.print(
+        f"{route}: the {settings.mlflow.challenger_alias!r} version answers {value:.1%} of requests"
+        if value
+        else f"{route}: canary ended, the champion answers every request"
+    )
+
+
+@canary_app.command("show")
+def canary_show(state_dir: StateDir = None) -> None:
+    """The canary share of every route."""
+    shares = _rollouts(state_dir, lambda store: store.canary())
+    for route in _settings(state_dir).mlflow.routes:
+        console.print(f"{route}: {shares.get(route, 0.0):.1%}")
+
+
+@shadow_app.command("report")
+def shadow_report(
+    route: Annotated[str | None, typer.Option("--route", help="Only this route.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, as GET /shadow serves it.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Agreement, flips and predict time of each challenger against the champion it shadowed."""
+    reports = [r.as_dict() for r in _rollouts(state_dir, lambda store: store.shadow_reports(route))]
+    if as_json:
+        print(json.dumps({"pairs": reports}, indent=2))
+        return
+    if not reports:
+        console.print("no shadow scoring yet: set a 'challenger' alias on a route's registered model")
+        return
+    for report in reports:
+        console.print(_shadow_table(report))
+
+
+def _shadow_table(report: dict[str, Any]) -> Table:
+    agreement = report["agreement"]
+    low_high = report["agreement_95"]
+    title = (
+        f"{report['route']}: {report['model']} v{report['champion_version']} (champion) vs "
+        f"v{report['challenger_version']} (challenger) — "
+        + (
+            f"agreement {agreement:.1%} [95% {low_high[0]:.1%}..{low_high[1]:.1%}]"
+            if agreement is not None
+            else "no records compared"
+        )
+    )
+    labels = sorted(set(report["champion_classes"]) | set(report["challenger_classes"]))
+    table = Table("champion \\ challenger", *labels, title=title)
+    for label in labels:
+        row = report["flips"].get(label, {})
+        table.add_row(label, *(str(row.get(other, 0)) for other in labels))
+    notes = [
+        f"compared {report['records_compared']}, sampled out {report['records_sampled_out']}, "
+        f"challenger errors {report['challenger_errors']}",
+        f"predict per batch: champion {report['champion_predict_ms_per_batch']} ms, "
+        f"challenger {report['challenger_predict_ms_per_batch']} ms",
+    ]
+    if report["incompatible"]:
+        notes.append(f"cannot shadow: {report['incompatible']}")
+    if report["last_error"]:
+        notes.append(f"last challenger error: {report['last_error']}")
+    table.caption = "\n".join(notes)
+    return table
+
+
 dlq_app = typer.Typer(help="Inspect and operate the dead-letter stream.", no_args_is_help=True)
 sink_app = typer.Typer(help="Maintain the sinks.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
@@ -463,20 +558,26 @@ Reason = Annotated[
 ]
 
 
-def _dead_letters(state_dir: Path | None, action: Callable[[Any], Awaitable[Any]]) -> Any:
+def _on_redis(state_dir: Path | None, action: Callable[[Any, Settings], Awaitable[Any]]) -> Any:
+    """Run ``action(redis, settings)`` on a client of the configured Redis, then close it."""
     from streamml.local.processes import make_redis
-    from streamml.stream.deadletters import DeadLetters
 
     settings = _settings(state_dir)
 
     async def run() -> Any:
         redis = make_redis(settings)
         try:
-            return await action(DeadLetters(redis, settings.streams.stream))
+            return await action(redis, settings)
         finally:
             await redis.aclose()
 
     return asyncio.run(run())
+
+
+def _dead_letters(state_dir: Path | None, action: Callable[[Any], Awaitable[Any]]) -> Any:
+    from streamml.stream.deadletters import DeadLetters
+
+    return _on_redis(state_dir, lambda redis, settings: action(DeadLetters(redis, settings.streams.stream)))
 
 
 @dlq_app.command("list")

@@ -52,7 +52,13 @@ def registry_for(tracking_uri: str, name: str, tmp_path: Any) -> ModelRegistry:
 
 def records(count: int, seed: int) -> list[dict[str, Any]]:
     frame = training_frame(None, count, seed)[0][FEATURES]
-    return [{k: v for k, v in row.items() if v == v} for row in frame.to_dict(orient="records")]
+    return [{str(k): v for k, v in row.items() if v == v} for row in frame.to_dict(orient="records")]
+
+
+async def written_results(redis: Redis, settings: Settings) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The results stream's entries (id, fields)."""
+    entries: Any = await redis.xrange(settings.streams.results_stream)
+    return list(entries)
 
 
 async def send(broker: Broker, rows: list[dict[str, Any]], per_request: int, prefix: str) -> list[str]:
@@ -94,7 +100,7 @@ async def test_shadow_agreement_and_flips_equal_offline_predictions_of_both_vers
     assert shown["challenger_predict_ms_per_batch"] > 0
 
     # Every written result carries the challenger's labels beside the champion's, never as the answer.
-    written = await redis.xrange(settings.streams.results_stream)
+    written = await written_results(redis, settings)
     assert len(written) == len(rows) // 4
     for _, fields in written:
         assert fields[b"model_version"] == b"1"
@@ -149,7 +155,7 @@ async def test_canary_answers_a_deterministic_share_and_every_answer_names_its_v
 
     written = {
         f[b"request_id"].decode(): (f[b"model_version"], f.get(b"canary"))
-        for _, f in await redis.xrange(settings.streams.results_stream)
+        for _, f in await written_results(redis, settings)
     }
     assert set(written) == set(request_ids)  # every request answered once
     by_challenger = {rid for rid, (version, _) in written.items() if version == b"2"}
@@ -201,7 +207,7 @@ async def test_a_challenger_that_cannot_load_or_cannot_stand_in_never_touches_th
 
     for stats_ in (stats_broken, stats_other):
         assert (stats_.entries, stats_.dead_lettered, stats_.failed_attempts) == (100, 0, 0)
-    written = await redis.xrange(settings.streams.results_stream)
+    written = await written_results(redis, settings)
     assert {f[b"model_version"] for _, f in written} == {b"1"}  # the canary fell back to the champion
     assert not any(b"challenger_version" in f for _, f in written)
     reports = {r.pair.challenger: r for r in await store.shadow_reports()}

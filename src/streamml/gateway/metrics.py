@@ -150,3 +150,52 @@ class StreamStateCollector(Collector):
             if state.version:
                 info.add_metric([route, state.model, state.version, state.alias], 1.0)
         yield info
+        yield from _rollout_metrics(snap)
+
+
+def _rollout_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """Canary shares, and each route's newest shadow pair: labels are routes, outcomes and classes only
+    (bounded); which versions the figures belong to is in ``streamml_shadow_pair_info``."""
+    canary = GaugeMetricFamily(
+        "streamml_canary_share", "Share of a route's requests its challenger answers", labels=["route"]
+    )
+    for route, share in snap.canary.items():
+        canary.add_metric([route], share)
+    yield canary
+    pairs = snap.current_shadow()
+    info = GaugeMetricFamily(
+        "streamml_shadow_pair_info",
+        "1 for the champion and challenger versions the shadow figures of a route belong to",
+        labels=["route", "model", "champion_version", "challenger_version"],
+    )
+    records = GaugeMetricFamily(
+        "streamml_shadow_records",
+        "Records of the route's newest shadow pair: compared, sampled_out, challenger_error",
+        labels=["route", "outcome"],
+    )
+    agreement = GaugeMetricFamily(
+        "streamml_shadow_agreement",
+        "Share of compared records the challenger labelled as the champion did",
+        labels=["route"],
+    )
+    flips = GaugeMetricFamily(
+        "streamml_shadow_flips",
+        "Compared records by champion label and challenger label",
+        labels=["route", "champion_label", "challenger_label"],
+    )
+    for route, report in pairs.items():
+        info.add_metric(
+            [route, report["model"], report["champion_version"], report["challenger_version"]], 1.0
+        )
+        for outcome, field in (
+            ("compared", "records_compared"),
+            ("sampled_out", "records_sampled_out"),
+            ("challenger_error", "challenger_errors"),
+        ):
+            records.add_metric([route, outcome], float(report[field]))
+        if report["agreement"] is not None:
+            agreement.add_metric([route], report["agreement"])
+        for champion, row in report["flips"].items():
+            for challenger, count in row.items():
+                flips.add_metric([route, champion, challenger], float(count))
+    yield from (info, records, agreement, flips)

@@ -31,6 +31,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.settings import GatewaySettings
 from streamml.stream.broker import Broker
 from streamml.stream.observe import dumps
+from streamml.stream.rollout import RolloutStore
 
 MODEL_QUERY = Query(description="Model route, e.g. svm, knn, lightgbm")
 IDEMPOTENCY_HEADER = Header(
@@ -218,6 +219,20 @@ async def models(request: Request, key: AdmittedKey) -> dict[str, Any]:
             entry["inputs"] = (await registry.aschema(status.ref)).as_dict()
         out[route] = entry
     return {"models": out}
+
+
+@router.get("/shadow")
+async def shadow(
+    request: Request, key: AdmittedKey, route: Annotated[str | None, Query()] = None
+) -> dict[str, Any]:
+    """Each challenger against the champion it shadowed, per version pair: records compared, sampled
+    out and failed, agreement with its 95 % interval, the flip matrix, the class mix and predict time of
+    each, and why a challenger cannot shadow when it cannot. Also each route's canary share."""
+    if route is not None:
+        _registry(request).target(route)  # an unknown route is a 404 naming the known ones
+    store = RolloutStore(_broker(request).redis, _broker(request).stream)
+    reports = await store.shadow_reports(route)
+    return {"canary": await store.canary(), "pairs": [report.as_dict() for report in reports]}
 
 
 @router.get("/health")

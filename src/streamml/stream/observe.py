@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from streamml import keys
 from streamml.pacing import percentiles
 from streamml.stream.broker import Broker, as_text
+from streamml.stream.rollout import RolloutStore
 
 LATENCY_SAMPLE = 2000
 """Most results-stream entries read per snapshot for the latency percentiles (the newest ones)."""
@@ -71,6 +72,14 @@ class Snapshot:
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     """p50/p95/p99/max from acceptance to written, of the requests written since the previous snapshot."""
     latency_requests: int = 0
+    canary: dict[str, float] = field(default_factory=dict)
+    """Route -> share of its requests its challenger answers."""
+    shadow: list[dict[str, Any]] = field(default_factory=list)
+    """Shadow reports per (route, champion, challenger) version pair (``ShadowReport.as_dict``)."""
+
+    def current_shadow(self) -> dict[str, dict[str, Any]]:
+        """Per route, the report of its newest version pair (the one a dashboard shows)."""
+        return {report["route"]: report for report in self.shadow}  # reports come in version order
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +103,7 @@ class StreamObserver:
         self.redis = redis
         self.broker = broker
         self.stream = broker.stream
+        self.rollouts = RolloutStore(redis, broker.stream)
         self.history: deque[Snapshot] = deque(maxlen=HISTORY)
         self._last_result_id: str | None = None
         """The newest results-stream entry seen (None: none yet, the first snapshot reads the newest)."""
@@ -131,6 +141,8 @@ class StreamObserver:
                     "dead_letters",
                     "dead_letters_by_reason",
                     "consumers",
+                    "canary",
+                    "shadow",
                 ):
                     setattr(snap, name, getattr(previous, name))
                 for route, state in previous.routes.items():
@@ -166,6 +178,8 @@ class StreamObserver:
                 state.model, state.version, state.alias = before.model, before.version, before.alias
         await self._group(snap)
         await self._latency(snap)
+        snap.canary = await self.rollouts.canary()
+        snap.shadow = [report.as_dict() for report in await self.rollouts.shadow_reports()]
         self._rates(snap)
 
     async def _group(self, snap: Snapshot) -> None:
