@@ -60,10 +60,12 @@ def process_env(settings: Settings, tracking_uri: str, **extra: str) -> dict[str
     }
 
 
-def start_worker(settings: Settings, tracking_uri: str, log: Path, *args: str) -> ManagedProcess:
-    """`streamml worker` as a real process on the test's stream."""
+def start_worker(
+    settings: Settings, tracking_uri: str, log: Path, *args: str, env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """`streamml worker` as a real process on the test's stream (``env``: more variables)."""
     argv = [sys.executable, "-m", "streamml", "worker", "--log-level", "warning", *args]
-    return ManagedProcess("worker", argv, log, process_env(settings, tracking_uri)).start()
+    return ManagedProcess("worker", argv, log, process_env(settings, tracking_uri, **(env or {}))).start()
 
 
 def register(tracking_uri: str, name: str, pipeline: Any, signature: Any, *, merge: bool = False) -> str:

@@ -141,14 +141,13 @@ def train(
     log_level: LogLevel = "info",
 ) -> None:
     """Train the three demo models and register them with alias 'champion'."""
-    from streamml.local.demo import training_frame
+    from streamml.local.demo import train_demo_models, training_frame
     from streamml.local.processes import configure_logging
-    from streamml.models.training import train_and_register
 
     configure_logging(log_level)
     settings = _settings(state_dir)
     frame, source = training_frame(data, rows, seed)
-    trained = train_and_register(
+    trained = train_demo_models(
         frame,
         tracking_uri=settings.tracking_uri(),
         experiment=settings.mlflow.experiment,
@@ -543,6 +542,66 @@ def _shadow_table(report: dict[str, Any]) -> Table:
     if report["last_error"]:
         notes.append(f"last challenger error: {report['last_error']}")
     table.caption = "\n".join(notes)
+    return table
+
+
+@app.command()
+def drift(
+    route: Annotated[str | None, typer.Option("--route", help="Only this route.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, as GET /drift serves it.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """How each route's recent records differ from its model version's training data."""
+    from streamml.local.processes import make_registry
+    from streamml.stream.drift import drift_reports
+
+    settings = _settings(state_dir)
+    if route is not None and route not in settings.mlflow.routes:
+        raise typer.BadParameter(f"no route {route!r}; routes: {', '.join(settings.mlflow.routes)}")
+    registry = make_registry(settings)
+    reports = _on_redis(
+        state_dir,
+        lambda redis, s: drift_reports(redis, registry, s.streams.stream, s.drift, route),
+    )
+    if as_json:
+        print(json.dumps({"routes": reports}, indent=2))
+        return
+    for name, report in reports.items():
+        console.print(_drift_table(name, report))
+
+
+def _drift_table(route: str, report: dict[str, Any]) -> Table | str:
+    version = f"{report.get('model', '?')} v{report.get('version', '?')}"
+    head = f"{route}: {version}, {report['records']} recent records" if "records" in report else route
+    if report["status"] not in ("ok", "drifted"):
+        return f"{head}: [yellow]{report['status']}[/] ({report.get('reason', '')})"
+    status = "[red]drifted[/]" if report["status"] == "drifted" else "[green]ok[/]"
+    table = Table(
+        "feature",
+        "method",
+        "score",
+        "null rate (train)",
+        "unseen",
+        "drifted",
+        title=f"{head}: {status}, "
+        f"{len(report['drifted_features'])} of {len(report['features'])} features drifted",
+    )
+    for feature, entry in report["features"].items():
+        table.add_row(
+            feature,
+            entry["method"],
+            f"{entry['score']:.3f}" if entry["score"] is not None else "–",
+            f"{entry['null_rate']:.1%} ({entry['null_rate_reference']:.1%})",
+            str(entry.get("unseen", "")),
+            "[red]yes[/]" if entry["drifted"] else "no",
+        )
+    prediction = report.get("prediction")
+    if prediction:
+        table.caption = (
+            f"predictions: Jensen-Shannon {prediction['score']:.3f}"
+            f"{' (drifted)' if prediction['drifted'] else ''}; window {prediction['window']}, "
+            f"training labels {prediction['reference']}"
+        )
     return table
 
 

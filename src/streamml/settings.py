@@ -189,6 +189,32 @@ class WorkerSettings(BaseSettings):
     supervisor that restarts it). 0: keep trying."""
 
 
+class DriftSettings(BaseSettings):
+    """Drift of each route's recent records against its model version's training data."""
+
+    model_config = _config("STREAMML_DRIFT_")
+
+    enabled: bool = True
+    """Workers keep windows of recent records; ``false``: no drift figures, no cost."""
+    window_records: int = 5000
+    """A worker's window holds at most this many recent records of a route ..."""
+    window_s: float = 300.0
+    """... and none older than this."""
+    min_records: int = 1000
+    """Fewer records in the window (all workers together): "insufficient data", not a score. Below
+    about a thousand records the sampling noise of the scores nears the threshold
+    (``benchmarks/drift_noise.py`` measures it)."""
+    threshold: float = 0.1
+    """A feature is drifted above this score (normalised Wasserstein for numbers, Jensen-Shannon
+    distance for categories) ..."""
+    null_rate_threshold: float = 0.1
+    """... or when its null rate moved by more than this."""
+    share: float = 0.5
+    """A route is drifted when at least this share of its features are."""
+    publish_s: float = 2.0
+    """How often a worker writes its windows to Redis, where reports merge every worker's."""
+
+
 class Settings(BaseSettings):
     """All of streamml's settings. Build with :meth:`load` where a program starts."""
 
@@ -207,6 +233,7 @@ class Settings(BaseSettings):
     streams: StreamSettings = Field(default_factory=StreamSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @classmethod
     def load(cls, state_dir: Path | None = None) -> Settings:

@@ -7,19 +7,23 @@ Set STREAMML_DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the README's scr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from mlflow import MlflowClient
 
 from streamml.local.services import EmbeddedRedis, ManagedProcess, wait_until_healthy
-from streamml.settings import Settings
+from streamml.models.training import build_pipelines, model_signature
+from streamml.settings import DEFAULT_ROUTES, Settings
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
-from tests.helpers import start_worker
+from tests.helpers import register, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -35,22 +39,34 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 StartGateway = Callable[..., tuple[str, Settings]]
+FEATURE = "Mental Fatigue Score"
 
 
 @pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH (Debian package 'chromium'; .ci/run installs it)"
 )
-def test_dashboard_shows_live_numbers_model_versions_and_a_redis_outage(
+def test_dashboard_shows_live_numbers_model_versions_challengers_drift_and_a_redis_outage(
     start_gateway: StartGateway, tmp_path: Path, tracking_uri: str
 ) -> None:
     playwright_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (a dev dependency)"
     )
+    # A route whose model has a challenger (v2, another algorithm), for the Challengers panel.
+    name = f"Dashboard-{uuid.uuid4().hex[:6]}"
+    register(tracking_uri, name, build_pipelines(1)["LightGBM_Classifier"], model_signature())
+    register(tracking_uri, name, build_pipelines(2)["Knn_Classifier"], model_signature())
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_registered_model_alias(name, "challenger", "2")
+    env = {
+        "STREAMML_ROUTES": json.dumps(DEFAULT_ROUTES | {"shadowed": f"models:/{name}@champion"}),
+        "STREAMML_DRIFT_PUBLISH_S": "0.5",
+    }
     redis = EmbeddedRedis(tmp_path / "redis").start()  # this test stops it: its own server
     worker: ManagedProcess | None = None
     try:
-        url, settings = start_gateway(redis.url)
-        worker = start_worker(settings, tracking_uri, tmp_path / "worker.log")
+        url, settings = start_gateway(redis.url, **env)
+        worker = start_worker(settings, tracking_uri, tmp_path / "worker.log", env=env)
         with playwright_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -60,21 +76,39 @@ def test_dashboard_shows_live_numbers_model_versions_and_a_redis_outage(
 
             wait_until_healthy(f"{url}/ready", worker, timeout_s=60)  # the worker has loaded its models
             records = record_stream(Profile.load(), seed=3)
-            sent = {"svm": 0, "lightgbm": 0}
-            for index in range(20):  # over about three seconds, so the charts have a shape
+            sent = {"svm": 0, "lightgbm": 0, "shadowed": 0}
+            for index in range(30):  # over about four seconds, so the charts have a shape
                 page.wait_for_timeout(150)
-                route = ("svm", "lightgbm")[index % 2]
-                batch = [next(records) for _ in range(3)]
+                route = ("svm", "lightgbm", "shadowed")[index % 3]
+                batch = [next(records) for _ in range(120 if route == "lightgbm" else 3)]
                 response = httpx.post(f"{url}/predict_stream", params={"model": route}, json={"data": batch})
                 assert response.status_code == 202, response.text
                 sent[route] += len(batch)
 
             total = sum(sent.values())
-            expect(page.get_by_test_id("accepted-total")).to_have_text(f"{total}", timeout=30_000)
-            expect(page.get_by_test_id("predicted-total")).to_have_text(f"{total}", timeout=30_000)
-            expect(page.get_by_test_id("predicted-svm")).to_have_text(f"{sent['svm']}")
+            expect(page.get_by_test_id("accepted-total")).to_have_text(f"{total:,}", timeout=30_000)
+            expect(page.get_by_test_id("predicted-total")).to_have_text(f"{total:,}", timeout=30_000)
+            expect(page.get_by_test_id("predicted-svm")).to_have_text(f"{sent['svm']:,}")
             expect(page.get_by_test_id("version-svm")).to_have_text("1")
             expect(page.get_by_test_id("model-lightgbm")).to_have_text("LightGBM_Classifier")
+
+            # The panels show what the API reports: the challenger's agreement and flips, the drift.
+            page.wait_for_timeout(1500)  # the workers' drift windows are published
+            [pair] = httpx.get(f"{url}/shadow", params={"route": "shadowed"}).json()["pairs"]
+            assert pair["records_compared"] == sent["shadowed"]
+            expect(page.get_by_test_id("agreement-shadowed")).to_have_text(
+                f"{100 * pair['agreement']:.1f} %", timeout=10_000
+            )
+            for champion, row in pair["flips"].items():
+                for challenger, count in row.items():
+                    cell = page.get_by_test_id(f"flip-shadowed-{champion}-{challenger}")
+                    expect(cell).to_have_text(str(count))
+            drift = httpx.get(f"{url}/drift", params={"route": "lightgbm"}).json()["routes"]["lightgbm"]
+            assert drift["records"] == sent["lightgbm"]
+            expect(page.get_by_test_id("drift-status-lightgbm")).to_have_text(drift["status"], timeout=10_000)
+            expect(page.get_by_test_id(f"drift-lightgbm-{FEATURE}")).to_contain_text(
+                f"{drift['features'][FEATURE]['score']:.3f}"
+            )
             page.wait_for_timeout(2500)  # a few points on the charts
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             target = os.environ.get("STREAMML_DASHBOARD_SCREENSHOT")
@@ -85,7 +119,7 @@ def test_dashboard_shows_live_numbers_model_versions_and_a_redis_outage(
             expect(page.get_by_test_id("redis-state")).to_have_text("down", timeout=30_000)
             expect(page.get_by_test_id("banner")).to_contain_text("Redis is unreachable")
             # the last known figures stay on the page, marked by the banner, rather than blanking
-            expect(page.get_by_test_id("predicted-total")).to_have_text(f"{total}")
+            expect(page.get_by_test_id("predicted-total")).to_have_text(f"{total:,}")
             page.screenshot(path=str(tmp_path / "dashboard-redis-down.png"), full_page=True)
             browser.close()
     finally:

@@ -54,7 +54,10 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         BacklogGate(broker, gateway.max_backlog, gateway.backlog_check_s),
         IdempotencyStore(broker.redis, broker.stream, gateway.idempotency_ttl_s),
     )
-    app.state.snapshots = SnapshotHub(StreamObserver(broker.redis, broker), registry)
+    app.state.snapshots = SnapshotHub(
+        StreamObserver(broker.redis, broker), registry, settings.drift if settings.drift.enabled else None
+    )
+    app.state.drift_settings = settings.drift
     metrics = GatewayMetrics(registry.routes) if settings.metrics else None
     app.state.metrics = metrics
     app.state.authenticator = Authenticator(load_api_keys(gateway.api_keys, gateway.api_keys_file))

@@ -12,7 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from importlib import resources
 
+from redis.exceptions import RedisError
+
 from streamml.models.registry import ModelRegistry
+from streamml.settings import DriftSettings
+from streamml.stream.drift import drift_reports
 from streamml.stream.observe import ModelInUse, Snapshot, StreamObserver
 
 SNAPSHOT_EVERY_S = 1.0
@@ -23,9 +27,12 @@ def page() -> str:
 
 
 class SnapshotHub:
-    def __init__(self, observer: StreamObserver, registry: ModelRegistry) -> None:
+    def __init__(
+        self, observer: StreamObserver, registry: ModelRegistry, drift: DriftSettings | None = None
+    ) -> None:
         self.observer = observer
         self.registry = registry
+        self.drift = drift
         self._lock = asyncio.Lock()
 
     async def current(self, max_age_s: float = SNAPSHOT_EVERY_S) -> Snapshot:
@@ -37,7 +44,15 @@ class SnapshotHub:
             last = self.observer.last
             if last is not None and time.time() - last.at < max_age_s:
                 return last
-            return await self.observer.snapshot(await self._models())
+            snap = await self.observer.snapshot(await self._models())
+            if self.drift is not None and snap.redis == "ok":
+                try:
+                    snap.drift = await drift_reports(
+                        self.observer.redis, self.registry, self.observer.stream, self.drift
+                    )
+                except (RedisError, OSError) as exc:
+                    snap.redis = f"unreachable ({type(exc).__name__})"
+            return snap
 
     async def _models(self) -> list[ModelInUse]:
         out = []

@@ -199,3 +199,28 @@ def _rollout_metrics(snap: Snapshot) -> Iterator[Metric]:
             for challenger, count in row.items():
                 flips.add_metric([route, champion, challenger], float(count))
     yield from (info, records, agreement, flips)
+    feature_drift = GaugeMetricFamily(
+        "streamml_feature_drift",
+        "Drift score of a feature's recent values against the training data of the route's model "
+        "(normalised Wasserstein for numbers, Jensen-Shannon distance for categories)",
+        labels=["route", "feature"],
+    )
+    drifted = GaugeMetricFamily(
+        "streamml_route_drifted",
+        "1 when the share of drifted features of a route reaches the threshold",
+        labels=["route"],
+    )
+    prediction = GaugeMetricFamily(
+        "streamml_prediction_drift",
+        "Jensen-Shannon distance of the recent class mix from the training labels' class mix",
+        labels=["route"],
+    )
+    for route, report in snap.drift.items():
+        for feature, entry in (report.get("features") or {}).items():
+            if entry["score"] is not None:
+                feature_drift.add_metric([route, feature], entry["score"])
+        if report.get("status") in ("ok", "drifted"):
+            drifted.add_metric([route], 1.0 if report["status"] == "drifted" else 0.0)
+        if report.get("prediction") and report["prediction"]["score"] is not None:
+            prediction.add_metric([route], report["prediction"]["score"])
+    yield from (feature_drift, drifted, prediction)

@@ -28,8 +28,9 @@ from streamml.gateway.metrics import GatewayMetrics
 from streamml.gateway.replies import ReplyHub
 from streamml.gateway.submission import Accepted, Submission
 from streamml.models.registry import ModelRegistry
-from streamml.settings import GatewaySettings
+from streamml.settings import DriftSettings, GatewaySettings
 from streamml.stream.broker import Broker
+from streamml.stream.drift import drift_reports
 from streamml.stream.observe import dumps
 from streamml.stream.rollout import RolloutStore
 
@@ -233,6 +234,21 @@ async def shadow(
     store = RolloutStore(_broker(request).redis, _broker(request).stream)
     reports = await store.shadow_reports(route)
     return {"canary": await store.canary(), "pairs": [report.as_dict() for report in reports]}
+
+
+@router.get("/drift")
+async def drift(
+    request: Request, key: AdmittedKey, route: Annotated[str | None, Query()] = None
+) -> dict[str, Any]:
+    """Per route, how its recent records (every worker's window) differ from its model version's
+    training data: a score and a flag per feature, the share of drifted features, the prediction drift;
+    "insufficient data" or "unknown" (no training profile logged) instead of numbers when so."""
+    registry = _registry(request)
+    if route is not None:
+        registry.target(route)  # an unknown route is a 404 naming the known ones
+    broker = _broker(request)
+    settings: DriftSettings = request.app.state.drift_settings
+    return {"routes": await drift_reports(broker.redis, registry, broker.stream, settings, route)}
 
 
 @router.get("/health")

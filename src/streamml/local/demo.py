@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from streamml.models.training import train_and_register
+from streamml.models.training import TrainedModel, train_and_register
 
 
 def training_frame(data: Path | None, rows: int, seed: int) -> tuple[pd.DataFrame, str]:
@@ -29,7 +30,7 @@ def local_demo_registry(root: Path, *, rows: int, experiment: str, trusted_types
     returns its tracking URI (for tests and benchmarks that need a real registry of their own)."""
     uri = f"sqlite:///{root / 'mlflow.db'}"
     frame, source = training_frame(None, rows, 0)
-    train_and_register(
+    train_demo_models(
         frame,
         tracking_uri=uri,
         experiment=experiment,
@@ -38,3 +39,11 @@ def local_demo_registry(root: Path, *, rows: int, experiment: str, trusted_types
         artifact_location=(root / "artifacts").as_uri(),
     )
     return uri
+
+
+def train_demo_models(frame: pd.DataFrame, **options: Any) -> list[TrainedModel]:
+    """:func:`~streamml.models.training.train_and_register`, with the training data's profile logged
+    beside each model (the reference ``streamml drift`` compares recent records with)."""
+    from streamml.synthetic.profile import training_profile
+
+    return train_and_register(frame, describe=lambda x, y: training_profile(x, y).to_json(), **options)

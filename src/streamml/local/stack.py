@@ -110,15 +110,15 @@ class Stack:
         return self.mlflow.url
 
     def _ensure_models(self, tracking_uri: str) -> None:
-        from streamml.local.demo import training_frame
-        from streamml.models.training import missing_demo_models, train_and_register
+        from streamml.local.demo import train_demo_models, training_frame
+        from streamml.models.training import missing_demo_models
 
         missing = missing_demo_models(tracking_uri)
         if not missing:
             return
         self.console.print(f"training demo models {', '.join(missing)} on synthetic data (about 30 s) ...")
         frame, source = training_frame(None, self.train_rows, 0)
-        for model in train_and_register(
+        for model in train_demo_models(
             frame,
             tracking_uri=tracking_uri,
             experiment=self.settings.mlflow.experiment,

@@ -11,6 +11,7 @@ settings (not from the artifact itself). A pickled model is refused, never silen
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import tempfile
@@ -21,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamml.errors import ModelLoadError, ModelUnavailable, UnknownRoute
+from streamml.models.drift import TRAINING_PROFILE_ARTIFACT, Reference
 from streamml.models.inference import LoadedModel, records_to_frame
 from streamml.models.schema import InputSchema
 
 log = logging.getLogger(__name__)
 
+_ABSENT = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
+"""MLflow error codes meaning "no such thing" (as opposed to the registry failing)."""
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -118,6 +122,7 @@ class ModelRegistry:
         self._challengers: dict[str, tuple[ModelRef | None, float]] = {}
         self._load_failures: dict[tuple[str, str], tuple[str, float]] = {}
         self._incompatible: dict[tuple[str, str, str], str | None] = {}
+        self._references: dict[tuple[str, str], Reference | None] = {}
 
     @property
     def routes(self) -> list[str]:
@@ -281,6 +286,47 @@ class ModelRegistry:
         if failure and self._clock() - failure[1] < max(self.alias_refresh_s, 1.0):
             return failure[0]
         return None
+
+    # -- drift reference ------------------------------------------------------------------------
+
+    def reference(self, ref: ModelRef) -> Reference | None:
+        """The training data's profile logged with a model version (its drift reference), or None when
+        none was logged. Cached per version; a registry outage is not cached (asked again next time)."""
+        key = (ref.name, ref.version)
+        if key in self._references:
+            return self._references[key]
+        from mlflow.artifacts import download_artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run_id = self._client.get_model_version(ref.name, ref.version).run_id
+            if not run_id:
+                found = None
+            else:
+                path = download_artifacts(
+                    run_id=run_id,
+                    artifact_path=TRAINING_PROFILE_ARTIFACT,
+                    dst_path=tempfile.mkdtemp(prefix="streamml-profile-", dir=self._cache_dir),
+                    tracking_uri=self.tracking_uri,
+                )
+                document = json.loads(Path(path).read_text("utf-8"))
+                found = Reference.from_profile(document, self.schema(ref).names)
+        except MlflowException as exc:
+            if exc.error_code not in _ABSENT:
+                log.warning("cannot read the training profile of %s: %s", ref.uri, exc)
+                return None  # asked again next time
+            found = None  # not logged with this version
+        except Exception as exc:  # the registry or its artifact store is unreachable
+            log.warning("cannot read the training profile of %s: %s", ref.uri, exc)
+            return None
+        self._references[key] = found
+        return found
+
+    async def areference(self, ref: ModelRef) -> Reference | None:
+        key = (ref.name, ref.version)
+        if key in self._references:
+            return self._references[key]
+        return await asyncio.to_thread(self.reference, ref)
 
     # -- signatures ----------------------------------------------------------------------------
 

@@ -10,12 +10,14 @@ from (the real CSV, or rows generated from the shipped profile) is the caller's 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from streamml.models.drift import TRAINING_PROFILE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +137,13 @@ def train_and_register(
     seed: int = 0,
     models: Sequence[str] | None = None,
     artifact_location: str | None = None,
+    describe: Callable[[pd.DataFrame, pd.Series], str] | None = None,
 ) -> list[TrainedModel]:
     """Fit each demo pipeline, log it with signature and holdout metrics, register it and point the
     ``champion`` alias at the new version. ``artifact_location`` applies when the experiment is
-    created (a server with proxied artifacts needs none; a sqlite URI would otherwise use ./mlruns)."""
+    created (a server with proxied artifacts needs none; a sqlite URI would otherwise use ./mlruns).
+    ``describe(x_train, y_train)``, when given, is the training data's profile, logged in each model's run
+    at ``TRAINING_PROFILE_ARTIFACT``: the reference drift is measured against."""
     import mlflow
     from mlflow import MlflowClient
     from sklearn.metrics import accuracy_score, f1_score
@@ -156,6 +161,7 @@ def train_and_register(
     mlflow.set_experiment(experiment)
     signature = model_signature()
     example = x_train.dropna().head(3)
+    profile = describe(x_train, y_train) if describe is not None else None
     trained = []
     for name, pipeline in build_pipelines(seed).items():
         if models is not None and name not in models:
@@ -183,6 +189,8 @@ def train_and_register(
                 serialization_format="skops",
                 skops_trusted_types=list(trusted_types),
             )
+            if profile is not None:
+                mlflow.log_text(profile, TRAINING_PROFILE_ARTIFACT)
         version = str(info.registered_model_version)
         client.set_registered_model_alias(name, CHAMPION, version)
         log.info("registered %s v%s (macro-F1 %.3f)", name, version, metrics["holdout_macro_f1"])

@@ -24,6 +24,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.settings import WorkerSettings
 from streamml.stream.broker import Broker, RawEntry
 from streamml.stream.deadletters import letter_fields
+from streamml.stream.drift import DriftMonitor
 from streamml.stream.entry import Entry, decode_entry, now_ms
 from streamml.stream.metrics import WorkerMetrics
 from streamml.stream.sinks import Result, Sink, WrittenBatch
@@ -70,6 +71,8 @@ class BatchHandler:
         self.config = config
         self.stats = stats
         self.metrics = metrics
+        self.drift: DriftMonitor | None = None
+        """Windows of recent records for drift; the worker sets it when drift is on."""
         self.rollout = Rollout()
         """Canary shares and shadow sampling; the worker replaces it as the canary setting changes."""
 
@@ -155,6 +158,8 @@ class BatchHandler:
         await self.broker.settle(
             [r.request.stream_id for r in results] + [f.stream_id for f in dead], letters, stage
         )
+        if self.drift is not None:
+            await self.drift.observe(results)
         for failure in dead:
             log.error("entry %s dead-lettered (%s): %s", failure.stream_id, failure.reason, failure.error)
         self._count(batch, [f.reason for f in dead], [f.reason for f in retried])

@@ -77,6 +77,9 @@ class Snapshot:
     shadow: list[dict[str, Any]] = field(default_factory=list)
     """Shadow reports per (route, champion, challenger) version pair (``ShadowReport.as_dict``)."""
 
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Route -> drift of its current model version (``streamml.stream.drift.drift_reports``)."""
+
     def current_shadow(self) -> dict[str, dict[str, Any]]:
         """Per route, the report of its newest version pair (the one a dashboard shows)."""
         return {report["route"]: report for report in self.shadow}  # reports come in version order

@@ -32,6 +32,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.batch import REDIS_DOWN, BatchHandler, WorkerStats
 from streamml.stream.broker import Broker
+from streamml.stream.drift import DriftMonitor
 from streamml.stream.metrics import WorkerMetrics
 from streamml.stream.rollout import RolloutStore
 from streamml.stream.sinks import CsvSink, RedisSink, Sink
@@ -113,10 +114,15 @@ class Worker:
             self.broker, registry, self.sinks, self.consumer, settings.worker, self.stats, self.metrics
         )
         self.rollouts = RolloutStore(redis, settings.streams.stream)
+        if settings.drift.enabled:
+            self.batches.drift = DriftMonitor(
+                redis, registry, settings.streams.stream, self.consumer, settings.drift
+            )
+        self.drift_publish_s = settings.drift.publish_s
         self.shadow_sample = settings.shadow_sample
         self.stopping = asyncio.Event()
         self._reconnect = Reconnect(self.config.redis_give_up_s, self._sleep, self.metrics.reconnects.inc)
-        self._due = {"heartbeat": 0.0, "claim": 0.0, "trim": time.monotonic(), "rollout": 0.0}
+        self._due = {"heartbeat": 0.0, "claim": 0.0, "trim": time.monotonic(), "rollout": 0.0, "drift": 0.0}
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return (signal handlers call this)."""
@@ -153,6 +159,9 @@ class Worker:
             self._due["heartbeat"] = now + self.config.heartbeat_s
         if now >= self._due["rollout"]:
             await self._refresh_rollout()
+        if now >= self._due["drift"] and self.batches.drift is not None:
+            await self.batches.drift.publish()
+            self._due["drift"] = now + self.drift_publish_s
         if now >= self._due["claim"]:
             await self._claim_idle()
             self._due["claim"] = time.monotonic() + self.config.claim_interval_s
@@ -186,6 +195,8 @@ class Worker:
     async def _shutdown(self) -> None:
         try:
             await self.broker.forget_worker(self.consumer)
+            if self.batches.drift is not None:  # its window still describes recent records
+                await self.batches.drift.publish()
         except REDIS_DOWN:
             log.warning("could not deregister consumer %s: Redis unreachable", self.consumer)
         for sink in self.sinks:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from streamml.models.drift import LABEL_COLUMN, TRAINING_PROFILE_ARTIFACT
 from streamml.synthetic.sampling import ColumnProfile, discrete_cdf, generate_modelled, round_sig
 
 PROFILE_FORMAT = "streamml-profile"
@@ -98,9 +99,13 @@ def profile_csv(path: Path, *, seed: int = 0) -> Profile:
     return profile
 
 
-def profile_frame(frame: pd.DataFrame, *, seed: int = 0) -> Profile:
+def profile_frame(frame: pd.DataFrame, *, seed: int = 0, copula: bool = True) -> Profile:
+    """The profile of a frame; ``copula=False`` skips fitting the dependence (seconds of calibration)
+    and records independent columns: marginals and null rates are all drift needs."""
     columns = [_profile_column(frame[name]) for name in frame.columns]
     modelled = [c for c in columns if c.modelled]
+    if not copula:
+        return Profile(columns, np.eye(len(modelled)))
     scores = pd.DataFrame({c.name: normal_scores(frame[c.name], c) for c in modelled})
     start = _nearest_correlation(scores.corr().to_numpy())
     # The copula is judged by what users compare: Pearson correlations of the values themselves
@@ -255,3 +260,30 @@ def _calibrate(
         achieved = np.nan_to_num(values.corr().to_numpy())
         correlation = _nearest_correlation(correlation + (target - achieved))
     return correlation
+
+
+def training_profile(features: pd.DataFrame, labels: pd.Series | None = None) -> Profile:
+    """The reference drift is measured against: the training inputs' marginals and null rates, and the
+    training labels' class mix as the column ``label`` (named in ``source.target``)."""
+    frame = features.copy()
+    if labels is not None:
+        frame[LABEL_COLUMN] = np.asarray(labels).astype(str)
+    profile = profile_frame(frame, copula=False)
+    profile.source = {"rows": len(frame), "target": LABEL_COLUMN if labels is not None else None}
+    return profile
+
+
+def log_training_profile(features: pd.DataFrame, labels: pd.Series | None = None) -> Profile:
+    """Log the training data's profile in the active MLflow run, where streamml looks for a model
+    version's drift reference. Call it in the run that logs the model::
+
+        with mlflow.start_run():
+            model.fit(x_train, y_train)
+            mlflow.sklearn.log_model(model, name="model", registered_model_name="MyModel", ...)
+            log_training_profile(x_train, y_train)
+    """
+    import mlflow
+
+    profile = training_profile(features, labels)
+    mlflow.log_text(profile.to_json(), TRAINING_PROFILE_ARTIFACT)
+    return profile

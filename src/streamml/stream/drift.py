@@ -1,0 +1,134 @@
+"""Drift over the stream: each worker keeps a window of the records its champions predicted, per route,
+and writes it to Redis every few seconds; a report merges the windows of every live worker for the
+route's current model version and scores them against that version's training profile
+(:mod:`streamml.models.drift` has the statistics).
+
+Canary answers are left out: the window describes what the champion saw and answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from streamml import keys
+from streamml.errors import ModelUnavailable
+from streamml.models.dispatch import Scored
+from streamml.models.drift import DriftWindow, Thresholds, WindowCounts, drift_report
+from streamml.models.registry import ModelRef, ModelRegistry
+from streamml.settings import DriftSettings
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_RETRY_S = 60.0
+"""How long a version without a training profile waits before the registry is asked again."""
+
+
+def thresholds(settings: DriftSettings) -> Thresholds:
+    return Thresholds(settings.threshold, settings.null_rate_threshold, settings.share, settings.min_records)
+
+
+@dataclass
+class _RouteWindow:
+    model: ModelRef
+    window: DriftWindow | None
+    """None: the version has no training profile (drift "unknown")."""
+    checked_s: float
+
+
+class DriftMonitor:
+    """A worker's windows, one per route (restarted when the route's champion version changes)."""
+
+    def __init__(
+        self, redis: Redis, registry: ModelRegistry, stream: str, consumer: str, settings: DriftSettings
+    ) -> None:
+        self.redis = redis
+        self.registry = registry
+        self.stream = stream
+        self.consumer = consumer
+        self.settings = settings
+        self._routes: dict[str, _RouteWindow] = {}
+
+    async def observe(self, results: Sequence[Scored[Any]]) -> None:
+        """Add a batch's champion answers to their routes' windows."""
+        by_route: dict[str, list[Scored[Any]]] = {}
+        for result in results:
+            if not result.canary:
+                by_route.setdefault(result.request.route, []).append(result)
+        for route, scored in by_route.items():
+            model = scored[0].model
+            current = self._routes.get(route)
+            if current is None or current.model != model or self._retry_due(current):
+                current = self._routes[route] = await self._start(model)
+            if current.window is None:
+                continue
+            for result in scored:
+                if result.model == model:
+                    current.window.add(result.request.records, result.labels)
+
+    def _retry_due(self, current: _RouteWindow) -> bool:
+        return current.window is None and time.monotonic() - current.checked_s > UNKNOWN_RETRY_S
+
+    async def _start(self, model: ModelRef) -> _RouteWindow:
+        try:
+            reference = await self.registry.areference(model)
+        except ModelUnavailable as exc:
+            log.warning("no drift reference for %s: %s", model.uri, exc)
+            reference = None
+        window = None
+        if reference is not None:
+            window = DriftWindow(
+                reference, max_records=self.settings.window_records, max_age_s=self.settings.window_s
+            )
+        return _RouteWindow(model, window, time.monotonic())
+
+    async def publish(self) -> None:
+        """Write every window (its counts, model version and age) where reports read them."""
+        now_s = time.time()
+        ttl = int(self.settings.window_s) + 60
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for route, current in self._routes.items():
+                document: dict[str, Any] = {
+                    "model": current.model.name,
+                    "version": current.model.version,
+                    "at": now_s,
+                }
+                if current.window is not None:
+                    document["counts"] = current.window.flush(now_s).as_dict()
+                key = keys.drift_key(self.stream, route)
+                pipe.hset(key, self.consumer, orjson.dumps(document))
+                pipe.expire(key, ttl)
+            await pipe.execute()
+
+
+async def drift_reports(
+    redis: Redis, registry: ModelRegistry, stream: str, settings: DriftSettings, route: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per route: its current model version's drift, over every live worker's window of that version."""
+    out: dict[str, dict[str, Any]] = {}
+    # A stopped worker's last window still counts until its records are older than the window.
+    fresh_after = time.time() - settings.window_s
+    for name in [route] if route else registry.routes:
+        status = await registry.status(name)
+        if status.ref is None:
+            out[name] = {"status": "unknown", "reason": f"the route does not resolve: {status.error}"}
+            continue
+        ref = status.ref
+        merged = WindowCounts()
+        workers = 0
+        raw: Any = await redis.hgetall(keys.drift_key(stream, name))
+        for document in (orjson.loads(value) for value in raw.values()):
+            if document["version"] != ref.version or document["at"] < fresh_after or "counts" not in document:
+                continue
+            merged.add(WindowCounts.from_dict(document["counts"]))
+            workers += 1
+        reference = await registry.areference(ref)
+        report = drift_report(reference, merged, thresholds(settings))
+        out[name] = {"model": ref.name, "version": ref.version, "workers": workers} | report
+    return out
