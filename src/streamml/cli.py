@@ -351,7 +351,9 @@ def bench(
     routes: Annotated[
         str, typer.Option("--routes", help="Comma-separated routes; the first is also the end-to-end one.")
     ] = "lightgbm,svm,knn",
-    only: Annotated[str | None, typer.Option("--only", help="'drain' or 'e2e' (default: both).")] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="'drain', 'rollout' or 'e2e' (default: all three).")
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="End to end: worker processes.")] = 1,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Closed-loop connections.")] = 32,
     duration: Annotated[float | None, typer.Option("--duration", help="Seconds per end-to-end run.")] = None,
@@ -375,8 +377,8 @@ def bench(
     import dataclasses
     import sys
 
-    if only not in (None, "drain", "e2e"):
-        raise typer.BadParameter("--only takes 'drain' or 'e2e'")
+    if only not in (None, "drain", "rollout", "e2e"):
+        raise typer.BadParameter("--only takes 'drain', 'rollout' or 'e2e'")
     try:
         from streamml.bench.harness import Plan
         from streamml.bench.harness import main as run_benchmarks
@@ -390,6 +392,7 @@ def bench(
     plan = dataclasses.replace(
         defaults,
         drain=only in (None, "drain"),
+        rollout=only in (None, "rollout"),
         endtoend=only in (None, "e2e"),
         workers=workers,
         concurrency=concurrency,

@@ -158,7 +158,12 @@ async def test_prediction_status_goes_from_pending_to_done(
         assert done.status_code == 200
         body = done.json()
         assert body["status"] == "done"
-        assert body["model"] == {"route": "lightgbm", "name": "LightGBM_Classifier", "version": "1"}
+        assert body["model"] == {
+            "route": "lightgbm",
+            "name": "LightGBM_Classifier",
+            "version": "1",
+            "canary": False,
+        }
         assert body["predictions"][0] in {"Low", "Medium", "High"}
         assert body["stream_id"] == accepted["stream_id"]
         timings = body["timings"]
@@ -290,8 +295,11 @@ async def test_redis_down_is_503_with_retry_after_not_500(
         response = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE)
         status = await client.get("/predictions/abc")
         ready = await client.get("/ready")
+        shadow = await client.get("/shadow")
+        drift = await client.get("/drift")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
+    assert (shadow.status_code, drift.status_code) == (503, 503)
     assert "Connection" not in response.text  # Redis' own error stays in our logs
     assert status.status_code == 503
     assert ready.status_code == 503

@@ -309,7 +309,7 @@ async def test_seed_example_round_trip(
         await drain(settings, redis, shared_registry)
         result = (await client.get(accepted["status_url"])).json()
     assert result["predictions"][0] in {"Low", "Medium", "High"}
-    assert result["model"] == {"route": "svm", "name": "SVC", "version": "1"}
+    assert result["model"] == {"route": "svm", "name": "SVC", "version": "1", "canary": False}
 
 
 async def test_trim_removes_only_what_every_group_acknowledged(settings: Settings, redis: Redis) -> None:

@@ -14,6 +14,7 @@ import resource
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,14 @@ async def drain_once(
     per_entry: int,
     state_dir: Path,
     metrics: bool = True,
+    configure: Callable[[Settings], None] | None = None,
 ) -> tuple[float, float]:
-    """Seconds and CPU seconds for one worker (this process) to drain the pre-filled stream."""
+    """Seconds and CPU seconds for one worker (this process) to drain the pre-filled stream
+    (``configure`` adjusts the worker's settings)."""
     settings = Settings.load(state_dir)
     settings.metrics = metrics
+    if configure is not None:
+        configure(settings)
     settings.streams.stream = f"bench-{uuid.uuid4().hex[:8]}"
     settings.streams.results_stream = f"{settings.streams.stream}:predictions"
     settings.worker.batch_entries = max(1, 4096 // per_entry)

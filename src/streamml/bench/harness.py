@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from streamml.bench import drain, e2e_run, report
+from streamml.bench import drain, e2e_run, report, rollout_cost
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Plan:
     routes: list[str]
     drain: bool = True
     endtoend: bool = True
+    rollout: bool = True
+    """The cost of shadow scoring and drift windows (drain with and without them)."""
     workers: int = 1
     serve_workers: int = 2
     concurrency: int = 32
@@ -73,6 +75,11 @@ def main(plan: Plan, *, record: bool, output: Path, command: str, console: Conso
                     metrics=plan.metrics,
                 )
                 console.print(_drain_table(results["drain"]))
+            if plan.rollout:
+                results["rollout"] = rollout_cost.run(
+                    redis_url=redis_url, tracking_uri=tracking_uri, quick=plan.quick, metrics=plan.metrics
+                )
+                console.print(_rollout_table(results["rollout"]))
             if plan.endtoend:
                 console.print(
                     f"end to end on route {plan.routes[0]} (streamml, then mlflow models serve) ..."
@@ -133,6 +140,26 @@ def _drain_table(result: dict[str, Any]) -> Table:
             f"{r['inference_records_per_s']:,}",
             str(r["naive_records_per_s"]),
             f"{r['speedup_vs_naive']:,}",
+        )
+    return table
+
+
+def _rollout_table(result: dict[str, Any]) -> Table:
+    table = Table(
+        "configuration",
+        "per entry",
+        "records/s",
+        "CPU µs/record",
+        "extra µs/record",
+        title=result["scenario"],
+    )
+    for r in result["results"]:
+        table.add_row(
+            r["config"],
+            str(r["records_per_entry"]),
+            f"{r['records_per_s']:,}",
+            f"{r['cpu_us_per_record']:.2f}",
+            f"{r['extra_cpu_us_per_record']:+.2f}",
         )
     return table
 

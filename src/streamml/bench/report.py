@@ -131,8 +131,32 @@ def to_markdown(report: dict[str, Any], command: str) -> str:
     ]
     out += [f"| {t} | {v} | {ok} | {note} |" for t, v, ok, note in headline(report)]
     out += _drain_table(report.get("drain"))
+    out += _rollout_table(report.get("rollout"))
     out += _e2e_tables(report.get("endtoend"))
     return "\n".join(out) + "\n"
+
+
+def _rollout_table(rollout: dict[str, Any] | None) -> list[str]:
+    if not rollout:
+        return []
+    out = [
+        "",
+        "## 2. What shadow scoring and drift windows cost a worker",
+        "",
+        f"The drain of section 1 on {rollout['model']}, {rollout['results'][0]['records']:,} records, "
+        "in four configurations that alternate within each of "
+        f"{rollout['repeats']} repeats (medians shown). CPU is the worker process's, per record drained; "
+        "'extra' is over the champion alone with drift windows off.",
+        "",
+        "| configuration | records per entry | records/s | CPU µs per record | extra µs per record |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    out += [
+        f"| {r['config']} | {r['records_per_entry']} | {r['records_per_s']:,} | {r['cpu_us_per_record']:.2f} "
+        f"| {r['extra_cpu_us_per_record']:+.2f} |"
+        for r in rollout["results"]
+    ]
+    return out
 
 
 def _drain_table(drain: dict[str, Any] | None) -> list[str]:
@@ -173,7 +197,7 @@ def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
     p = e2e["parameters"]
     out = [
         "",
-        "## 2–4. End to end",
+        "## 3–5. End to end",
         "",
         f"Model {e2e['model']} (route `{e2e['route']}`). streamml: 1 gateway process, {p['workers']} worker "
         f"process(es). `mlflow models serve --env-manager local -w {p['mlflow_serve_workers']}` on a copy "

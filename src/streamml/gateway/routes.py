@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from streamml.errors import NotFound
+from streamml.errors import BrokerUnavailable, NotFound
 from streamml.gateway.auth import ApiKey, Authenticator, RateLimiter
 from streamml.gateway.dashboard import SnapshotHub, page
 from streamml.gateway.errors import ErrorResponse
@@ -222,7 +222,7 @@ async def models(request: Request, key: AdmittedKey) -> dict[str, Any]:
     return {"models": out}
 
 
-@router.get("/shadow")
+@router.get("/shadow", responses=ERROR_RESPONSES)
 async def shadow(
     request: Request, key: AdmittedKey, route: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
@@ -232,11 +232,15 @@ async def shadow(
     if route is not None:
         _registry(request).target(route)  # an unknown route is a 404 naming the known ones
     store = RolloutStore(_broker(request).redis, _broker(request).stream)
-    reports = await store.shadow_reports(route)
-    return {"canary": await store.canary(), "pairs": [report.as_dict() for report in reports]}
+    try:
+        reports = await store.shadow_reports(route)
+        canary = await store.canary()
+    except (RedisError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot read the shadow aggregates: {type(exc).__name__}") from exc
+    return {"canary": canary, "pairs": [report.as_dict() for report in reports]}
 
 
-@router.get("/drift")
+@router.get("/drift", responses=ERROR_RESPONSES)
 async def drift(
     request: Request, key: AdmittedKey, route: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
@@ -248,7 +252,10 @@ async def drift(
         registry.target(route)  # an unknown route is a 404 naming the known ones
     broker = _broker(request)
     settings: DriftSettings = request.app.state.drift_settings
-    return {"routes": await drift_reports(broker.redis, registry, broker.stream, settings, route)}
+    try:
+        return {"routes": await drift_reports(broker.redis, registry, broker.stream, settings, route)}
+    except (RedisError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot read the drift windows: {type(exc).__name__}") from exc
 
 
 @router.get("/health")

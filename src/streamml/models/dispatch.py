@@ -245,10 +245,11 @@ async def _shadow(
     if not chosen:
         return run, []
     records = sum(len(r.labels) for r in chosen)
+    failure = registry.recent_load_failure(challenger)
+    if failure is not None:  # counted, not retried (nor logged) on every batch
+        run.errors, run.error = records, failure
+        return run, []
     try:
-        failure = registry.recent_load_failure(challenger)
-        if failure is not None:
-            raise ModelUnavailable(failure)
         run.incompatible = await registry.aincompatibility(champion, challenger)
         if run.incompatible is not None:
             return run, []

@@ -1,0 +1,163 @@
+"""What changing models safely costs a worker: the same drain with the champion alone (drift windows off,
+then on, the default), and with a challenger shadowing every request (sample 1.0) and one in ten (0.1).
+
+The champion and the challenger are two LightGBM versions of a model registered under a name of the
+benchmark's own (trained on different generated rows), so a registry given with MLFLOW_TRACKING_URI
+keeps its models where they are. Configurations alternate within each repeat (this VM's speed drifts
+between minutes), and the median of each is reported with CPU microseconds per record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from streamml.bench.drain import drain_once
+from streamml.models.registry import ModelRegistry
+from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
+from streamml.synthetic.producer import record_stream
+from streamml.synthetic.profile import Profile
+
+ROUTE = "shadowed"
+REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    challenger: bool
+    shadow_sample: float
+    drift: bool
+
+
+CONFIGS = (
+    Config("champion alone, drift off", challenger=False, shadow_sample=1.0, drift=False),
+    Config("champion alone (drift on: default)", challenger=False, shadow_sample=1.0, drift=True),
+    Config("+ shadow, sample 1.0", challenger=True, shadow_sample=1.0, drift=True),
+    Config("+ shadow, sample 0.1", challenger=True, shadow_sample=0.1, drift=True),
+)
+
+
+@dataclass
+class CostResult:
+    config: str
+    records_per_entry: int
+    records: int
+    records_per_s: int
+    cpu_us_per_record: float
+    extra_cpu_us_per_record: float
+    """Over the champion alone with drift off."""
+    runs_records_per_s: list[int]
+
+
+def register_pair(tracking_uri: str) -> str:
+    """A model of the benchmark's own: v1 champion, v2 (other rows) challenger, both with profiles."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from streamml.local.demo import training_frame
+    from streamml.models.drift import TRAINING_PROFILE_ARTIFACT
+    from streamml.models.training import build_pipelines, features_and_labels, model_signature
+    from streamml.synthetic.profile import training_profile
+
+    name = f"streamml-bench-shadow-{uuid.uuid4().hex[:6]}"
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if client.get_experiment_by_name("bench-shadow") is None:
+        root = Path(tempfile.mkdtemp(prefix="streamml-bench-artifacts-"))
+        client.create_experiment("bench-shadow", artifact_location=root.as_uri())
+    mlflow.set_experiment("bench-shadow")
+    for seed in (1, 2):
+        features, labels = features_and_labels(training_frame(None, 3000, seed)[0])
+        pipeline = build_pipelines(seed)["LightGBM_Classifier"].fit(features, labels)
+        with mlflow.start_run():
+            mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=model_signature(),
+                registered_model_name=name,
+                serialization_format="skops",
+                skops_trusted_types=list(DEFAULT_TRUSTED_TYPES),
+            )
+            mlflow.log_text(training_profile(features, labels).to_json(), TRAINING_PROFILE_ARTIFACT)
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_registered_model_alias(name, "challenger", "2")
+    return name
+
+
+def run(*, redis_url: str, tracking_uri: str, quick: bool, metrics: bool = True) -> dict[str, Any]:
+    total = 10_000 if quick else 50_000
+    repeats = 1 if quick else REPEATS
+    records = [r for r, _ in zip(record_stream(Profile.load(), seed=43), range(total), strict=False)]
+    name = register_pair(tracking_uri)
+    registries = {
+        challenger: ModelRegistry(
+            tracking_uri,
+            {ROUTE: f"models:/{name}@champion"},
+            alias_refresh_s=3600.0,
+            trusted_types=DEFAULT_TRUSTED_TYPES,
+            challenger_alias="challenger" if challenger else None,
+        )
+        for challenger in (False, True)
+    }
+    for registry in registries.values():  # loads and the first alias lookups are start-up, not drain
+        for ref in (registry.resolve(ROUTE), registry.challenger(ROUTE)):
+            if ref is not None:
+                registry.load(ref)
+                registry.reference(ref)
+    results = []
+    with tempfile.TemporaryDirectory() as state:
+        for per_entry in (1, 100):
+            runs: dict[str, list[tuple[float, float]]] = {c.name: [] for c in CONFIGS}
+            for _ in range(repeats):
+                for config in CONFIGS:
+                    seconds, cpu = asyncio.run(
+                        drain_once(
+                            redis_url,
+                            registries[config.challenger],
+                            ROUTE,
+                            records,
+                            per_entry,
+                            Path(state),
+                            metrics,
+                            configure=_configure(config),
+                        )
+                    )
+                    runs[config.name].append((seconds, cpu))
+            base_cpu = statistics.median(cpu for _, cpu in runs[CONFIGS[0].name]) / total * 1e6
+            for config in CONFIGS:
+                seconds = statistics.median(s for s, _ in runs[config.name])
+                cpu_us = statistics.median(c for _, c in runs[config.name]) / total * 1e6
+                results.append(
+                    CostResult(
+                        config=config.name,
+                        records_per_entry=per_entry,
+                        records=total,
+                        records_per_s=round(total / seconds),
+                        cpu_us_per_record=round(cpu_us, 2),
+                        extra_cpu_us_per_record=round(cpu_us - base_cpu, 2),
+                        runs_records_per_s=[round(total / s) for s, _ in runs[config.name]],
+                    )
+                )
+    return {
+        "scenario": "cost of shadow scoring and drift windows",
+        "quick": quick,
+        "repeats": repeats,
+        "model": f"{name} v1 (champion), v2 (challenger): LightGBM",
+        "results": [asdict(r) for r in results],
+    }
+
+
+def _configure(config: Config) -> Callable[[Settings], None]:
+    def configure(settings: Settings) -> None:
+        settings.shadow_sample = config.shadow_sample
+        settings.drift.enabled = config.drift
+
+    return configure
