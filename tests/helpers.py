@@ -68,9 +68,21 @@ def start_worker(
     return ManagedProcess("worker", argv, log, process_env(settings, tracking_uri, **(env or {}))).start()
 
 
-def register(tracking_uri: str, name: str, pipeline: Any, signature: Any, *, merge: bool = False) -> str:
-    """Fit ``pipeline`` on generated rows and register it as a new version of ``name``."""
+def register(
+    tracking_uri: str,
+    name: str,
+    pipeline: Any,
+    signature: Any,
+    *,
+    merge: bool = False,
+    complete_rows: bool = False,
+) -> str:
+    """Fit ``pipeline`` on generated rows (``complete_rows``: only those without a missing value) and
+    register it as a new version of ``name``."""
     features, labels = features_and_labels(training_frame(None, 800, len(name))[0])
+    if complete_rows:
+        keep = features.notna().all(axis=1)
+        features, labels = features[keep], labels[keep]
     if merge:  # two classes only: Medium counted as Low
         labels = labels.replace({"Medium": "Low"})
     pipeline.fit(features, labels)

@@ -213,6 +213,10 @@ class DriftSettings(BaseSettings):
     """A route is drifted when at least this share of its features are."""
     publish_s: float = 2.0
     """How often a worker writes its windows to Redis, where reports merge every worker's."""
+    max_records_per_s: float = 1000.0
+    """A worker adds at most this many records a second per route to its window, evenly spread over
+    each batch: above that the window holds a sample of recent traffic, and its cost stays bounded
+    (binning costs a few microseconds a record). 0: every record."""
 
 
 class Settings(BaseSettings):

@@ -61,6 +61,7 @@ def test_dashboard_shows_live_numbers_model_versions_challengers_drift_and_a_red
     env = {
         "STREAMML_ROUTES": json.dumps(DEFAULT_ROUTES | {"shadowed": f"models:/{name}@champion"}),
         "STREAMML_DRIFT_PUBLISH_S": "0.5",
+        "STREAMML_DRIFT_MAX_RECORDS_PER_S": "0",  # every record, so the panel can be checked exactly
     }
     redis = EmbeddedRedis(tmp_path / "redis").start()  # this test stops it: its own server
     worker: ManagedProcess | None = None

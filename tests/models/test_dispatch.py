@@ -3,7 +3,9 @@ dispatch knows nothing of Redis."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from streamml.errors import FailureReason
@@ -81,3 +83,64 @@ async def test_unknown_routes_and_unresolvable_models_say_why(tracking_uri: str)
         "ghost": FailureReason.MODEL_LOAD_FAILED,
     }
     assert "Ghost" in str(next(f.error for f in failed if f.request.request_id == "ghost"))
+
+
+async def test_a_canary_never_fails_a_request_the_champion_can_answer(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """The challenger (no imputer) cannot score records with a missing feature; at a 100 % canary those
+    requests are answered by the champion, the complete ones by the challenger, and none fails."""
+    from mlflow import MlflowClient
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from streamml.local.demo import training_frame
+    from streamml.models.dispatch import Rollout
+    from streamml.models.training import (
+        CATEGORICAL_FEATURES,
+        FEATURES,
+        NUMERIC_FEATURES,
+        build_pipelines,
+        model_signature,
+    )
+    from tests.helpers import register
+
+    name = f"Canary-{uuid.uuid4().hex[:6]}"
+    register(tracking_uri, name, build_pipelines(1)["LightGBM_Classifier"], model_signature())
+    no_imputer = Pipeline(
+        [
+            (
+                "pre",
+                ColumnTransformer(
+                    [
+                        ("n", StandardScaler(), NUMERIC_FEATURES),
+                        ("c", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL_FEATURES),
+                    ]
+                ),
+            ),
+            ("model", LogisticRegression(max_iter=500)),
+        ]
+    )
+    register(tracking_uri, name, no_imputer, model_signature(), complete_rows=True)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_registered_model_alias(name, "challenger", "2")
+    registry = ModelRegistry(
+        tracking_uri,
+        {"c": f"models:/{name}@champion"},
+        trusted_types=DEFAULT_TRUSTED_TYPES,
+        cache_dir=tmp_path,
+        challenger_alias="challenger",
+    )
+    rows = training_frame(None, 40, 5)[0][FEATURES].dropna().to_dict(orient="records")[:10]
+    complete = [Request("c", [{str(k): v for k, v in row.items()}], f"full{i}") for i, row in enumerate(rows)]
+    partial = [Request("c", [{"Designation": 2.0}], f"part{i}") for i in range(5)]
+
+    dispatched = await predict_batch(complete + partial, registry, Rollout(canary={"c": 1.0}))
+
+    assert dispatched.unscored == []
+    versions = {s.request.request_id: (s.model.version, s.canary) for s in dispatched.scored}
+    assert {versions[r.request_id] for r in complete} == {("2", True)}
+    assert {versions[r.request_id] for r in partial} == {("1", False)}

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -44,6 +45,7 @@ async def test_undrifted_records_flag_nothing_then_the_drifted_feature_alone_is_
 ) -> None:
     settings.drift.window_records = 2000
     settings.drift.publish_s = 0.1
+    settings.drift.max_records_per_s = 0  # every record in the window
     settings.mlflow.routes = {"lightgbm": DEFAULT_ROUTES["lightgbm"]}
     broker = Broker(redis, settings.streams)
     worker = Worker(redis, shared_registry, settings, consumer="drift-watcher")
@@ -116,3 +118,20 @@ async def test_a_window_too_small_says_insufficient_data_and_a_version_without_p
     report = (await drift_reports(redis, registry, settings.streams.stream, settings.drift))["plain"]
     assert report["status"] == "unknown"
     assert "no training profile" in report["reason"]
+
+
+async def test_the_window_takes_at_most_its_rate_of_records_however_fast_they_come(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    settings.drift.max_records_per_s = 300
+    settings.drift.min_records = 1
+    await send(Broker(redis, settings.streams), 6000, seed=24, drift=[], prefix="r")
+    started = time.monotonic()
+    stats = await Worker(redis, shared_registry, settings, consumer="capped").run(burst=True)
+    elapsed = time.monotonic() - started
+    report = (await drift_reports(redis, shared_registry, settings.streams.stream, settings.drift))[
+        "lightgbm"
+    ]
+    assert stats.records == 6000
+    assert 0 < report["records"] <= 300 * (elapsed + 1)  # one second's allowance to start with
+    assert report["records"] < 6000

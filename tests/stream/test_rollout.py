@@ -216,6 +216,13 @@ async def test_a_challenger_that_cannot_load_or_cannot_stand_in_never_touches_th
     assert reports[two_classes].compared == 0
     assert "output classes ['High', 'Low'] differ" in (reports[two_classes].incompatible or "")
 
+    # Deleting the challenger's version takes its alias with it: no challenger, nothing to shadow.
+    client.delete_model_version(name, two_classes)
+    assert await registry.achallenger("lc") is None
+    await send(broker, records(20, seed=18), per_request=2, prefix="z")
+    assert (await Worker(redis, registry, settings, consumer="after").run(burst=True)).entries == 10
+    assert {r.pair.challenger: r.compared for r in await store.shadow_reports()} == {"2": 0, two_classes: 0}
+
 
 async def test_a_route_without_challenger_has_no_shadow_work(
     shared_registry: ModelRegistry, settings: Settings, redis: Redis

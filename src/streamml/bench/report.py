@@ -123,13 +123,17 @@ def to_markdown(report: dict[str, Any], command: str) -> str:
         f"Versions: {versions}; redis-server {report.get('redis_server')}. Prometheus metrics in the "
         f"measured processes: {'on' if report.get('plan', {}).get('metrics', True) else 'off'}.",
         "What bounds each figure and how it was profiled: [../README.md](../README.md).",
-        "",
-        "## Headline: the targets, measured side by side",
-        "",
-        "| target | measured | met | note |",
-        "| --- | --- | --- | --- |",
     ]
-    out += [f"| {t} | {v} | {ok} | {note} |" for t, v, ok, note in headline(report)]
+    targets = headline(report)
+    if targets:
+        out += [
+            "",
+            "## Headline: the targets, measured side by side",
+            "",
+            "| target | measured | met | note |",
+            "| --- | --- | --- | --- |",
+        ]
+        out += [f"| {t} | {v} | {ok} | {note} |" for t, v, ok, note in targets]
     out += _drain_table(report.get("drain"))
     out += _rollout_table(report.get("rollout"))
     out += _e2e_tables(report.get("endtoend"))
@@ -143,8 +147,9 @@ def _rollout_table(rollout: dict[str, Any] | None) -> list[str]:
         "",
         "## 2. What shadow scoring and drift windows cost a worker",
         "",
-        f"The drain of section 1 on {rollout['model']}, {rollout['results'][0]['records']:,} records, "
-        "in four configurations that alternate within each of "
+        "One worker process drains a pre-filled stream (as in the worker drain) of "
+        f"{rollout['results'][0]['records']:,} records for {rollout['model']}, in four configurations "
+        "that alternate within each of "
         f"{rollout['repeats']} repeats (medians shown). CPU is the worker process's, per record drained; "
         "'extra' is over the champion alone with drift windows off.",
         "",

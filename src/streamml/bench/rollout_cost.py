@@ -25,7 +25,7 @@ from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
 
 ROUTE = "shadowed"
-REPEATS = 3
+REPEATS = 5
 
 
 @dataclass(frozen=True)

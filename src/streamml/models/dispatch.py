@@ -173,20 +173,27 @@ async def predict_batch(
             groups.setdefault((ref.name, ref.version, False), (ref, []))[1].append(request)
 
     champions: list[tuple[ModelRef, list[Scored[R]]]] = []
-    for (_, _, is_canary), (ref, members) in groups.items():
-        try:
-            model = registry.loaded(ref)
-            if model is None:
-                model = await asyncio.to_thread(registry.load, ref)
-        except ModelUnavailable as exc:  # includes ModelLoadError
-            failed += [Unscored(r, FailureReason.MODEL_LOAD_FAILED, exc) for r in members]
-            continue
-        count = sum(len(r.records) for r in members)
-        done, poison = await _run(predict_isolating, model, ref, members, is_canary, records=count)
-        scored += done
-        failed += poison
-        if not is_canary:
-            champions.append((ref, done))
+    # Canary groups first: what the challenger fails to answer joins the champion's group.
+    for canary_phase in (True, False):
+        for is_canary, (ref, members) in [(k[2], g) for k, g in groups.items() if k[2] is canary_phase]:
+            try:
+                model = registry.loaded(ref)
+                if model is None:
+                    model = await asyncio.to_thread(registry.load, ref)
+            except ModelUnavailable as exc:  # includes ModelLoadError
+                if is_canary:
+                    _to_champion(groups, refs, members)
+                else:
+                    failed += [Unscored(r, FailureReason.MODEL_LOAD_FAILED, exc) for r in members]
+                continue
+            count = sum(len(r.records) for r in members)
+            done, poison = await _run(predict_isolating, model, ref, members, is_canary, records=count)
+            scored += done
+            if is_canary:
+                _to_champion(groups, refs, [u.request for u in poison])
+            else:
+                failed += poison
+                champions.append((ref, done))
     shadows: list[ShadowRun] = []
     for ref, done in champions:
         by_route: dict[str, list[Scored[R]]] = {}
@@ -200,6 +207,18 @@ async def predict_batch(
                 replaced = {id(old): new for old, new in shadowed}
                 scored = [replaced.get(id(s), s) for s in scored]
     return Dispatched(scored, failed, shadows)
+
+
+def _to_champion(
+    groups: dict[tuple[str, str, bool], tuple[ModelRef, list[R]]],
+    refs: Mapping[str, ModelRef | ModelUnavailable],
+    requests: Sequence[R],
+) -> None:
+    """A canary never fails a request: what the challenger could not answer, the champion answers."""
+    for request in requests:
+        champion = refs[request.route]
+        assert isinstance(champion, ModelRef)  # canaries exist only for routes that resolved
+        groups.setdefault((champion.name, champion.version, False), (champion, []))[1].append(request)
 
 
 async def _run(

@@ -40,6 +40,19 @@ class _RouteWindow:
     window: DriftWindow | None
     """None: the version has no training profile (drift "unknown")."""
     checked_s: float
+    allowance: float = 0.0
+    """Records the rate cap lets in now (a token bucket refilled at ``max_records_per_s``)."""
+    refilled_s: float = 0.0
+
+    def admit(self, offered: int, rate: float, now: float) -> int:
+        """How many of ``offered`` records the window takes now (all of them when uncapped)."""
+        if rate <= 0:
+            return offered
+        self.allowance = min(self.allowance + (now - self.refilled_s) * rate, rate)
+        self.refilled_s = now
+        taken = min(offered, int(self.allowance))
+        self.allowance -= taken
+        return taken
 
 
 class DriftMonitor:
@@ -68,9 +81,18 @@ class DriftMonitor:
                 current = self._routes[route] = await self._start(model)
             if current.window is None:
                 continue
+            records: list[Any] = []
+            labels: list[str] = []
             for result in scored:
                 if result.model == model:
-                    current.window.add(result.request.records, result.labels)
+                    records += result.request.records
+                    labels += result.labels
+            taken = current.admit(len(records), self.settings.max_records_per_s, time.monotonic())
+            if taken < len(records):  # evenly spread over the batch
+                picks = [index * len(records) // taken for index in range(taken)]
+                records, labels = [records[i] for i in picks], [labels[i] for i in picks]
+            if records:
+                current.window.add(records, labels)
 
     def _retry_due(self, current: _RouteWindow) -> bool:
         return current.window is None and time.monotonic() - current.checked_s > UNKNOWN_RETRY_S
@@ -86,7 +108,8 @@ class DriftMonitor:
             window = DriftWindow(
                 reference, max_records=self.settings.window_records, max_age_s=self.settings.window_s
             )
-        return _RouteWindow(model, window, time.monotonic())
+        now = time.monotonic()
+        return _RouteWindow(model, window, now, self.settings.max_records_per_s, now)
 
     async def publish(self) -> None:
         """Write every window (its counts, model version and age) where reports read them."""
