@@ -27,10 +27,14 @@ runner = CliRunner()
         "fidelity",
         "promote",
         "rollback",
+        "drift",
+        "canary set",
+        "canary show",
+        "shadow report",
     ],
 )
 def test_every_command_has_help(command: str) -> None:
-    result = runner.invoke(app, [command, "--help"])
+    result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
 
@@ -69,3 +73,19 @@ def test_a_refused_rollback_says_why_and_exits_1(tmp_path: Path, tracking_uri: s
     assert result.exit_code == 1, result.output
     assert "refused" in result.output
     assert "LightGBM_Classifier has no 'previous' alias" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["xgboost", "10%"], "no route 'xgboost'"),
+        (["svm", "120%"], "outside 0%..100%"),
+        (["svm", "lots"], "not a share"),
+    ],
+)
+def test_canary_set_refuses_an_unknown_route_or_a_share_outside_0_to_100(
+    args: list[str], complaint: str, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, ["canary", "set", *args, "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert complaint in " ".join(result.output.split())
