@@ -573,6 +573,9 @@ def drift(
         console.print(_drift_table(name, report))
 
 
+METHOD_NAMES = {"wasserstein_normed": "Wasserstein/sd", "jensen_shannon": "Jensen-Shannon"}
+
+
 def _drift_table(route: str, report: dict[str, Any]) -> Table | str:
     version = f"{report.get('model', '?')} v{report.get('version', '?')}"
     head = f"{route}: {version}, {report['records']} recent records" if "records" in report else route
@@ -592,7 +595,7 @@ def _drift_table(route: str, report: dict[str, Any]) -> Table | str:
     for feature, entry in report["features"].items():
         table.add_row(
             feature,
-            entry["method"],
+            METHOD_NAMES.get(entry["method"], entry["method"]),
             f"{entry['score']:.3f}" if entry["score"] is not None else "–",
             f"{entry['null_rate']:.1%} ({entry['null_rate_reference']:.1%})",
             str(entry.get("unseen", "")),
