@@ -137,15 +137,24 @@ def train(
     ] = None,
     rows: Annotated[int, typer.Option("--rows", help="Synthetic rows when no --data.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    if_missing: Annotated[
+        bool,
+        typer.Option("--if-missing", help="Only the demo models with no 'champion' yet (none: do nothing)."),
+    ] = False,
     state_dir: StateDir = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Train the three demo models and register them with alias 'champion'."""
     from streamml.local.demo import train_demo_models, training_frame
     from streamml.local.processes import configure_logging
+    from streamml.models.training import missing_demo_models
 
     configure_logging(log_level)
     settings = _settings(state_dir)
+    models = missing_demo_models(settings.tracking_uri()) if if_missing else None
+    if models == []:
+        console.print("every demo model has a 'champion' version already: nothing to train")
+        return
     frame, source = training_frame(data, rows, seed)
     trained = train_demo_models(
         frame,
@@ -154,6 +163,7 @@ def train(
         trusted_types=settings.mlflow.trusted_types,
         source=source,
         seed=seed,
+        models=models,
     )
     table = Table(
         "model",

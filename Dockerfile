@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# One image for every role: `streamml api`, `worker`, `produce`, `train`, and (with the server extras)
+# the MLflow server. Build: docker build -t streamml . (compose.yaml builds it for you).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /build
+# Dependencies first, in their own layer: a code change does not reinstall them. The runtime
+# dependencies are read from pyproject.toml and pinned by requirements.lock.
+COPY pyproject.toml requirements.lock deploy/requirements-server.txt ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > runtime.txt \
+ && pip install -c requirements.lock -r runtime.txt -r requirements-server.txt
+COPY README.md ./
+COPY src ./src
+RUN pip install --no-deps .
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="streamml" \
+      org.opencontainers.image.description="Real-time ML inference on Redis Streams with models from the MLflow Model Registry" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 streamml \
+ && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/streamml streamml
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    STREAMML_STATE_DIR=/var/lib/streamml \
+    STREAMML_GATEWAY_HOST=0.0.0.0 \
+    STREAMML_WORKER_METRICS_HOST=0.0.0.0
+USER 10001:10001
+WORKDIR /var/lib/streamml
+EXPOSE 8800
+# SIGTERM lets a worker finish and acknowledge its batch (STREAMML_WORKER_SHUTDOWN_GRACE_S); run with an
+# init (compose sets `init: true`) so the signal reaches it.
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('STREAMML_GATEWAY_PORT', '8800') + '/health', timeout=2)"]
+ENTRYPOINT ["streamml"]
+CMD ["api"]
