@@ -24,7 +24,8 @@ LABEL org.opencontainers.image.title="streamml" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 streamml \
- && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/streamml streamml
+ && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/streamml streamml \
+ && install -d -o 10001 -g 10001 /var/lib/streamml/predictions
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

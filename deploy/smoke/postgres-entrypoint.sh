@@ -1,0 +1,16 @@
+#!/bin/sh
+# First start: create the cluster, the user with its password and the database; then run the server.
+set -eu
+mkdir -p "$PGDATA" /var/run/postgresql && chown postgres:postgres "$PGDATA" /var/run/postgresql
+chmod 700 "$PGDATA"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  echo "$POSTGRES_PASSWORD" > /tmp/pwfile && chown postgres /tmp/pwfile
+  su postgres -s /bin/sh -c "initdb -D '$PGDATA' -U '$POSTGRES_USER' --pwfile=/tmp/pwfile --auth-local=trust --auth-host=scram-sha-256"
+  rm -f /tmp/pwfile
+  echo "host all all 0.0.0.0/0 scram-sha-256" >> "$PGDATA/pg_hba.conf"
+  su postgres -s /bin/sh -c "postgres -D '$PGDATA' -c listen_addresses='' -k /var/run/postgresql" &
+  until su postgres -s /bin/sh -c "pg_isready -h /var/run/postgresql -q"; do sleep 0.5; done
+  su postgres -s /bin/sh -c "createdb -h /var/run/postgresql -U '$POSTGRES_USER' '$POSTGRES_DB'" || true
+  su postgres -s /bin/sh -c "pg_ctl -D '$PGDATA' -m fast -w stop"
+fi
+exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' -k /var/run/postgresql
