@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for every role: `streamml api`, `worker`, `produce`, `train`, and (with the server extras)
 # the MLflow server. Build: docker build -t streamml . (compose.yaml builds it for you).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm

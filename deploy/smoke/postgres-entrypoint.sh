@@ -1,11 +1,12 @@
 #!/bin/sh
-# First start: create the cluster, the user with its password and the database; then run the server.
+# First start: create the cluster (UTF-8, as the official image does: with SQL_ASCII psycopg returns bytes
+# and MLflow cannot start), the user with its password and the database; then run the server.
 set -eu
 mkdir -p "$PGDATA" /var/run/postgresql && chown postgres:postgres "$PGDATA" /var/run/postgresql
 chmod 700 "$PGDATA"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "$POSTGRES_PASSWORD" > /tmp/pwfile && chown postgres /tmp/pwfile
-  su postgres -s /bin/sh -c "initdb -D '$PGDATA' -U '$POSTGRES_USER' --pwfile=/tmp/pwfile --auth-local=trust --auth-host=scram-sha-256"
+  su postgres -s /bin/sh -c "initdb -D '$PGDATA' -U '$POSTGRES_USER' --pwfile=/tmp/pwfile --encoding=UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256"
   rm -f /tmp/pwfile
   echo "host all all 0.0.0.0/0 scram-sha-256" >> "$PGDATA/pg_hba.conf"
   su postgres -s /bin/sh -c "postgres -D '$PGDATA' -c listen_addresses='' -k /var/run/postgresql" &

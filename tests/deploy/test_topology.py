@@ -183,8 +183,12 @@ def test_the_compose_topology_runs_against_postgres_backed_mlflow(
             body = response.json()
             assert body["predictions"][0] in {"Low", "Medium", "High"}
             assert body["model"]["version"] == "1"
-        ready = httpx.get(f"{url}/ready", timeout=10).json()
-        assert ready["checks"]["workers"] == worker["deploy"]["replicas"]
+        deadline = time.monotonic() + 120
+        live = 0
+        while live < worker["deploy"]["replicas"] and time.monotonic() < deadline:
+            live = httpx.get(f"{url}/ready", timeout=10).json()["checks"]["workers"]
+            time.sleep(0.5)  # a worker heart-beats once it has loaded its models
+        assert live == worker["deploy"]["replicas"], [p.log_tail() for p in started[2:]]
     finally:
         for process in reversed(started):
             process.stop()
