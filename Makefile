@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint format typecheck unit bench clean
+.PHONY: demo test check lint format typecheck unit bench compose-smoke clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/streamml bench $(ARGS)
+
+## compose-smoke: the compose stack in real containers (needs a Docker engine and debootstrap; root)
+compose-smoke: $(STAMP)
+	deploy/smoke/run
 
 clean:
 	rm -rf $(VENV) .streamml .pytest_cache .mypy_cache .ruff_cache
