@@ -22,6 +22,12 @@ LABEL org.opencontainers.image.title="streamml" \
       org.opencontainers.image.description="Real-time ML inference on Redis Streams with models from the MLflow Model Registry" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
+# LightGBM needs the OpenMP runtime, which slim images leave out. Debian stable's package (its security
+# updates) rather than a pinned version.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 streamml \
  && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/streamml streamml \
  && install -d -o 10001 -g 10001 /var/lib/streamml/predictions
