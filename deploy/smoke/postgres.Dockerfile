@@ -2,6 +2,7 @@
 # image's POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB and keeps its data in /var/lib/postgresql/data.
 ARG BASE=streamml-smoke/debian:bookworm
 FROM ${BASE}
+LABEL org.streamml.smoke="stand-in"
 RUN apt-get update \
  && apt-get install -y --no-install-recommends postgresql-15 \
  && rm -rf /var/lib/apt/lists/*
