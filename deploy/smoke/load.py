@@ -31,7 +31,9 @@ def send(url: str, seconds: float, rate: float, out: Path) -> None:
             time.sleep(max(due - time.monotonic(), 0))
             sent += 1
             try:
-                response = client.post("/predict_stream", params={"model": "lightgbm"}, json={"data": [RECORD]})
+                response = client.post(
+                    "/predict_stream", params={"model": "lightgbm"}, json={"data": [RECORD]}
+                )
             except httpx.HTTPError:
                 refused += 1
                 continue
