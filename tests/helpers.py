@@ -101,3 +101,21 @@ def register(
             skops_trusted_types=list(DEFAULT_TRUSTED_TYPES),
         )
     return str(info.registered_model_version)
+
+
+def register_challenged(tracking_uri: str, prefix: str) -> str:
+    """A model of its own name: LightGBM v1 as ``champion`` and a KNN trained on other rows as v2
+    ``challenger`` (same inputs and classes, different answers often enough to fill a flip matrix)."""
+    import uuid
+
+    from mlflow import MlflowClient
+
+    from streamml.models.training import build_pipelines, model_signature
+
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    register(tracking_uri, name, build_pipelines(1)["LightGBM_Classifier"], model_signature())
+    register(tracking_uri, name, build_pipelines(2)["Knn_Classifier"], model_signature())
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_registered_model_alias(name, "challenger", "2")
+    return name

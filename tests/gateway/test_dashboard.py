@@ -10,20 +10,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from mlflow import MlflowClient
 
 from streamml.local.services import EmbeddedRedis, ManagedProcess, wait_until_healthy
-from streamml.models.training import build_pipelines, model_signature
 from streamml.settings import DEFAULT_ROUTES, Settings
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
-from tests.helpers import register, start_worker
+from tests.helpers import register_challenged, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +49,7 @@ def test_dashboard_shows_live_numbers_model_versions_challengers_drift_and_a_red
         "playwright.sync_api", reason="playwright is not installed (a dev dependency)"
     )
     # A route whose model has a challenger (v2, another algorithm), for the Challengers panel.
-    name = f"Dashboard-{uuid.uuid4().hex[:6]}"
-    register(tracking_uri, name, build_pipelines(1)["LightGBM_Classifier"], model_signature())
-    register(tracking_uri, name, build_pipelines(2)["Knn_Classifier"], model_signature())
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    client.set_registered_model_alias(name, "champion", "1")
-    client.set_registered_model_alias(name, "challenger", "2")
+    name = register_challenged(tracking_uri, "Dashboard")
     env = {
         "STREAMML_ROUTES": json.dumps(DEFAULT_ROUTES | {"shadowed": f"models:/{name}@champion"}),
         "STREAMML_DRIFT_PUBLISH_S": "0.5",

@@ -23,20 +23,14 @@ from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
 from streamml.stream.broker import Broker
 from streamml.stream.rollout import RolloutStore, parse_share
 from streamml.stream.worker import Worker
-from tests.helpers import register
+from tests.helpers import register, register_challenged
 
 
 @pytest.fixture(scope="module")
 def pair(tracking_uri: str) -> tuple[str, MlflowClient]:
-    """LightGBM v1 (champion) and a KNN trained on other rows as v2 (challenger): the same inputs and
-    classes, different answers often enough to fill a flip matrix."""
-    name = f"Shadowed-{uuid.uuid4().hex[:6]}"
-    register(tracking_uri, name, build_pipelines(1)["LightGBM_Classifier"], model_signature())
-    register(tracking_uri, name, build_pipelines(2)["Knn_Classifier"], model_signature())
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    client.set_registered_model_alias(name, "champion", "1")
-    client.set_registered_model_alias(name, "challenger", "2")
-    return name, client
+    """LightGBM v1 (champion) and a KNN trained on other rows as v2 (challenger)."""
+    name = register_challenged(tracking_uri, "Shadowed")
+    return name, MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def registry_for(tracking_uri: str, name: str, tmp_path: Any) -> ModelRegistry:
