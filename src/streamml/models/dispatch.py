@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from streamml.errors import FailureReason, ModelUnavailable, UnknownRoute
@@ -195,6 +195,7 @@ async def predict_batch(
                 failed += poison
                 champions.append((ref, done))
     shadows: list[ShadowRun] = []
+    replaced: dict[int, Scored[R]] = {}  # id of a champion's result -> the same with the shadow's labels
     for ref, done in champions:
         by_route: dict[str, list[Scored[R]]] = {}
         for result in done:
@@ -204,8 +205,9 @@ async def predict_batch(
             if challenger is not None and challenger.version != ref.version:
                 run, shadowed = await _shadow(registry, ref, challenger, results, rollout.sample(route))
                 shadows.append(run)
-                replaced = {id(old): new for old, new in shadowed}
-                scored = [replaced.get(id(s), s) for s in scored]
+                replaced |= {id(old): new for old, new in shadowed}
+    if replaced:
+        scored = [replaced.get(id(s), s) for s in scored]
     return Dispatched(scored, failed, shadows)
 
 
@@ -286,7 +288,7 @@ async def _shadow(
     for result in chosen:
         count = len(result.labels)
         shadow = ShadowLabels(challenger, labels[offset : offset + count])
-        pairs.append((result, _with_shadow(result, shadow)))
+        pairs.append((result, replace(result, shadow=shadow)))
         offset += count
     return run, pairs
 
@@ -298,18 +300,6 @@ def _predict_timed(
     started = time.perf_counter()
     labels = model.predict(records)
     return labels, (time.perf_counter() - started) * 1000.0
-
-
-def _with_shadow(result: Scored[R], shadow: ShadowLabels) -> Scored[R]:
-    return Scored(
-        result.request,
-        result.model,
-        result.labels,
-        result.predicted_ms,
-        result.predict_ms,
-        result.canary,
-        shadow,
-    )
 
 
 def predict_isolating(
