@@ -226,6 +226,19 @@ def status(
         for c in group["consumers"]:
             table.add_row(c["name"], str(c["pending"]), f"{c['idle_ms'] / 1000:.1f}s")
         console.print(table)
+    if "partitions" in report:
+        table = Table("partition", "stream", "entries", "lag", "pending", "dead letters")
+        for part in report["partitions"]:
+            group = next((g for g in part["groups"] if g["name"] == settings.streams.group), None)
+            table.add_row(
+                str(part["partition"]),
+                part["stream"],
+                str(part["length"]),
+                str(group["lag"]) if group else "-",
+                str(group["pending"]) if group else "-",
+                str(part["dead_letters"]),
+            )
+        console.print(table)
 
 
 @app.command()
@@ -474,7 +487,7 @@ app.add_typer(shadow_app, name="shadow")
 def _rollouts(state_dir: Path | None, action: Callable[[Any], Awaitable[Any]]) -> Any:
     from streamml.stream.rollout import RolloutStore
 
-    return _on_redis(state_dir, lambda redis, settings: action(RolloutStore(redis, settings.streams.stream)))
+    return _on_redis(state_dir, lambda redis, settings: action(RolloutStore.of(redis, settings.streams)))
 
 
 @canary_app.command("set")
@@ -652,7 +665,7 @@ def _on_redis(state_dir: Path | None, action: Callable[[Any, Settings], Awaitabl
 def _dead_letters(state_dir: Path | None, action: Callable[[Any], Awaitable[Any]]) -> Any:
     from streamml.stream.deadletters import DeadLetters
 
-    return _on_redis(state_dir, lambda redis, settings: action(DeadLetters(redis, settings.streams.stream)))
+    return _on_redis(state_dir, lambda redis, settings: action(DeadLetters.of(redis, settings.streams)))
 
 
 @dlq_app.command("list")

@@ -74,6 +74,19 @@ class BrokerUnavailable(StreammlError):
     retry_later = True
 
 
+class NotDurable(BrokerUnavailable):
+    """The request is in Redis but the fsync or replica the durability setting asks for did not
+    confirm it in time. It may still be processed: a retry with the same ``Idempotency-Key`` is safe."""
+
+    code = "not_durable"
+
+
+class PartitionCountMismatch(StreammlError):
+    """This process is configured with another partition count than the one recorded in Redis."""
+
+    code = "partition_count_mismatch"
+
+
 class Overloaded(StreammlError):
     """The backlog is over its limit; the request was not published. Retry after a pause."""
 

@@ -6,6 +6,7 @@ that use different streams never touch each other's keys.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 DEFAULT_STREAM = "mlops_stream"
@@ -96,3 +97,43 @@ def shadow_pair_key(stream: str, route: str, champion: str, challenger: str) -> 
 def drift_key(stream: str, route: str) -> str:
     """Hash of consumer -> that worker's recent-records window of a route (``streamml drift``)."""
     return f"{stream}:drift:{route}"
+
+
+# -- partitions --------------------------------------------------------------------------------------
+
+HASH_SLOTS = 16384
+"""Redis Cluster's key space: a key's slot is CRC16 of its hash tag, modulo this."""
+
+
+def partitions_key(stream: str) -> str:
+    """The partition count recorded at first use (a process configured with another refuses to start)."""
+    return f"{stream}:partitions"
+
+
+@lru_cache(maxsize=4096)
+def partition_tag(partition: int, count: int) -> str:
+    """The hash tag of a partition: the first of ``"p"``, ``"p.1"``, ``"p.2"``… whose slot lies in the
+    middle half of the partition's share of the 16,384 slots.
+
+    Plain ``{0}``…``{15}`` land where CRC16 puts them: on a 3-master cluster 6, 6 and 4 partitions.
+    Tags chosen by slot are spread evenly instead, so masters that own equal contiguous ranges (what
+    ``--cluster create`` and ``CLUSTER ADDSLOTSRANGE`` in equal parts give) get equal shares whenever
+    ``count`` is a multiple of the number of masters; the middle half keeps a tag off a range's edge."""
+    from redis.crc import key_slot
+
+    width = HASH_SLOTS / count
+    low, high = (partition + 0.25) * width, (partition + 0.75) * width
+    candidate, suffix = str(partition), 0
+    while not low <= key_slot(candidate.encode()) < high:
+        suffix += 1
+        candidate = f"{partition}.{suffix}"
+    return candidate
+
+
+def partition_name(name: str, partition: int, count: int) -> str:
+    """A partitioned stream's (or results stream's) key: ``name`` itself with one partition (the
+    single-stream layout, unchanged), else ``name:{tag}``; every key derived from it shares the tag,
+    so a partition's entry, dead letters, results and counters live in one slot (one MULTI)."""
+    if count == 1:
+        return name
+    return f"{name}:{{{partition_tag(partition, count)}}}"

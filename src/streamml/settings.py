@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml import keys
@@ -31,6 +31,8 @@ DEFAULT_TRUSTED_TYPES: list[str] = [
 ]
 
 REDIS_URL_FILE = "redis.url"
+DEFAULT_CLUSTER_PARTITIONS = 12
+"""12 divides evenly over 1, 2, 3, 4 or 6 masters (``keys.partition_tag`` spreads the slots)."""
 MLFLOW_URL_FILE = "mlflow.url"
 
 
@@ -51,6 +53,13 @@ class RedisSettings(BaseSettings):
     """Port the embedded server prefers; a free one is picked if it is taken."""
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
     """AOF fsync policy of the embedded server (``everysec`` may lose the last second on a crash)."""
+    cluster: bool = False
+    """``REDIS_URL`` names a node of a Redis (or Valkey) Cluster: every process uses redis-py's cluster
+    client, which discovers the other nodes and follows slot moves and failovers."""
+    max_connections: int = 256
+    """Connections one process may open to one cluster node. redis-py's cluster client refuses a
+    command past it (it does not queue: the gateway answers 503), so it bounds what a gateway under
+    load can ask of a node. A single Redis keeps redis-py's unbounded pool."""
 
 
 class MlflowSettings(BaseSettings):
@@ -103,6 +112,21 @@ class StreamSettings(BaseSettings):
     """Approximate cap of the results stream (``XADD MAXLEN ~``)."""
     result_ttl_s: int = 3600
     """How long a request's result can be fetched from ``GET /predictions/{id}``."""
+    stream_partitions: int | None = Field(default=None, ge=1, le=1024)
+    """Request streams (``mlops_stream:{tag}``, one consumer group each). Unset: 1 on a single Redis
+    (the one ``mlops_stream``, keys as ever), ``DEFAULT_CLUSTER_PARTITIONS`` on a cluster. Recorded in
+    Redis at first use; changing it is a migration (docs/scaling.md)."""
+    durability: Literal["memory", "fsync", "replica"] = "memory"
+    """When the gateway answers 202: ``memory`` once Redis has the request (on disk within the
+    server's ``appendfsync``), ``fsync`` once it is in the server's append-only file on disk (WAITAOF,
+    or a server with ``appendfsync always``), ``replica`` once a replica has it too (WAIT)."""
+    durability_timeout_ms: int = Field(default=2000, ge=1)
+    """Longest wait for the fsync or the replica; past it the gateway answers 503 (the request may
+    still be processed: retry with the same ``Idempotency-Key``)."""
+
+    @property
+    def partitions(self) -> int:
+        return self.stream_partitions or 1
 
 
 class GatewaySettings(BaseSettings):
@@ -238,6 +262,13 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+
+    @model_validator(mode="after")
+    def _cluster_partitions(self) -> Settings:
+        """One stream lives in one slot, on one node: on a cluster, spread over several by default."""
+        if self.streams.stream_partitions is None and self.redis.cluster:
+            self.streams.stream_partitions = DEFAULT_CLUSTER_PARTITIONS
+        return self
 
     @classmethod
     def load(cls, state_dir: Path | None = None) -> Settings:

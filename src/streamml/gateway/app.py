@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from redis.exceptions import RedisError
 
 from streamml import keys
 from streamml.gateway.auth import Authenticator, RateLimiter, load_api_keys
@@ -23,6 +25,8 @@ from streamml.settings import Settings
 from streamml.stream.broker import Broker
 from streamml.stream.observe import StreamObserver
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> FastAPI:
     """The gateway, with its collaborators handed in (tests pass a broker on their own stream)."""
@@ -31,6 +35,10 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:  # a partition count other than the recorded one stops the gateway here, with the reason
+            await broker.check_partitions()
+        except (RedisError, OSError) as exc:
+            log.warning("cannot check the partition count yet (%s); it is checked at the first publish", exc)
         replies.start()
         yield
         await replies.stop()
@@ -52,7 +60,7 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         broker,
         registry,
         BacklogGate(broker, gateway.max_backlog, gateway.backlog_check_s),
-        IdempotencyStore(broker.redis, broker.stream, gateway.idempotency_ttl_s),
+        IdempotencyStore(broker.redis, broker.stream, gateway.idempotency_ttl_s, broker),
     )
     app.state.snapshots = SnapshotHub(
         StreamObserver(broker.redis, broker), registry, settings.drift if settings.drift.enabled else None

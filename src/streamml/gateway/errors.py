@@ -19,8 +19,10 @@ from streamml.errors import (
     IdempotencyConflict,
     InvalidRequest,
     ModelUnavailable,
+    NotDurable,
     NotFound,
     Overloaded,
+    PartitionCountMismatch,
     PayloadTooLarge,
     PredictionTimeout,
     Problem,
@@ -46,6 +48,7 @@ ERROR_STATUS: dict[type[StreammlError], int] = {
     Overloaded: 429,
     ModelUnavailable: 503,
     BrokerUnavailable: 503,
+    PartitionCountMismatch: 503,
     PredictionTimeout: 504,
 }
 
@@ -104,7 +107,12 @@ def install_error_handlers(
             )
         problems = exc.problems if isinstance(exc, InvalidRequest) else None
         message = str(exc)
-        if isinstance(exc, BrokerUnavailable | ModelUnavailable):
+        if isinstance(exc, NotDurable):
+            message = (
+                "the request reached Redis but its durability was not confirmed in time; it may still be "
+                "processed: retry with the same Idempotency-Key to get one answer for both"
+            )
+        elif isinstance(exc, BrokerUnavailable | ModelUnavailable | PartitionCountMismatch):
             message = "a backing service is unavailable; retry later"  # internals stay in our logs
         return _error(status, exc.code, message, problems, headers)
 

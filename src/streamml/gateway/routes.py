@@ -231,7 +231,7 @@ async def shadow(
     each, and why a challenger cannot shadow when it cannot. Also each route's canary share."""
     if route is not None:
         _registry(request).target(route)  # an unknown route is a 404 naming the known ones
-    store = RolloutStore(_broker(request).redis, _broker(request).stream)
+    store = RolloutStore.of(_broker(request).redis, _broker(request).streams)
     try:
         reports = await store.shadow_reports(route)
         canary = await store.canary()

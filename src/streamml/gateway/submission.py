@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from streamml.errors import (
     Forbidden,
     IdempotencyConflict,
     InvalidRequest,
+    NotDurable,
     Overloaded,
     Problem,
     StreammlError,
@@ -102,14 +102,22 @@ class IdempotencyStore:
     ``begin`` reserves a key (SET NX) or returns what its first use recorded; ``finish`` stores the
     response; ``release`` frees a key whose request was refused, so it may be used again."""
 
-    def __init__(self, redis: Redis, stream: str, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, stream: str, ttl_s: int, broker: Broker | None = None) -> None:
+        """With ``broker``, a key is kept under the hash tag of the partition its requests go to."""
         self.redis = redis
         self.stream = stream
         self.ttl_s = ttl_s
+        self.broker = broker
+
+    def _name(self, key: str) -> str:
+        if self.broker is None:
+            return keys.idempotency_key(self.stream, key)
+        partition = self.broker.partitions[self.broker.partition_for(key)]
+        return keys.idempotency_key(partition.stream, key)
 
     async def begin(self, key: str, fingerprint: str) -> dict[str, Any] | None:
         """None: the key is ours now, go on; else the record of its first use."""
-        name = keys.idempotency_key(self.stream, key)
+        name = self._name(key)
         record = orjson.dumps({"state": "pending", "fingerprint": fingerprint})
         try:
             if await self.redis.set(name, record, nx=True, ex=self.ttl_s):
@@ -128,7 +136,7 @@ class IdempotencyStore:
         await self._write(key, None)
 
     async def _write(self, key: str, value: bytes | None) -> None:
-        name = keys.idempotency_key(self.stream, key)
+        name = self._name(key)
         try:
             if value is None:
                 await self.redis.delete(name)
@@ -173,12 +181,17 @@ class Submission:
             first = await self.idempotency.begin(idempotency_key, fingerprint)
             if first is not None:
                 return _replay(first, fingerprint)
+        request_id = self.broker.new_request_id(self.broker.partition_for(idempotency_key))
         try:
             await self.gate.check()
-            request_id = uuid.uuid4().hex
             stream_id = await self.broker.publish(
                 request_id, route, batch.records, reply=reply, owner=key.name if key else ""
             )
+        except NotDurable:
+            if idempotency_key is not None:  # published, not confirmed: a retry gets this same request
+                unconfirmed = Accepted(request_id, "", route, len(batch.records), batch.missing)
+                await self.idempotency.finish(idempotency_key, fingerprint, unconfirmed.as_dict())
+            raise
         except StreammlError:
             if idempotency_key is not None:  # nothing was published: the key may be used again
                 await self.idempotency.release(idempotency_key)

@@ -11,9 +11,9 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from streamml.errors import RedisUnreachable
 from streamml.models.registry import ModelRef, ModelRegistry
@@ -53,7 +53,17 @@ def make_registry(
 
 
 def make_redis(settings: Settings) -> Redis:
+    """The client every process uses: redis-py's cluster client when ``STREAMML_REDIS_CLUSTER`` is
+    set (typed as Redis: streamml sends only commands both clients have)."""
     # Timeouts bound every call, so an unreachable Redis turns into a 503, never a hang.
+    if settings.redis.cluster:
+        cluster: Any = RedisCluster.from_url(
+            settings.redis_url(),
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            max_connections=settings.redis.max_connections,
+        )
+        return cast(Redis, cluster)
     return Redis.from_url(
         settings.redis_url(),
         socket_connect_timeout=2.0,
@@ -179,7 +189,7 @@ async def direct_submission(settings: Settings) -> AsyncIterator[Submit]:
         broker,
         make_registry(settings),
         BacklogGate(broker, gateway.max_backlog, gateway.backlog_check_s),
-        IdempotencyStore(redis, broker.stream, gateway.idempotency_ttl_s),
+        IdempotencyStore(redis, broker.stream, gateway.idempotency_ttl_s, broker),
     )
 
     async def submit(route: str, records: list[dict[str, Any]]) -> str:

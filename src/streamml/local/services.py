@@ -186,9 +186,12 @@ class EmbeddedRedis:
         port: int | None = None,
         appendfsync: str = "everysec",
         password: str | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         self.data_dir = data_dir
         self.appendfsync = appendfsync
+        self.extra_config = list(extra_config)
+        """More ``redis.conf`` lines (a cluster node's, a replica's)."""
         self.password = password or self._stored_password()
         self.port = port if port and port_is_free(port) else free_port()
         self.process: ManagedProcess | None = None
@@ -229,6 +232,7 @@ class EmbeddedRedis:
                     f"requirepass {self.password}",
                     "daemonize no",
                     'logfile ""',
+                    *self.extra_config,
                 ]
             )
             + "\n"

@@ -63,8 +63,11 @@ class BatchHandler:
         config: WorkerSettings,
         stats: WorkerStats,
         metrics: WorkerMetrics,
+        partition: int = 0,
     ) -> None:
         self.broker = broker
+        self.partition = partition
+        """The request stream partition this handler's batches come from."""
         self.registry = registry
         self.sinks = sinks
         self.consumer = consumer
@@ -100,7 +103,7 @@ class BatchHandler:
                 await asyncio.wait_for(done.wait(), timeout=every)
                 return
             try:
-                await self.broker.keep_claimed(self.consumer, ids)
+                await self.broker.keep_claimed(self.consumer, ids, self.partition)
             except REDIS_DOWN:
                 return
 
@@ -149,14 +152,18 @@ class BatchHandler:
             )
             for f in dead
         ]
-        batch = WrittenBatch(results, now_ms(), dispatched.shadows)
+        batch = WrittenBatch(results, now_ms(), dispatched.shadows, self.partition)
 
         def stage(tx: Pipeline) -> None:
             for sink in self.sinks:
                 sink.stage(tx, batch)
 
         await self.broker.settle(
-            [r.request.stream_id for r in results] + [f.stream_id for f in dead], letters, stage
+            [r.request.stream_id for r in results] + [f.stream_id for f in dead],
+            letters,
+            stage,
+            self.partition,
+            notices=[r.request.request_id for r in results if r.request.reply],
         )
         if self.drift is not None:
             await self.drift.observe(results)

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from streamml import keys
 from streamml.errors import FailureReason
+from streamml.settings import StreamSettings
 from streamml.stream.broker import as_text
 from streamml.stream.entry import now_ms
 
@@ -86,10 +87,10 @@ class DeadLetter:
         }
 
 
-def _decode(raw: Any) -> list[DeadLetter]:
+def _decode(raw: Any, suffix: str = "") -> list[DeadLetter]:
     return [
         DeadLetter(
-            as_text(letter_id),
+            as_text(letter_id) + suffix,
             {
                 as_text(k): (v.decode(errors="replace") if isinstance(v, bytes) else v)
                 for k, v in fields.items()
@@ -100,26 +101,60 @@ def _decode(raw: Any) -> list[DeadLetter]:
 
 
 class DeadLetters:
-    def __init__(self, redis: Redis, stream: str) -> None:
+    """The dead letters of a pipeline. With partitions (``partitions``: their request streams), each
+    has its own letters; a letter's id then reads ``<id>@<partition>`` and a replay goes back to the
+    partition it came from."""
+
+    def __init__(self, redis: Redis, stream: str, partitions: Sequence[str] = ()) -> None:
         self.redis = redis
         self.stream = stream
-        self.dlq = keys.dead_letter_stream(stream)
+        self.partitions = list(partitions) or [stream]
+        self.dlq = keys.dead_letter_stream(self.partitions[0])
+
+    @classmethod
+    def of(cls, redis: Redis, streams: StreamSettings) -> DeadLetters:
+        count = streams.partitions
+        return cls(
+            redis, streams.stream, [keys.partition_name(streams.stream, p, count) for p in range(count)]
+        )
+
+    def _suffix(self, partition: int) -> str:
+        return "" if len(self.partitions) == 1 else f"@{partition}"
+
+    def _where(self, letter_id: str) -> tuple[int, str] | None:
+        """(partition, id in its dead-letter stream) of a letter id; None when it names none."""
+        if len(self.partitions) == 1:
+            return 0, letter_id
+        raw, at, partition = letter_id.rpartition("@")
+        if not at or not partition.isdigit() or int(partition) >= len(self.partitions):
+            return None
+        return int(partition), raw
 
     async def entries(self, *, reason: str | None = None, limit: int = 1000) -> list[DeadLetter]:
         """The oldest ``limit`` letters (with ``reason``: the oldest ``limit`` with that reason,
-        however many others come before them)."""
+        however many others come before them), oldest first over all partitions."""
         found: list[DeadLetter] = []
-        start = "-"
-        while len(found) < limit:
-            page = _decode(await self.redis.xrange(self.dlq, min=start, count=SCAN_PAGE))
-            found += [letter for letter in page if reason is None or letter.reason == reason]
-            if len(page) < SCAN_PAGE:
-                break
-            start = f"({page[-1].letter_id}"
+        for partition, stream in enumerate(self.partitions):
+            dlq, start, taken = keys.dead_letter_stream(stream), "-", 0
+            while taken < limit:
+                raw: Any = await self.redis.xrange(dlq, min=start, count=SCAN_PAGE)
+                page = _decode(raw, self._suffix(partition))
+                chosen = [letter for letter in page if reason is None or letter.reason == reason]
+                found += chosen
+                taken += len(chosen)
+                if len(page) < SCAN_PAGE:
+                    break
+                start = f"({as_text(raw[-1][0])}"
+        found.sort(key=lambda letter: int(letter.fields.get(FAILED_MS, "0") or 0))
         return found[:limit]
 
     async def show(self, letter_id: str) -> DeadLetter | None:
-        letters = _decode(await self.redis.xrange(self.dlq, min=letter_id, max=letter_id))
+        where = self._where(letter_id)
+        if where is None:
+            return None
+        partition, raw_id = where
+        dlq = keys.dead_letter_stream(self.partitions[partition])
+        letters = _decode(await self.redis.xrange(dlq, min=raw_id, max=raw_id), self._suffix(partition))
         return letters[0] if letters else None
 
     async def select(self, ids: Sequence[str], reason: str | None) -> list[DeadLetter]:
@@ -130,19 +165,26 @@ class DeadLetters:
         return [letter for letter in found if reason is None or letter.reason == reason]
 
     async def replay(self, ids: Sequence[str] = (), *, reason: str | None = None) -> int:
-        """Send letters back to the request stream (after fixing what made them fail)."""
+        """Send letters back to their request stream (after fixing what made them fail)."""
         letters = await self.select(ids, reason)
         for letter in letters:
+            where = self._where(letter.letter_id)
+            assert where is not None  # select found it
+            partition, raw_id = where
+            stream = self.partitions[partition]
             async with self.redis.pipeline(transaction=True) as pipe:
                 original: Any = letter.original
-                pipe.xadd(self.stream, original)
-                pipe.xdel(self.dlq, letter.letter_id)
+                pipe.xadd(stream, original)
+                pipe.xdel(keys.dead_letter_stream(stream), raw_id)
                 await pipe.execute()
         return len(letters)
 
     async def purge(self, ids: Sequence[str] = (), *, reason: str | None = None) -> int:
-        letters = await self.select(ids, reason)
-        if not letters:
-            return 0
-        removed: Any = await self.redis.xdel(self.dlq, *[letter.letter_id for letter in letters])
-        return int(removed)
+        removed = 0
+        for letter in await self.select(ids, reason):
+            where = self._where(letter.letter_id)
+            assert where is not None  # select found it
+            partition, raw_id = where
+            count: Any = await self.redis.xdel(keys.dead_letter_stream(self.partitions[partition]), raw_id)
+            removed += int(count)
+        return removed

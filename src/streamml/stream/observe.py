@@ -106,10 +106,10 @@ class StreamObserver:
         self.redis = redis
         self.broker = broker
         self.stream = broker.stream
-        self.rollouts = RolloutStore(redis, broker.stream)
+        self.rollouts = RolloutStore.of(redis, broker.streams)
         self.history: deque[Snapshot] = deque(maxlen=HISTORY)
-        self._last_result_id: str | None = None
-        """The newest results-stream entry seen (None: none yet, the first snapshot reads the newest)."""
+        self._last_result_ids: dict[str, str] = {}
+        """Per results stream, the newest entry seen (absent: the first snapshot reads the newest)."""
         self._recent: deque[tuple[float, dict[str, dict[str, int]]]] = deque()
 
     @property
@@ -156,22 +156,33 @@ class StreamObserver:
         return snap
 
     async def _read(self, snap: Snapshot) -> None:
-        names = keys.counter_keys(self.stream)
+        parts = self.broker.partitions
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(names.accepted)
-            pipe.hgetall(names.predicted)
-            pipe.hgetall(names.dead_letters)
-            pipe.hgetall(names.classes)
-            pipe.xlen(self.stream)
-            pipe.xlen(self.broker.dead_letters)
-            accepted, predicted, dead, classes, length, dlq_length = await pipe.execute()
-        snap.length, snap.dead_letters = int(length), int(dlq_length)
-        snap.dead_letters_by_reason = _ints(dead)
-        for route, count in _ints(accepted).items():
+            for part in parts:  # on a cluster, one round trip per node
+                pipe.hgetall(part.counters.accepted)
+                pipe.hgetall(part.counters.predicted)
+                pipe.hgetall(part.counters.dead_letters)
+                pipe.hgetall(part.counters.classes)
+                pipe.xlen(part.stream)
+                pipe.xlen(part.dead_letters)
+            replies = await pipe.execute()
+        accepted: dict[str, int] = {}
+        predicted: dict[str, int] = {}
+        dead: dict[str, int] = {}
+        classes: dict[str, int] = {}
+        for i in range(len(parts)):
+            six = replies[i * 6 : i * 6 + 6]
+            for total, counted in zip((accepted, predicted, dead, classes), six[:4], strict=True):
+                for name, count in _ints(counted).items():
+                    total[name] = total.get(name, 0) + count
+            snap.length += int(six[4])
+            snap.dead_letters += int(six[5])
+        snap.dead_letters_by_reason = dead
+        for route, count in accepted.items():
             snap.routes.setdefault(route, RouteState()).accepted = count
-        for route, count in _ints(predicted).items():
+        for route, count in predicted.items():
             snap.routes.setdefault(route, RouteState()).predicted = count
-        for field_name, count in _ints(classes).items():
+        for field_name, count in classes.items():
             route, _, label = field_name.partition(keys.CLASS_SEPARATOR)
             snap.routes.setdefault(route, RouteState()).classes[label] = count
         previous = self.last
@@ -191,14 +202,26 @@ class StreamObserver:
             snap.pending, snap.lag, snap.consumers = group["pending"], group["lag"], group["consumers"]
 
     async def _latency(self, snap: Snapshot) -> None:
-        """Latency of the requests written since the previous snapshot (the newest LATENCY_SAMPLE; the
-        first snapshot takes the newest there are)."""
-        results = self.broker.streams.results_stream
-        since = "-" if self._last_result_id is None else f"({self._last_result_id}"
-        entries: Any = await self.redis.xrevrange(results, max="+", min=since, count=LATENCY_SAMPLE)
+        """Latency of the requests written since the previous snapshot (the newest LATENCY_SAMPLE of
+        each partition's results stream; the first snapshot takes the newest there are)."""
+        parts = self.broker.partitions
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for part in parts:
+                last = self._last_result_ids.get(part.results_stream)
+                pipe.xrevrange(
+                    part.results_stream,
+                    max="+",
+                    min="-" if last is None else f"({last}",
+                    count=LATENCY_SAMPLE,
+                )
+            pages: list[Any] = await pipe.execute()
+        entries: list[Any] = []
+        for part, page in zip(parts, pages, strict=True):
+            if page:
+                self._last_result_ids[part.results_stream] = as_text(page[0][0])
+                entries += page
         if not entries:
             return
-        self._last_result_id = as_text(entries[0][0])
         latencies = [float(fields[b"latency_ms"]) for _, fields in entries if b"latency_ms" in fields]
         snap.latency_ms = percentiles(latencies)
         snap.latency_requests = len(latencies)

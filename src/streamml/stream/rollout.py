@@ -17,6 +17,7 @@ from redis.asyncio.client import Pipeline
 from streamml import keys
 from streamml.models.dispatch import Scored, ShadowRun
 from streamml.models.shadow import PairKey, ShadowReport, increments
+from streamml.settings import StreamSettings
 
 
 def parse_share(text: str) -> float:
@@ -32,11 +33,20 @@ def parse_share(text: str) -> float:
 
 
 class RolloutStore:
-    def __init__(self, redis: Redis, stream: str) -> None:
+    def __init__(self, redis: Redis, stream: str, partitions: Sequence[str] = ()) -> None:
+        """``partitions``: the request streams the shadow aggregates are kept under (each partition's
+        workers add to their own, in the MULTI that acknowledges the batch); default ``[stream]``."""
         self.redis = redis
         self.stream = stream
         self.canary_key = keys.canary_key(stream)
-        self.index_key = keys.shadow_index_key(stream)
+        self.partitions = list(partitions) or [stream]
+
+    @classmethod
+    def of(cls, redis: Redis, streams: StreamSettings) -> RolloutStore:
+        count = streams.partitions
+        return cls(
+            redis, streams.stream, [keys.partition_name(streams.stream, p, count) for p in range(count)]
+        )
 
     # -- canary --------------------------------------------------------------------------------
 
@@ -55,21 +65,28 @@ class RolloutStore:
     # -- shadow aggregates ---------------------------------------------------------------------
 
     async def shadow_reports(self, route: str | None = None) -> list[ShadowReport]:
-        """Every pair's report (of one route, if given), in route then version order."""
-        pairs = [PairKey(*orjson.loads(member)) for member in await self.redis.smembers(self.index_key)]
+        """Every pair's report (of one route, if given), in route then version order, summed over
+        the partitions."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.partitions:
+                pipe.smembers(keys.shadow_index_key(stream))
+            indexes = await pipe.execute()
+        members = set().union(*indexes)
         pairs = sorted(
-            (p for p in pairs if route is None or p.route == route),
+            (p for p in (PairKey(*orjson.loads(m)) for m in members) if route is None or p.route == route),
             key=lambda p: (p.route, _number(p.champion), _number(p.challenger)),
         )
         if not pairs:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for pair in pairs:
-                pipe.hgetall(keys.shadow_pair_key(self.stream, pair.route, pair.champion, pair.challenger))
+                for stream in self.partitions:
+                    pipe.hgetall(keys.shadow_pair_key(stream, pair.route, pair.champion, pair.challenger))
             hashes = await pipe.execute()
+        width = len(self.partitions)
         return [
-            ShadowReport.from_fields(pair, {_text(k): _text(v) for k, v in fields.items()})
-            for pair, fields in zip(pairs, hashes, strict=True)
+            ShadowReport.from_fields(pair, _summed(hashes[i * width : (i + 1) * width]))
+            for i, pair in enumerate(pairs)
         ]
 
 
@@ -93,6 +110,26 @@ def stage_shadow(
             tx.hset(key, "last_error", run.error[:500])
         if run.incompatible:
             tx.hset(key, "incompatible", run.incompatible)
+
+
+def _summed(hashes: Sequence[dict[Any, Any]]) -> dict[str, str]:
+    """One pair's aggregates from every partition: numbers added, texts (the last error, why
+    incompatible) from whichever partition has one."""
+    out: dict[str, str] = {}
+    for fields in hashes:
+        for raw_key, raw_value in fields.items():
+            key, value = _text(raw_key), _text(raw_value)
+            if key not in out:
+                out[key] = value
+                continue
+            try:
+                out[key] = str(int(out[key]) + int(value))
+            except ValueError:
+                try:
+                    out[key] = repr(float(out[key]) + float(value))
+                except ValueError:
+                    out[key] = out[key] or value
+    return out
 
 
 def _text(value: bytes | str) -> str:

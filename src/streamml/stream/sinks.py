@@ -70,11 +70,17 @@ class WrittenBatch:
     runs from acceptance to then). The tallies are counted once, for every sink and the metrics."""
 
     def __init__(
-        self, results: Sequence[Result], written_ms: float, shadows: Sequence[ShadowRun] = ()
+        self,
+        results: Sequence[Result],
+        written_ms: float,
+        shadows: Sequence[ShadowRun] = (),
+        partition: int = 0,
     ) -> None:
         self.results = results
         self.written_ms = written_ms
         self.shadows = shadows
+        self.partition = partition
+        """The request stream partition the batch was read from (its Redis writes share its tag)."""
 
     @cached_property
     def records(self) -> int:
@@ -198,29 +204,38 @@ class CsvSink:
 
 
 class RedisSink:
-    """The result document a client fetches (``GET /predictions/{id}``, with the stream's TTL), an
-    entry in the capped results stream for downstream consumers, and the reply notice that wakes a
-    waiting ``POST /predict``; and the running totals of records predicted per route and per class
-    (``keys.counter_keys``). Re-delivery rewrites the same document; the results stream may hold a
-    request twice (``stream_id`` tells), and the totals count it twice."""
+    """The result document a client fetches (``GET /predictions/{id}``, with the stream's TTL) and an
+    entry in the capped results stream for downstream consumers; and the running totals of records
+    predicted per route and per class (``keys.counter_keys``), all under the batch's partition's hash
+    tag. Re-delivery rewrites the same document; the results stream may hold a request twice
+    (``stream_id`` tells), and the totals count it twice."""
 
     def __init__(self, streams: StreamSettings) -> None:
         self.streams = streams
-        self.counters = keys.counter_keys(streams.stream)
+        count = streams.partitions
+        self.partitions = [
+            (
+                keys.partition_name(streams.stream, p, count),
+                keys.partition_name(streams.results_stream, p, count),
+            )
+            for p in range(count)
+        ]
 
     def write(self, results: Sequence[Result]) -> None:
         pass  # everything goes in the acknowledging transaction
 
     def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:
         streams, written_ms = self.streams, batch.written_ms
+        stream, results_stream = self.partitions[batch.partition]
+        counters = keys.counter_keys(stream)
         for (route, _, _), tally in batch.by_version.items():
-            tx.hincrby(self.counters.predicted, route, tally.records)
+            tx.hincrby(counters.predicted, route, tally.records)
         for (route, label), count in batch.classes.items():
-            tx.hincrby(self.counters.classes, f"{route}{keys.CLASS_SEPARATOR}{label}", count)
+            tx.hincrby(counters.classes, f"{route}{keys.CLASS_SEPARATOR}{label}", count)
         for result in batch.results:
             entry = result.request
             document = orjson.dumps(result_document(result, written_ms))
-            tx.set(keys.result_key(streams.stream, entry.request_id), document, ex=streams.result_ttl_s)
+            tx.set(keys.result_key(stream, entry.request_id), document, ex=streams.result_ttl_s)
             fields: dict[str, str | bytes] = {
                 "request_id": entry.request_id,
                 "stream_id": entry.stream_id,
@@ -235,10 +250,8 @@ class RedisSink:
             if result.shadow is not None:
                 fields["challenger_version"] = result.shadow.model.version
                 fields["challenger_predictions"] = orjson.dumps(result.shadow.labels)
-            tx.xadd(streams.results_stream, fields, maxlen=streams.results_maxlen, approximate=True)  # type: ignore[arg-type]
-            if entry.reply:
-                tx.publish(keys.replies_channel(streams.stream), entry.request_id)
-        stage_shadow(tx, streams.stream, batch.shadows, batch.results)
+            tx.xadd(results_stream, fields, maxlen=streams.results_maxlen, approximate=True)  # type: ignore[arg-type]
+        stage_shadow(tx, stream, batch.shadows, batch.results)
 
     def close(self) -> None:
         pass

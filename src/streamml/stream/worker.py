@@ -24,14 +24,14 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from streamml.errors import ModelUnavailable, RedisUnreachable, StreamGroupNotFound
 from streamml.models.dispatch import Rollout
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.batch import REDIS_DOWN, BatchHandler, WorkerStats
-from streamml.stream.broker import Broker
+from streamml.stream.broker import Broker, RawEntry
 from streamml.stream.drift import DriftMonitor
 from streamml.stream.metrics import WorkerMetrics
 from streamml.stream.rollout import RolloutStore
@@ -91,11 +91,16 @@ class Reconnect:
 
 
 class Worker:
-    """One consumer of the group. ``run(burst=True)`` drains the stream and returns (tests, backfills)."""
+    """One consumer of the group. ``run(burst=True)`` drains the stream and returns (tests, backfills).
+
+    With several partitions, one task reads each (a cluster refuses one XREADGROUP across slots, and a
+    blocking read per partition wakes at once whichever partition gets work); they take turns at
+    processing, so a worker still predicts one batch at a time and holds at most one unprocessed batch
+    per partition."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         registry: ModelRegistry,
         settings: Settings,
         *,
@@ -110,19 +115,30 @@ class Worker:
         self.sinks = list(sinks or (CsvSink(settings.predictions_csv()), RedisSink(settings.streams)))
         self.stats = WorkerStats()
         self.metrics = metrics or WorkerMetrics(enabled=settings.metrics)
-        self.batches = BatchHandler(
-            self.broker, registry, self.sinks, self.consumer, settings.worker, self.stats, self.metrics
-        )
-        self.rollouts = RolloutStore(redis, settings.streams.stream)
-        if settings.drift.enabled:
-            self.batches.drift = DriftMonitor(
-                redis, registry, settings.streams.stream, self.consumer, settings.drift
+        self.handlers = [
+            BatchHandler(
+                self.broker, registry, self.sinks, self.consumer, settings.worker, self.stats, self.metrics, p
             )
+            for p in range(len(self.broker.partitions))
+        ]
+        self.drift: DriftMonitor | None = None
+        if settings.drift.enabled:
+            self.drift = DriftMonitor(
+                self.broker.redis, registry, settings.streams.stream, self.consumer, settings.drift
+            )
+        for handler in self.handlers:
+            handler.drift = self.drift
+        self.rollouts = RolloutStore.of(self.broker.redis, settings.streams)
         self.drift_publish_s = settings.drift.publish_s
         self.shadow_sample = settings.shadow_sample
         self.stopping = asyncio.Event()
+        self._turn = asyncio.Lock()
+        """Held while a batch is processed: partitions take turns."""
         self._reconnect = Reconnect(self.config.redis_give_up_s, self._sleep, self.metrics.reconnects.inc)
-        self._due = {"heartbeat": 0.0, "claim": 0.0, "trim": time.monotonic(), "rollout": 0.0, "drift": 0.0}
+        now = time.monotonic()
+        self._due = {"heartbeat": 0.0, "rollout": 0.0, "drift": 0.0}
+        self._claim_due = [0.0] * len(self.handlers)
+        self._trim_due = [now] * len(self.handlers)
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return (signal handlers call this)."""
@@ -133,51 +149,79 @@ class Worker:
             await self._until_done(self.broker.ensure_group)
             await self._warm_up()
             await self._until_done(self._refresh_rollout)
-            log.info("worker %s reading %s as group %s", self.consumer, self.broker.stream, self.broker.group)
-            # First our own pending entries: a restart under the same name resumes where it stopped.
-            await self._until_done(self._drain_own_pending)
-            while not self.stopping.is_set():
-                try:
-                    more = await self._step(burst)
-                    self._reconnect.connected()
-                    if not more:
-                        break
-                except REDIS_DOWN as exc:
-                    await self._reconnect.wait(exc)
-                except StreamGroupNotFound as exc:
-                    log.error("%s", exc)
-                    await self._until_done(self.broker.ensure_group)
+            log.info(
+                "worker %s reading %s (%d partition(s)) as group %s",
+                self.consumer,
+                self.broker.stream,
+                len(self.handlers),
+                self.broker.group,
+            )
+            async with asyncio.TaskGroup() as tasks:
+                for handler in self.handlers:
+                    tasks.create_task(self._consume(handler, burst))
         finally:
             await self._shutdown()
         return self.stats
 
-    async def _step(self, burst: bool) -> bool:
-        """One turn of the loop; False when a burst run has nothing left to do."""
+    async def _consume(self, handler: BatchHandler, burst: bool) -> None:
+        """Read and process one partition until stopped (or, in burst mode, until it is drained)."""
+        # First our own pending entries: a restart under the same name resumes where it stopped.
+        await self._until_done(lambda: self._drain_own_pending(handler))
+        while not self.stopping.is_set():
+            try:
+                more = await self._step(handler, burst)
+                self._reconnect.connected()
+                if not more:
+                    break
+            except REDIS_DOWN as exc:
+                await self._reconnect.wait(exc)
+            except StreamGroupNotFound as exc:
+                log.error("%s", exc)
+                await self._until_done(self.broker.ensure_group)
+
+    async def _step(self, handler: BatchHandler, burst: bool) -> bool:
+        """One turn of a partition's loop; False when a burst run has nothing left to do there."""
+        await self._housekeeping()
+        partition, now = handler.partition, time.monotonic()
+        if now >= self._claim_due[partition]:
+            self._claim_due[partition] = now + self.config.claim_interval_s
+            await self._claim_idle(handler)
+        if now >= self._trim_due[partition]:
+            self._trim_due[partition] = now + self.config.trim_interval_s
+            await self.broker.trim_acknowledged(partition)
+        raw = await self.broker.read_new(
+            self.consumer, self.config.batch_entries, self.config.block_ms, partition
+        )
+        if raw:
+            await self._handle(handler, raw)
+            return True
+        return not burst or await self._retry_own_failures(handler)
+
+    async def _handle(
+        self, handler: BatchHandler, raw: Sequence[RawEntry], deliveries: dict[str, int] | None = None
+    ) -> None:
+        async with self._turn:
+            await handler.handle(raw, deliveries)
+
+    async def _housekeeping(self) -> None:
+        """What the worker does for all partitions: heartbeat, canary shares, drift windows. Each is
+        marked done before it is awaited, so the partitions' tasks never do it twice."""
         now = time.monotonic()
         if now >= self._due["heartbeat"]:
-            await self.broker.heartbeat(self.consumer)
             self._due["heartbeat"] = now + self.config.heartbeat_s
+            await self.broker.heartbeat(self.consumer)
         if now >= self._due["rollout"]:
             await self._refresh_rollout()
-        if now >= self._due["drift"] and self.batches.drift is not None:
-            await self.batches.drift.publish()
+        if now >= self._due["drift"] and self.drift is not None:
             self._due["drift"] = now + self.drift_publish_s
-        if now >= self._due["claim"]:
-            await self._claim_idle()
-            self._due["claim"] = time.monotonic() + self.config.claim_interval_s
-        if now >= self._due["trim"]:
-            await self.broker.trim_acknowledged()
-            self._due["trim"] = now + self.config.trim_interval_s
-        raw = await self.broker.read_new(self.consumer, self.config.batch_entries, self.config.block_ms)
-        if raw:
-            await self.batches.handle(raw)
-            return True
-        return not burst or await self._retry_own_failures()
+            await self.drift.publish()
 
     async def _refresh_rollout(self) -> None:
         """Pick up the canary shares (``streamml canary set``) every worker follows."""
-        self.batches.rollout = Rollout(await self.rollouts.canary(), self.shadow_sample)
         self._due["rollout"] = time.monotonic() + self.config.rollout_refresh_s
+        rollout = Rollout(await self.rollouts.canary(), self.shadow_sample)
+        for handler in self.handlers:
+            handler.rollout = rollout
 
     async def _until_done(self, operation: Callable[[], Awaitable[None]]) -> None:
         while not self.stopping.is_set():
@@ -195,8 +239,8 @@ class Worker:
     async def _shutdown(self) -> None:
         try:
             await self.broker.forget_worker(self.consumer)
-            if self.batches.drift is not None:  # its window still describes recent records
-                await self.batches.drift.publish()
+            if self.drift is not None:  # its window still describes recent records
+                await self.drift.publish()
         except REDIS_DOWN:
             log.warning("could not deregister consumer %s: Redis unreachable", self.consumer)
         for sink in self.sinks:
@@ -224,24 +268,25 @@ class Worker:
 
     # -- where entries come from ---------------------------------------------------------------
 
-    async def _drain_own_pending(self) -> None:
+    async def _drain_own_pending(self, handler: BatchHandler) -> None:
         """Process entries delivered to this consumer name before and never acked."""
-        after = "0"
+        after, partition = "0", handler.partition
         while not self.stopping.is_set():
-            raw = await self.broker.read_own_pending(self.consumer, self.config.batch_entries, after)
+            raw = await self.broker.read_own_pending(
+                self.consumer, self.config.batch_entries, after, partition
+            )
             if not raw:
                 return
-            await self.batches.handle(
-                raw, await self.broker.delivery_counts(self.consumer, [sid for sid, _ in raw])
-            )
+            ids = [sid for sid, _ in raw]
+            await self._handle(handler, raw, await self.broker.delivery_counts(self.consumer, ids, partition))
             after = raw[-1][0]
 
-    async def _claim_idle(self) -> None:
+    async def _claim_idle(self, handler: BatchHandler) -> None:
         """Take over entries idle past ``claim_idle_ms`` (dead consumers', or failed attempts)."""
-        start = "0-0"
+        start, partition = "0-0", handler.partition
         while not self.stopping.is_set():
             page = await self.broker.claim_idle(
-                self.consumer, self.config.claim_idle_ms, start, self.config.batch_entries
+                self.consumer, self.config.claim_idle_ms, start, self.config.batch_entries, partition
             )
             if page.deleted:
                 log.warning("%d pending entries were trimmed before they were processed", len(page.deleted))
@@ -249,18 +294,20 @@ class Worker:
                 log.info("claimed %d idle entries", len(page.entries))
                 self.metrics.claimed.inc(len(page.entries))
                 ids = [sid for sid, _ in page.entries]
-                await self.batches.handle(page.entries, await self.broker.delivery_counts(self.consumer, ids))
+                counts = await self.broker.delivery_counts(self.consumer, ids, partition)
+                await self._handle(handler, page.entries, counts)
             if page.next_start in ("0-0", "0"):
                 return
             start = page.next_start
 
-    async def _retry_own_failures(self) -> bool:
+    async def _retry_own_failures(self, handler: BatchHandler) -> bool:
         """Burst mode: retry entries this consumer failed without waiting for the idle time.
         False when there is nothing left to retry."""
-        ids = await self.broker.own_pending_ids(self.consumer, self.config.batch_entries)
+        partition = handler.partition
+        ids = await self.broker.own_pending_ids(self.consumer, self.config.batch_entries, partition)
         if not ids:
             return False
-        raw = await self.broker.claim(self.consumer, ids)
+        raw = await self.broker.claim(self.consumer, ids, partition)
         await asyncio.sleep(BURST_RETRY_PAUSE_S)
-        await self.batches.handle(raw, await self.broker.delivery_counts(self.consumer, ids))
+        await self._handle(handler, raw, await self.broker.delivery_counts(self.consumer, ids, partition))
         return True
