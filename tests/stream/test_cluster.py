@@ -150,7 +150,8 @@ def reconcile_cluster(
             distinct.add(record)
     dead = pending = 0
     for stream in partition_streams(settings):
-        for _, fields in client.xrange(keys.dead_letter_stream(stream)):
+        letters: Any = client.xrange(keys.dead_letter_stream(stream))
+        for _, fields in letters:
             if fields[b"request_id"].decode() in request_ids:
                 dead += len(orjson.loads(fields[b"records"]))
         info: Any = client.xinfo_groups(stream)
@@ -184,7 +185,7 @@ def wait_until_settled(
             lag = sum(
                 int(i[0]["lag"] or 0) for s in partition_streams(settings) if (i := client.xinfo_groups(s))
             )
-        except (redis.ConnectionError, redis.ClusterDownError):
+        except (redis.ConnectionError, redis.exceptions.ClusterDownError):
             time.sleep(0.5)
             continue
         if predicted >= records and pending == 0 and lag == 0:
