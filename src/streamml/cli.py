@@ -87,6 +87,9 @@ def api(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback address without API keys.")
     ] = False,
+    processes: Annotated[
+        int, typer.Option("--processes", min=1, help="Gateway processes sharing the port (one per core).")
+    ] = 1,
     state_dir: StateDir = None,
     log_level: LogLevel = "info",
 ) -> None:
@@ -100,7 +103,7 @@ def api(
         settings.gateway.host = host
     if port:
         settings.gateway.port = port
-    run_gateway(settings, log_level=log_level)
+    run_gateway(settings, log_level=log_level, processes=processes)
 
 
 @app.command()

@@ -8,12 +8,14 @@ second, when ``/metrics`` or the dashboard asks), never from Redis per request.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from streamml.errors import BrokerUnavailable, ModelUnavailable, Overloaded, RateLimited, StreammlError
@@ -31,12 +33,20 @@ REFUSAL_REASONS: dict[type[StreammlError], str] = {
 Scope = dict[str, Any]
 
 
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""Set (by ``streamml api --processes N``) when several gateway processes share one port: each writes
+its counters to files there, and whichever process a scrape reaches sums them all (prometheus_client's
+multiprocess mode), so ``/metrics`` describes the gateway, not one process of it."""
+
+
 class GatewayMetrics:
     def __init__(self, routes: list[str], snapshot: StreamStateCollector | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.routes = frozenset(routes)
-        build_info(r, "gateway")
+        self.shared = bool(os.environ.get(MULTIPROCESS_DIR))
+        if not self.shared:  # an Info cannot be summed over processes; the exposition adds it
+            build_info(r, "gateway")
         self.http_requests = Counter(
             "streamml_http_requests",
             "HTTP requests answered, by path template, method and status code",
@@ -79,6 +89,16 @@ class GatewayMetrics:
             self.records_accepted.labels(route)
         for route in (*self.routes, "-"):
             self.validation_failures.labels(route)
+
+    def exposition(self) -> CollectorRegistry:
+        """The registry ``/metrics`` serves: this process's, or every process's summed."""
+        if not self.shared:
+            return self.registry
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+        build_info(summed, "gateway")
+        summed.register(self.state)
+        return summed
 
     def route_label(self, route: str | None) -> str:
         """Only configured routes become label values (a client's typo must not add a series)."""

@@ -284,13 +284,14 @@ async def ready(request: Request, key: AdmittedKey) -> JSONResponse:
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=ERROR_RESPONSES)
 async def metrics(request: Request, key: AdmittedKey) -> Response:
-    """This gateway process's Prometheus metrics, and the stream's state (all processes') from the
-    latest snapshot. With API keys configured a read-only key is enough."""
+    """The gateway's Prometheus metrics (every gateway process's, summed, under ``--processes``), and
+    the stream's state (all processes') from the latest snapshot. With API keys configured a
+    read-only key is enough."""
     gateway_metrics: GatewayMetrics | None = request.app.state.metrics
     if gateway_metrics is None:
         raise NotFound("metrics are off (STREAMML_METRICS=false)")
     gateway_metrics.state.snapshot = await _snapshots(request).current()
-    return Response(generate_latest(gateway_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(gateway_metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)

@@ -9,19 +9,26 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis, RedisCluster
 
 from streamml.errors import RedisUnreachable
+from streamml.gateway.metrics import MULTIPROCESS_DIR
 from streamml.models.registry import ModelRef, ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.batch import WorkerStats
 from streamml.stream.metrics import WorkerMetrics
 from streamml.stream.worker import Worker
 from streamml.synthetic.producer import Submit
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -90,26 +97,43 @@ def check_exposure(settings: Settings) -> str | None:
     return f"no API keys configured: anyone who can reach {gateway.host}:{gateway.port} may call the gateway"
 
 
-def run_gateway(settings: Settings, *, log_level: str = "info") -> None:
+def run_gateway(settings: Settings, *, log_level: str = "info", processes: int = 1) -> None:
+    """Serve the gateway; with ``processes`` > 1, that many processes share the port (uvicorn's
+    supervisor restarts one that dies). Nothing in a gateway process assumes it is alone: the rate
+    limit, idempotency keys and counters live in Redis, each process has its own reply subscription,
+    and ``/metrics`` sums every process's series."""
     import uvicorn
-
-    from streamml.gateway.app import create_app
-    from streamml.stream.broker import Broker
 
     warning = check_exposure(settings)
     if warning:
         log.warning(warning)
-    app = create_app(settings, Broker(make_redis(settings), settings.streams), make_registry(settings))
-    config = uvicorn.Config(
-        app,
-        host=settings.gateway.host,
-        port=settings.gateway.port,
-        log_level=log_level,
-        access_log=False,  # a log line per request costs more than the request at high rates
-        timeout_graceful_shutdown=5,
-    )
+    options: dict[str, Any] = {
+        "host": settings.gateway.host,
+        "port": settings.gateway.port,
+        "log_level": log_level,
+        "access_log": False,  # a log line per request costs more than the request at high rates
+        "timeout_graceful_shutdown": 5,
+    }
+    if processes > 1:
+        # The children rebuild their settings from the environment: pass on what the CLI changed.
+        os.environ["STREAMML_STATE_DIR"] = str(settings.state_dir)
+        if settings.metrics:
+            shared = Path(tempfile.mkdtemp(prefix="streamml-metrics-"))
+            os.environ[MULTIPROCESS_DIR] = str(shared)
+        uvicorn.run("streamml.local.processes:gateway_app", factory=True, workers=processes, **options)
+        return
+    app = gateway_app(settings)
     freeze_startup_heap()
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn.Config(app, **options)).run()
+
+
+def gateway_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway app with its Redis client and registry (uvicorn's factory in each process)."""
+    from streamml.gateway.app import create_app
+    from streamml.stream.broker import Broker
+
+    settings = settings or Settings.load()
+    return create_app(settings, Broker(make_redis(settings), settings.streams), make_registry(settings))
 
 
 def freeze_startup_heap() -> None:
