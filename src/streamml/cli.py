@@ -397,11 +397,32 @@ def bench(
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="Prometheus metrics on in what is measured.")
     ] = True,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="1 Redis node vs a local 3-master cluster, and each durability's cost (needs wrk).",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark the worker drain and the pipeline end to end, next to the naive worker and to
     `mlflow models serve` (needs the 'bench' extra); see benchmarks/README.md."""
     import dataclasses
     import sys
+
+    command = (
+        " ".join(["streamml", "bench", *sys.argv[sys.argv.index("bench") + 1 :]])
+        if "bench" in sys.argv
+        else "streamml bench"
+    )
+    if cluster:
+        from streamml.bench.harness import cluster_main
+
+        recorded = (not quick) if record is None else record
+        cluster_main(
+            quick=quick, record=recorded, output=output / "cluster", command=command, console=console
+        )
+        return
 
     if only not in (None, "drain", "rollout", "e2e"):
         raise typer.BadParameter("--only takes 'drain', 'rollout' or 'e2e'")
@@ -430,9 +451,7 @@ def bench(
         plan,
         record=(not quick) if record is None else record,
         output=output,
-        command=" ".join(["streamml", "bench", *sys.argv[sys.argv.index("bench") + 1 :]])
-        if "bench" in sys.argv
-        else "streamml bench",
+        command=command,
         console=console,
     )
 

@@ -51,7 +51,7 @@ class DrainResult:
 async def _fill(broker: Broker, route: str, records: list[dict[str, Any]], per_entry: int) -> None:
     """The stream filled beforehand, through the broker's public publish (the entry format is its)."""
     requests = [
-        (uuid.uuid4().hex, route, records[start : start + per_entry])
+        (broker.new_request_id(broker.partition_for(None)), route, records[start : start + per_entry])
         for start in range(0, len(records), per_entry)
     ]
     for start in range(0, len(requests), FILL_CHUNK):

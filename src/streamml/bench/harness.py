@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,3 +189,34 @@ def _e2e_table(result: dict[str, Any]) -> Table:
             str(o["load_generator_cores"]),
         )
     return table
+
+
+def cluster_main(
+    *, quick: bool, record: bool, output: Path, command: str, console: Console
+) -> dict[str, Any]:
+    """``streamml bench --cluster`` (see :mod:`streamml.bench.scaleout`)."""
+    from streamml.bench import scaleout
+    from streamml.local.demo import local_demo_registry
+    from streamml.local.services import find_redis_server
+    from streamml.settings import DEFAULT_TRUSTED_TYPES
+
+    with tempfile.TemporaryDirectory(prefix="streamml-bench-") as scratch:
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or local_demo_registry(
+            Path(scratch),
+            rows=3000 if quick else 20_000,
+            experiment="bench",
+            trusted_types=DEFAULT_TRUSTED_TYPES,
+        )
+        results = scaleout.main(tracking_uri, quick=quick)
+    version = subprocess.run(
+        [find_redis_server(), "--version"], capture_output=True, text=True
+    ).stdout.strip()
+    results = {"command": command, "machine": report.machine(), "redis_server": version, **results}
+    markdown = scaleout.to_markdown(results)
+    console.print(markdown)
+    if record:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "report.json").write_text(json.dumps(results, indent=2) + "\n")
+        (output / "report.md").write_text(markdown)
+        console.print(f"recorded in {output / 'report.md'}")
+    return results
