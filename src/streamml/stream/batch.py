@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -31,7 +32,8 @@ from streamml.stream.sinks import Result, Sink, WrittenBatch
 
 log = logging.getLogger(__name__)
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError)
+"""Errors that pass once Redis is back (on a cluster: once a failover is over): back off, retry."""
 KEEP_ALIVE_STOP_S = 10.0
 """Longest wait for the in-flight keep-alive to finish its last XCLAIM (bounded by the socket timeout)."""
 

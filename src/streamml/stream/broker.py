@@ -17,6 +17,7 @@ worker as they are: its reconnect policy decides what to do with them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import uuid
@@ -40,6 +41,7 @@ from streamml.errors import (
 from streamml.settings import StreamSettings
 from streamml.stream.durable import DurableWriter
 from streamml.stream.entry import encode_entry
+from streamml.stream.nodes import NodeClients
 
 PENDING = b'{"status":"pending"}'
 LAG_SCAN_PAGE = 10_000
@@ -97,6 +99,8 @@ class Broker:
             if streams.durability != "memory"
             else None
         )
+        self.nodes = NodeClients(redis) if isinstance(redis, RedisCluster) else None
+        """On a cluster: plain clients on the masters, for one partition's hot path."""
         self._spread = itertools.count()
         self._checked = False
 
@@ -214,7 +218,7 @@ class Broker:
         if self.durable is not None:
             return await self.durable.transaction(key, commands)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self._on(key) as client, client.pipeline(transaction=True) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)
                 replies: Any = await pipe.execute()
@@ -227,7 +231,9 @@ class Broker:
         if partition is None:
             return None
         try:
-            raw: Any = await self.redis.get(keys.result_key(self.partitions[partition].stream, request_id))
+            stream = self.partitions[partition].stream
+            async with self._on(stream) as client:
+                raw: Any = await client.get(keys.result_key(stream, request_id))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot read from Redis: {type(exc).__name__}") from exc
         return None if raw is None else dict(orjson.loads(raw))
@@ -240,6 +246,16 @@ class Broker:
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot read the backlog: {type(exc).__name__}") from exc
         return sum(int(length) for length in lengths)
+
+    def _on(self, key: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The client for commands on ``key``'s slot: the one client on a single Redis, the slot
+        master's plain client on a cluster (:mod:`streamml.stream.nodes`)."""
+        return self.nodes.on(key) if self.nodes is not None else contextlib.nullcontext(self.redis)
+
+    async def _stream_call(self, stream: str, command: str, *args: Any, **kwargs: Any) -> Any:
+        """``command(stream, *args)`` on the client for the stream's slot."""
+        async with self._on(stream) as client:
+            return await getattr(client, command)(stream, *args, **kwargs)
 
     async def _each(self, command: Callable[[Any, Partition], Any]) -> list[Any]:
         """One command per partition, pipelined (on a cluster, one round trip per node)."""
@@ -286,9 +302,10 @@ class Broker:
     ) -> list[RawEntry]:
         stream = self.partitions[partition].stream
         try:
-            reply: Any = await self.redis.xreadgroup(
-                self.group, consumer, {stream: after}, count=count, block=block_ms
-            )
+            async with self._on(stream) as client:
+                reply: Any = await client.xreadgroup(
+                    self.group, consumer, {stream: after}, count=count, block=block_ms
+                )
         except ResponseError as exc:
             raise self._translate(exc, stream) from exc
         if not reply:
@@ -303,9 +320,10 @@ class Broker:
         attempt's): one XAUTOCLAIM page from ``start``."""
         stream = self.partitions[partition].stream
         try:
-            reply: Any = await self.redis.xautoclaim(
-                stream, self.group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count
-            )
+            async with self._on(stream) as client:
+                reply: Any = await client.xautoclaim(
+                    stream, self.group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count
+                )
         except ResponseError as exc:
             raise self._translate(exc, stream) from exc
         entries = [(as_text(sid), fields) for sid, fields in reply[1] if fields]
@@ -313,15 +331,22 @@ class Broker:
         return Claimed(entries, deleted, as_text(reply[0]))
 
     async def own_pending_ids(self, consumer: str, count: int, partition: int = 0) -> list[str]:
-        rows: Any = await self.redis.xpending_range(
-            self.partitions[partition].stream, self.group, "-", "+", count, consumername=consumer
+        rows: Any = await self._stream_call(
+            self.partitions[partition].stream,
+            "xpending_range",
+            self.group,
+            "-",
+            "+",
+            count,
+            consumername=consumer,
         )
         return [as_text(row["message_id"]) for row in rows]
 
     async def claim(self, consumer: str, ids: Sequence[str], partition: int = 0) -> list[RawEntry]:
         """Take the given pending entries now, whatever their idle time (a delivery is counted)."""
-        claimed: Any = await self.redis.xclaim(
+        claimed: Any = await self._stream_call(
             self.partitions[partition].stream,
+            "xclaim",
             self.group,
             consumer,
             min_idle_time=0,
@@ -332,8 +357,9 @@ class Broker:
     async def keep_claimed(self, consumer: str, ids: Sequence[str], partition: int = 0) -> None:
         """Reset the idle time of entries in hand (XCLAIM JUSTID: not counted as a delivery), so a
         slow batch is not taken for a dead consumer's."""
-        await self.redis.xclaim(
+        await self._stream_call(
             self.partitions[partition].stream,
+            "xclaim",
             self.group,
             consumer,
             min_idle_time=0,
@@ -345,8 +371,9 @@ class Broker:
         """How many times each of this consumer's pending entries has been delivered."""
         if not ids:
             return {}
-        rows: Any = await self.redis.xpending_range(
+        rows: Any = await self._stream_call(
             self.partitions[partition].stream,
+            "xpending_range",
             self.group,
             min(ids, key=id_key),
             max(ids, key=id_key),
@@ -371,7 +398,7 @@ class Broker:
         one slot and a pub/sub channel has none (a missed notice costs a waiter one poll)."""
         part = self.partitions[partition]
         channel = keys.replies_channel(self.stream)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self._on(part.stream) as client, client.pipeline(transaction=True) as pipe:
             stage(pipe)
             for reason, fields in dead_letters:
                 pipe.xadd(part.dead_letters, fields)
@@ -394,7 +421,7 @@ class Broker:
         await self.redis.zrem(keys.workers_heartbeat_key(self.stream), consumer)
         for part in self.partitions:
             if not await self.own_pending_ids(consumer, 1, part.index):
-                await self.redis.xgroup_delconsumer(part.stream, self.group, consumer)
+                await self._stream_call(part.stream, "xgroup_delconsumer", self.group, consumer)
 
     async def trim_acknowledged(self, partition: int | None = None) -> int:
         """Remove entries that every group has acknowledged, and nothing else (one partition, or all).
@@ -405,19 +432,19 @@ class Broker:
         if partition is None:
             return sum([await self.trim_acknowledged(part.index) for part in self.partitions])
         stream = self.partitions[partition].stream
-        groups: Any = await self.redis.xinfo_groups(stream)
+        groups: Any = await self._stream_call(stream, "xinfo_groups")
         if not groups:
             return 0
         bounds = []
         for group in groups:
             name = as_text(group["name"])
-            summary: Any = await self.redis.xpending(stream, name)
+            summary: Any = await self._stream_call(stream, "xpending", name)
             if summary["pending"]:
                 bounds.append(as_text(summary["min"]))
             else:
                 bounds.append(next_id(as_text(group["last-delivered-id"])))
         minimum = min(bounds, key=id_key)
-        removed: Any = await self.redis.xtrim(stream, minid=minimum, approximate=False)
+        removed: Any = await self._stream_call(stream, "xtrim", minid=minimum, approximate=False)
         return int(removed)
 
     def _translate(self, exc: ResponseError, stream: str) -> Exception:
@@ -494,7 +521,7 @@ class Broker:
 
     async def _groups(self, stream: str) -> list[dict[str, Any]]:
         try:
-            groups: Any = await self.redis.xinfo_groups(stream)
+            groups: Any = await self._stream_call(stream, "xinfo_groups")
         except ResponseError:  # no stream yet
             return []
         out = []

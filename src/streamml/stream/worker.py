@@ -34,6 +34,7 @@ from streamml.stream.batch import REDIS_DOWN, BatchHandler, WorkerStats
 from streamml.stream.broker import Broker, RawEntry
 from streamml.stream.drift import DriftMonitor
 from streamml.stream.metrics import WorkerMetrics
+from streamml.stream.nodes import leaked_connection_error
 from streamml.stream.rollout import RolloutStore
 from streamml.stream.sinks import CsvSink, RedisSink, Sink
 
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 """Pauses between attempts while Redis is unreachable; the last one repeats."""
 BURST_RETRY_PAUSE_S = 0.05
+PARTITION_BLOCK_MS = 500
+"""With several partitions, a reader blocks at least this long: an entry wakes it at once anyway, and
+with one task per partition the short single-stream wait (``block_ms``, which paces that loop's
+housekeeping) would have every idle partition ask Redis 50 times a second."""
 """Burst mode: a failing dependency gets this moment before the next attempt."""
 
 
@@ -138,6 +143,9 @@ class Worker:
         now = time.monotonic()
         self._due = {"heartbeat": 0.0, "rollout": 0.0, "drift": 0.0}
         self._claim_due = [0.0] * len(self.handlers)
+        self._block_ms = (
+            self.config.block_ms if len(self.handlers) == 1 else max(self.config.block_ms, PARTITION_BLOCK_MS)
+        )
         self._trim_due = [now] * len(self.handlers)
 
     def stop(self) -> None:
@@ -175,6 +183,10 @@ class Worker:
                     break
             except REDIS_DOWN as exc:
                 await self._reconnect.wait(exc)
+            except (AttributeError, TypeError) as exc:  # redis-py#4287: see streamml.stream.nodes
+                if not leaked_connection_error(exc):
+                    raise
+                await self._reconnect.wait(exc)
             except StreamGroupNotFound as exc:
                 log.error("%s", exc)
                 await self._until_done(self.broker.ensure_group)
@@ -189,9 +201,7 @@ class Worker:
         if now >= self._trim_due[partition]:
             self._trim_due[partition] = now + self.config.trim_interval_s
             await self.broker.trim_acknowledged(partition)
-        raw = await self.broker.read_new(
-            self.consumer, self.config.batch_entries, self.config.block_ms, partition
-        )
+        raw = await self.broker.read_new(self.consumer, self.config.batch_entries, self._block_ms, partition)
         if raw:
             await self._handle(handler, raw)
             return True
