@@ -168,7 +168,7 @@ def run_e2e(
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         target = f"{url}/predict_stream?model={ROUTE}"
         wrk = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "-s", str(script), target],
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(script), target],
             capture_output=True,
             text=True,
             check=True,
@@ -203,6 +203,7 @@ def run_e2e(
         "requests_per_s": round(requests / seconds),
         "wrk_requests_per_s": _wrk_rate(output),
         "wrk_non_2xx": _wrk_non_2xx(output),
+        "answer_ms": _wrk_latency(output),
         "gateway_cpu_ms_per_request": round(usage["gateway"]["cpu_s"] * 1000 / max(requests, 1), 3),
         "worker_cpu_us_per_record": round(worker_cpu * 1e6 / max(accepted, 1), 2),
         "redis_cpu_us_per_record": round(
@@ -236,6 +237,13 @@ def _per_partition(client_url: str, cluster: bool, streams: list[str]) -> list[i
 def _wrk_rate(output: str) -> float:
     found = re.search(r"Requests/sec:\s+([\d.]+)", output)
     return float(found.group(1)) if found else 0.0
+
+
+def _wrk_latency(output: str) -> dict[str, float]:
+    """wrk's client-observed answer time percentiles (``--latency``), in milliseconds."""
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    found = re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)$", output, flags=re.MULTILINE)
+    return {f"p{q}": round(float(value) * scale[unit], 3) for q, value, unit in found}
 
 
 def _wrk_non_2xx(output: str) -> int:
@@ -325,12 +333,15 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "## Acceptance durability (1 record per request, master + 1 replica, median of alternated runs)",
         "",
-        "| durability | requests/s | runs | gateway CPU ms/request | requests/s vs memory |",
-        "|---|---:|---|---:|---:|",
+        "| durability | requests/s | runs | gateway CPU ms/request | requests/s vs memory "
+        "| answer p50 / p99 ms |",
+        "|---|---:|---|---:|---:|---|",
     ]
     base = report["durability"]["memory"]["requests_per_s"] or 1
     for mode, r in report["durability"].items():
         change = r["requests_per_s"] / base - 1
         cells = [mode, f"{r['requests_per_s']:,}", r["runs_requests_per_s"], r["gateway_cpu_ms_per_request"]]
-        lines.append("| " + " | ".join(str(c) for c in cells) + f" | {change:+.0%} |")
+        answer = r.get("answer_ms", {})
+        latency = f"{answer.get('p50', '?')} / {answer.get('p99', '?')}"
+        lines.append("| " + " | ".join(str(c) for c in cells) + f" | {change:+.0%} | {latency} |")
     return "\n".join(lines) + "\n"
