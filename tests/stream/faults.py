@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,29 +100,39 @@ def wait_until_settled(
 
 
 def reconcile(
-    client: redis.Redis, settings: Settings, *, sent: int, accepted: int, request_ids: set[str] | None = None
+    client: Any,
+    settings: Settings,
+    *,
+    sent: int,
+    accepted: int,
+    request_ids: set[str] | None = None,
+    streams: Sequence[str] = (),
 ) -> Reconciliation:
-    """Records accepted vs records with a prediction (CSV) or a dead letter; duplicates in the CSV."""
-    stream = settings.streams.stream
+    """Records accepted vs records with a prediction (CSV) or a dead letter; duplicates in the CSV.
+    A record is (request id, record index): stream ids repeat across ``streams`` (the partitions'
+    request streams; default the one stream), request ids do not."""
+    streams = list(streams) or [settings.streams.stream]
     rows = 0
     distinct: set[tuple[str, str]] = set()
     unconfirmed: set[tuple[str, str]] = set()
     with settings.predictions_csv().open(newline="") as handle:
         for row in csv.DictReader(handle):
-            record = (row["stream_id"], row["record_index"])
+            record = (row["request_id"], row["record_index"])
             if request_ids is not None and row["request_id"] not in request_ids:
                 unconfirmed.add(record)
                 continue
             rows += 1
             distinct.add(record)
-    dead = 0
-    letters: Any = client.xrange(keys.dead_letter_stream(stream))
-    for _, fields in letters:
-        try:
-            dead += len(orjson.loads(fields[b"records"]))
-        except (KeyError, orjson.JSONDecodeError):
-            dead += 1
-    info: Any = client.xinfo_groups(stream)
+    dead = pending = 0
+    for stream in streams:
+        letters: Any = client.xrange(keys.dead_letter_stream(stream))
+        for _, fields in letters:
+            try:
+                dead += len(orjson.loads(fields[b"records"]))
+            except (KeyError, orjson.JSONDecodeError):
+                dead += 1
+        info: Any = client.xinfo_groups(stream)
+        pending += int(info[0]["pending"]) if info else 0
     return Reconciliation(
         sent=sent,
         accepted=accepted,
@@ -129,6 +140,6 @@ def reconcile(
         dead_lettered=dead,
         lost=accepted - len(distinct) - dead,
         duplicated=rows - len(distinct),
-        pending=int(info[0]["pending"]) if info else 0,
+        pending=pending,
         unconfirmed=len(unconfirmed),
     )

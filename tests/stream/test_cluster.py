@@ -7,7 +7,6 @@ partitions may hand out the same one."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import signal
 import subprocess
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import redis
 from redis.crc import key_slot
@@ -29,7 +27,7 @@ from streamml.local.cluster import LocalCluster
 from streamml.settings import DEFAULT_CLUSTER_PARTITIONS, Settings
 from streamml.synthetic.producer import Producer, ProducerConfig, parse_routes, record_stream
 from streamml.synthetic.profile import Profile
-from tests.stream.faults import RECONCILIATIONS, Reconciliation, WorkerPool, worker_env
+from tests.stream.faults import RECONCILIATIONS, WorkerPool, reconcile, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -132,42 +130,6 @@ async def _produce(url: str, config: ProducerConfig) -> Any:
     return await Producer(config, record_stream(Profile.load(), seed=config.seed), url=url).run()
 
 
-def reconcile_cluster(
-    client: redis.RedisCluster, settings: Settings, *, sent: int, accepted: int, request_ids: set[str]
-) -> Reconciliation:
-    """Records answered 202 against records predicted or dead-lettered; predictions of requests the
-    client saw refused (written, then the answer failed: at-least-once) are counted apart."""
-    rows = 0
-    distinct: set[tuple[str, str]] = set()
-    unconfirmed: set[tuple[str, str]] = set()
-    with settings.predictions_csv().open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            record = (row["request_id"], row["record_index"])
-            if row["request_id"] not in request_ids:
-                unconfirmed.add(record)
-                continue
-            rows += 1
-            distinct.add(record)
-    dead = pending = 0
-    for stream in partition_streams(settings):
-        letters: Any = client.xrange(keys.dead_letter_stream(stream))
-        for _, fields in letters:
-            if fields[b"request_id"].decode() in request_ids:
-                dead += len(orjson.loads(fields[b"records"]))
-        info: Any = client.xinfo_groups(stream)
-        pending += int(info[0]["pending"]) if info else 0
-    return Reconciliation(
-        sent=sent,
-        accepted=accepted,
-        predicted=len(distinct),
-        dead_lettered=dead,
-        lost=accepted - len(distinct) - dead,
-        duplicated=rows - len(distinct),
-        pending=pending,
-        unconfirmed=len(unconfirmed),
-    )
-
-
 def wait_until_settled(
     client: redis.RedisCluster, settings: Settings, records: int, timeout_s: float
 ) -> None:
@@ -198,8 +160,9 @@ def wait_until_settled(
 async def test_a_master_killed_under_load_fails_over_and_loses_nothing_acknowledged(
     durability: str, start_gateway: StartGateway, tracking_uri: str, tmp_path: Path
 ) -> None:
-    """kill -9 of a master mid-run: its replica takes over. With ``replica`` durability every record
-    answered 202 ends predicted (or dead-lettered); with ``memory`` the test records what was lost."""
+    """kill -9 of a master mid-run: its replica takes over, and the old master, restarted, rejoins as its
+    replica. With ``replica`` durability every record answered 202 ends predicted (or dead-lettered);
+    with ``memory`` the test records what was lost."""
     with LocalCluster(tmp_path / "cluster") as cluster:
         extra = cluster_env(cluster, STREAMML_DURABILITY=durability)
         url, settings = start_gateway(redis_override=cluster.url, **extra)
@@ -228,16 +191,22 @@ async def test_a_master_killed_under_load_fails_over_and_loses_nothing_acknowled
             assert cluster.master_of_slot(victim_slot) is victim
             assert not producing.done()  # the kill comes under load
             victim.process.signal(signal.SIGKILL)
-            stats = await producing
-            await asyncio.to_thread(cluster.wait_healthy, 60)
+            await asyncio.to_thread(cluster.wait_healthy, 60)  # its replica has taken the slots over
             promoted = cluster.master_of_slot(victim_slot)
+            # The operator's part: the old master comes back, as a replica of its successor (until then
+            # `replica` durability refuses its partitions: the new master has no replica).
+            await asyncio.to_thread(victim.start)
+            await asyncio.to_thread(cluster.wait_healthy, 60)
+            rejoined_as = cluster.client(victim).info("replication")["role"]
+            stats = await producing
             await asyncio.to_thread(wait_until_settled, client, settings, stats.records_accepted, 180)
-            figures = reconcile_cluster(
+            figures = reconcile(
                 client,
                 settings,
                 sent=stats.records_sent,
                 accepted=stats.records_accepted,
                 request_ids=set(stats.accepted_ids),
+                streams=partition_streams(settings),
             )
         finally:
             pool.stop_all()
@@ -253,6 +222,7 @@ async def test_a_master_killed_under_load_fails_over_and_loses_nothing_acknowled
         )
     )
     assert promoted in cluster.replicas  # the killed master's replica took its slots over
+    assert rejoined_as == "slave"
     assert stats.records_accepted > 0
     assert figures.pending == 0
     if durability == "replica":

@@ -92,8 +92,6 @@ class Broker:
         """The pipeline's name: the request stream itself with one partition, the prefix with more."""
         self.group = streams.group
         self.partitions = [Partition.of(streams, p) for p in range(streams.partitions)]
-        self.dead_letters = self.partitions[0].dead_letters
-        self.counters = self.partitions[0].counters
         self.durable = (
             DurableWriter(redis, streams.durability, streams.durability_timeout_ms)
             if streams.durability != "memory"
