@@ -81,6 +81,13 @@ class NotDurable(BrokerUnavailable):
     code = "not_durable"
 
 
+class DurabilityUnsupported(StreammlError):
+    """The server cannot provide the configured acceptance durability (``fsync`` without an
+    append-only file, or with neither WAITAOF nor ``appendfsync always``)."""
+
+    code = "durability_unsupported"
+
+
 class PartitionCountMismatch(StreammlError):
     """This process is configured with another partition count than the one recorded in Redis."""
 

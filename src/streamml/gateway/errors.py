@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from streamml.errors import (
     BrokerUnavailable,
+    DurabilityUnsupported,
     Forbidden,
     IdempotencyConflict,
     InvalidRequest,
@@ -49,6 +50,7 @@ ERROR_STATUS: dict[type[StreammlError], int] = {
     ModelUnavailable: 503,
     BrokerUnavailable: 503,
     PartitionCountMismatch: 503,
+    DurabilityUnsupported: 503,
     PredictionTimeout: 504,
 }
 
@@ -112,7 +114,9 @@ def install_error_handlers(
                 "the request reached Redis but its durability was not confirmed in time; it may still be "
                 "processed: retry with the same Idempotency-Key to get one answer for both"
             )
-        elif isinstance(exc, BrokerUnavailable | ModelUnavailable | PartitionCountMismatch):
+        elif isinstance(
+            exc, BrokerUnavailable | ModelUnavailable | PartitionCountMismatch | DurabilityUnsupported
+        ):
             message = "a backing service is unavailable; retry later"  # internals stay in our logs
         return _error(status, exc.code, message, problems, headers)
 

@@ -10,6 +10,7 @@ connection of the client's pool (of the node that owns the slot, on a cluster) a
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -17,7 +18,9 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
-from streamml.errors import BrokerUnavailable, NotDurable
+from streamml.errors import BrokerUnavailable, DurabilityUnsupported, NotDurable
+
+log = logging.getLogger(__name__)
 
 Durability = Literal["memory", "fsync", "replica"]
 Command = tuple[Any, ...]
@@ -35,19 +38,34 @@ class DurableWriter:
         every reply wait for the fsync."""
 
     async def check(self, key: str) -> None:
-        """Refuse at start-up what cannot be honoured: ``fsync`` on a server that has neither WAITAOF
-        nor ``appendfsync always``."""
+        """Refuse at start-up what cannot be honoured: ``fsync`` on a server without an append-only
+        file, or with neither WAITAOF nor ``appendfsync always``; warn when ``replica`` has no replica
+        to wait for yet (every request would be answered 503 until one attaches)."""
+        if self.durability == "replica":
+            replicas = await self._info_field(key, "replication", "connected_slaves")
+            if replicas in ("", "0"):
+                log.warning(
+                    "STREAMML_DURABILITY=replica but the master of %r has no replica connected: requests "
+                    "are answered 503 not_durable until one attaches",
+                    key,
+                )
+            return
         if self.durability != "fsync":
             return
         try:
-            await self._with_connection(key, [("WAITAOF", 0, 0, 0)])
+            await self._with_connection(key, [("WAITAOF", 1, 0, 1)])  # errs without an AOF
             return
         except ResponseError as exc:
-            if "unknown command" not in str(exc).lower():
+            message = str(exc).lower()
+            if "appendonly" in message:
+                raise DurabilityUnsupported(
+                    "STREAMML_DURABILITY=fsync needs the server's append-only file: set appendonly yes"
+                ) from exc
+            if "unknown command" not in message:
                 raise
         setting: Any = await self._config_get(key, "appendfsync")
         if setting != "always":
-            raise SystemExit(
+            raise DurabilityUnsupported(
                 "STREAMML_DURABILITY=fsync needs WAITAOF (Redis >= 7.2, Valkey >= 8) or a server with "
                 f"appendonly yes and appendfsync always; this server has appendfsync {setting}"
             )
@@ -121,6 +139,14 @@ class DurableWriter:
                 raise
             finally:
                 await pool.release(connection)
+
+    async def _info_field(self, key: str, section: str, name: str) -> str:
+        [info] = await self._with_connection(key, [("INFO", section)])
+        for line in _text(info).splitlines():
+            field, _, value = line.partition(":")
+            if field == name:
+                return value.strip()
+        return ""
 
     async def _config_get(self, key: str, name: str) -> str:
         replies = await self._with_connection(key, [("CONFIG", "GET", name)])
