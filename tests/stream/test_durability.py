@@ -60,7 +60,8 @@ async def test_a_202_waits_for_the_replica_only_under_replica_durability(
     redis, on_replica = Redis.from_url(master.url), Redis.from_url(replica.url)
     async with redis, on_replica, gateway_client(settings, redis, shared_registry) as client:
         await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE)  # warm: first publish checks
-        sleeping = asyncio.create_task(on_replica.execute_command("DEBUG", "SLEEP", "1")  # type: ignore[no-untyped-call])
+        sleep = on_replica.execute_command("DEBUG", "SLEEP", "1")  # type: ignore[no-untyped-call]
+        sleeping = asyncio.create_task(sleep)
         await asyncio.sleep(0.1)
         answer = asyncio.create_task(client.post("/predict_stream?model=svm", json=SEED_EXAMPLE))
         await asyncio.sleep(0.4)
