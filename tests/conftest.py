@@ -110,11 +110,14 @@ def start_gateway(
     """Start `streamml api` as a real process on its own stream; returns (url, settings)."""
     started: list[ManagedProcess] = []
 
-    def start(redis_override: str | None = None, **env_overrides: str) -> tuple[str, Settings]:
+    def start(
+        redis_override: str | None = None, *, processes: int = 1, **env_overrides: str
+    ) -> tuple[str, Settings]:
         settings = make_settings(tmp_path, redis_override or redis_url, tracking_uri)
         port = free_port()
         env = process_env(settings, tracking_uri, **env_overrides)
         argv = [sys.executable, "-m", "streamml", "api", "--port", str(port), "--log-level", "warning"]
+        argv += ["--processes", str(processes)] if processes > 1 else []
         process = ManagedProcess("gateway", argv, tmp_path / f"gateway-{port}.log", env).start()
         started.append(process)
         url = f"http://127.0.0.1:{port}"

@@ -69,10 +69,11 @@ def streamml_status(env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
-def test_round_trip_on_a_cluster_every_route_every_partition_two_workers(
+def test_round_trip_on_a_cluster_every_route_every_partition_two_gateways_two_workers(
     redis_cluster: LocalCluster, start_gateway: StartGateway, tracking_uri: str, tmp_path: Path
 ) -> None:
-    url, settings = start_gateway(redis_override=redis_cluster.url, **cluster_env(redis_cluster))
+    # Two gateway processes on one port, two workers: nothing assumes it is alone.
+    url, settings = start_gateway(redis_override=redis_cluster.url, processes=2, **cluster_env(redis_cluster))
     env = worker_env(settings, redis_cluster.url, tracking_uri, **cluster_env(redis_cluster))
     pool = WorkerPool(env, tmp_path)
     client = cluster_client(redis_cluster)
