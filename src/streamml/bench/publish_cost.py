@@ -33,7 +33,7 @@ async def cpu_per_publish(client: Any, partitions: int, path: str) -> tuple[floa
     if path == "cluster pipeline":
         broker.nodes = None  # every command through redis-py's cluster client
     elif path == "pinned connection":
-        broker.durable = DurableWriter(client, "memory", 1000)
+        broker.durable = DurableWriter("memory", 1000)
     await broker.check_partitions()
 
     async def one() -> None:

@@ -93,7 +93,7 @@ class Broker:
         self.group = streams.group
         self.partitions = [Partition.of(streams, p) for p in range(streams.partitions)]
         self.durable = (
-            DurableWriter(redis, streams.durability, streams.durability_timeout_ms)
+            DurableWriter(streams.durability, streams.durability_timeout_ms)
             if streams.durability != "memory"
             else None
         )
@@ -145,7 +145,9 @@ class Broker:
                 "migrate (docs/scaling.md: changing the partition count)"
             )
         if self.durable is not None:
-            await self.durable.check(self.partitions[0].stream)
+            for part in self.partitions:  # every master the partitions live on
+                async with self._on(part.stream) as client:
+                    await self.durable.check(client, part.stream)
         self._checked = True
 
     # -- gateway side --------------------------------------------------------------------------
@@ -213,13 +215,14 @@ class Broker:
 
     async def _transaction(self, key: str, commands: list[tuple[Any, ...]]) -> list[Any]:
         """The commands in one MULTI on ``key``'s node, durable as configured."""
-        if self.durable is not None:
-            return await self.durable.transaction(key, commands)
         try:
-            async with self._on(key) as client, client.pipeline(transaction=True) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                replies: Any = await pipe.execute()
+            async with self._on(key) as client:
+                if self.durable is not None:
+                    return await self.durable.transaction(client, commands)
+                async with client.pipeline(transaction=True) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    replies: Any = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot publish to Redis: {type(exc).__name__}") from exc
         return list(replies)

@@ -3,20 +3,18 @@
 WAIT and WAITAOF count the writes of the connection they are sent on, and inside a MULTI they do not
 block, so they must follow the EXEC on the very same connection. redis-py's pipelines do not offer
 that (a transaction pipeline wraps everything it is given in MULTI/EXEC), so this module pins one
-connection of the client's pool (of the node that owns the slot, on a cluster) and sends
-``MULTI, commands…, EXEC, WAIT`` in one round trip.
+connection of a plain client's pool (on a cluster, the client of the slot's master:
+:mod:`streamml.stream.nodes`) and sends ``MULTI, commands…, EXEC, WAIT`` in one round trip.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from streamml.errors import BrokerUnavailable, DurabilityUnsupported, NotDurable
 
@@ -29,20 +27,19 @@ Command = tuple[Any, ...]
 class DurableWriter:
     """Runs a transaction and waits for the durability it was built for (``fsync`` or ``replica``)."""
 
-    def __init__(self, redis: Redis | RedisCluster, durability: Durability, timeout_ms: int) -> None:
-        self.redis = redis
+    def __init__(self, durability: Durability, timeout_ms: int) -> None:
         self.durability = durability
         self.timeout_ms = timeout_ms
         self._fsync_by_config = False
         """True on servers without WAITAOF (Redis < 7.2) whose ``appendfsync always`` already makes
         every reply wait for the fsync."""
 
-    async def check(self, key: str) -> None:
+    async def check(self, client: Redis, key: str) -> None:
         """Refuse at start-up what cannot be honoured: ``fsync`` on a server without an append-only
         file, or with neither WAITAOF nor ``appendfsync always``; warn when ``replica`` has no replica
         to wait for yet (every request would be answered 503 until one attaches)."""
         if self.durability == "replica":
-            replicas = await self._info_field(key, "replication", "connected_slaves")
+            replicas = await _info_field(client, "replication", "connected_slaves")
             if replicas in ("", "0"):
                 log.warning(
                     "STREAMML_DURABILITY=replica but the master of %r has no replica connected: requests "
@@ -53,7 +50,7 @@ class DurableWriter:
         if self.durability != "fsync":
             return
         try:
-            await self._with_connection(key, [("WAITAOF", 1, 0, 1)])  # errs without an AOF
+            await _pipelined(client, [("WAITAOF", 1, 0, 1)])  # errs without an AOF
             return
         except ResponseError as exc:
             message = str(exc).lower()
@@ -63,7 +60,8 @@ class DurableWriter:
                 ) from exc
             if "unknown command" not in message:
                 raise
-        setting: Any = await self._config_get(key, "appendfsync")
+        [(_, raw_setting)] = await _pipelined(client, [("CONFIG", "GET", "appendfsync")])
+        setting = _text(raw_setting)
         if setting != "always":
             raise DurabilityUnsupported(
                 "STREAMML_DURABILITY=fsync needs WAITAOF (Redis >= 7.2, Valkey >= 8) or a server with "
@@ -71,15 +69,11 @@ class DurableWriter:
             )
         self._fsync_by_config = True
 
-    async def transaction(self, key: str, commands: Sequence[Command]) -> list[Any]:
-        """EXEC's replies (raw, as Redis sent them); raises NotDurable when the wait timed out."""
+    async def transaction(self, client: Redis, commands: Sequence[Command]) -> list[Any]:
+        """EXEC's replies (raw, as Redis sent them); raises NotDurable when the wait timed out.
+        Connection errors reach the caller as they are."""
         wait = self._wait_command()
-        sent = [("MULTI",), *commands, ("EXEC",), *([wait] if wait else [])]
-        try:
-            replies = await self._with_connection(key, sent)
-        except (ResponseError, RedisError, OSError) as exc:
-            await self._refresh_slots(key)
-            raise BrokerUnavailable(f"cannot publish to Redis: {type(exc).__name__}") from exc
+        replies = await _pipelined(client, [("MULTI",), *commands, ("EXEC",), *([wait] if wait else [])])
         executed = replies[len(commands) + 1]
         if isinstance(executed, Exception) or executed is None:
             raise BrokerUnavailable(f"the transaction was refused: {executed}")
@@ -100,65 +94,37 @@ class DurableWriter:
         if self.durability == "fsync" and int(reply[0]) < 1:
             raise NotDurable(f"not fsynced within {self.timeout_ms} ms")
 
-    async def _with_connection(self, key: str, commands: Sequence[Command]) -> list[Any]:
-        async with self._pinned(key) as connection:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:  # a queued command's error; read the rest all the same
-                    replies.append(exc)
-        errors = [r for r in replies if isinstance(r, ResponseError)]
-        if errors and len(commands) == 1:
-            raise errors[0]
-        return replies
 
-    @contextlib.asynccontextmanager
-    async def _pinned(self, key: str) -> AsyncIterator[AbstractConnection]:
-        if isinstance(self.redis, RedisCluster):
-            await self.redis.initialize()
-            node = self.redis.get_node_from_key(key)
-            if node is None:
-                raise BrokerUnavailable(f"no cluster node serves the slot of {key!r}")
-            connection = node.acquire_connection()
+async def _pipelined(client: Redis, commands: Sequence[Command]) -> list[Any]:
+    """The commands in one round trip on one connection of ``client``'s pool, raw replies in order (a
+    queued command's error in its place; a lone command's error raised)."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
             try:
-                yield connection
-            except BaseException:
-                await connection.disconnect()  # a half-read reply must not reach the next user
-                raise
-            finally:
-                node.release(connection)
-        else:
-            pool = self.redis.connection_pool
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-            try:
-                yield connection
-            except BaseException:
-                await connection.disconnect()
-                raise
-            finally:
-                await pool.release(connection)
+                replies.append(await connection.read_response())
+            except ResponseError as exc:  # read the rest all the same
+                replies.append(exc)
+    except BaseException:
+        await connection.disconnect()  # a half-read reply must not reach the connection's next user
+        raise
+    finally:
+        await pool.release(connection)
+    if len(commands) == 1 and isinstance(replies[0], ResponseError):
+        raise replies[0]
+    return replies
 
-    async def _info_field(self, key: str, section: str, name: str) -> str:
-        [info] = await self._with_connection(key, [("INFO", section)])
-        for line in _text(info).splitlines():
-            field, _, value = line.partition(":")
-            if field == name:
-                return value.strip()
-        return ""
 
-    async def _config_get(self, key: str, name: str) -> str:
-        replies = await self._with_connection(key, [("CONFIG", "GET", name)])
-        values = replies[0]
-        return _text(values[1]) if values and len(values) > 1 else ""
-
-    async def _refresh_slots(self, key: str) -> None:
-        """After a failover the slot's master moved: a plain cluster command on the key follows the
-        redirect and updates the client's slot map for the next attempt."""
-        if isinstance(self.redis, RedisCluster):
-            with contextlib.suppress(RedisError, OSError):
-                await self.redis.exists(key)
+async def _info_field(client: Redis, section: str, name: str) -> str:
+    [info] = await _pipelined(client, [("INFO", section)])
+    for line in _text(info).splitlines():
+        field, _, value = line.partition(":")
+        if field == name:
+            return value.strip()
+    return ""
 
 
 def _text(value: bytes | str) -> str:
