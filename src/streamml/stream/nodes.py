@@ -2,9 +2,9 @@
 
 Every command of one partition's hot path (the gateway's MULTI, a worker's read and its acknowledging
 MULTI) touches keys of one slot, so it can go to the slot's master over a plain client. redis-py's
-cluster client would route each command again, and its transactional pipeline costs about nine times
-the CPU of a plain one (``python -m streamml.bench.publish_cost``); the
-cluster client stays for discovery and for everything else. After a failover a plain client meets a
+cluster client would route each command again, and its transactional pipeline costs five to seven
+times the CPU of a plain one (``python -m streamml.bench.publish_cost``); the cluster client stays for
+discovery and for everything else. After a failover a plain client meets a
 dead node or a MOVED reply: the clients are dropped, the cluster client relearns the slot map, and the
 error reaches the caller as a connection error (the gateway answers 503, a worker backs off and retries).
 """
