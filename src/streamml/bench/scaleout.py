@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +27,7 @@ from typing import Any
 import redis
 
 from streamml import keys
+from streamml.bench import wrk
 from streamml.bench.processes import Meter
 from streamml.local.cluster import LocalCluster
 from streamml.local.services import EmbeddedRedis, ManagedProcess, free_port, wait_until_healthy
@@ -38,12 +36,6 @@ from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
 
 ROUTE = "lightgbm"
-WRK_SCRIPT = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open("{body}", "r")
-wrk.body = f:read("*a")
-f:close()
-"""
 
 
 @dataclass(frozen=True)
@@ -148,35 +140,24 @@ def run_e2e(
     ]
     try:
         wait_until_healthy(f"{url}/ready", gateway, timeout_s=120)
-        body = root / f"{stream}.json"
-        body.write_text(json.dumps({"data": [complete_record()] * records_per_request}))
-        script = root / f"{stream}.lua"
-        script.write_text(WRK_SCRIPT.format(body=body))
+        body = json.dumps({"data": [complete_record()] * records_per_request}).encode()
         client = (
             redis.RedisCluster.from_url(topology.url)
             if topology.cluster
             else redis.Redis.from_url(topology.url)
         )
-        streams = [
-            keys.partition_name(stream, p, 12 if topology.cluster else 1)
-            for p in range(12 if topology.cluster else 1)
-        ]
+        count = 12 if topology.cluster else 1
+        streams = [keys.partition_name(stream, p, count) for p in range(count)]
         pids = {"gateway": gateway.pid, **{p.name: p.pid for p in pool}, **topology.nodes}
         meter = Meter(pids)
         meter.start()
         started = time.perf_counter()
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        target = f"{url}/predict_stream?model={ROUTE}"
-        wrk = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(script), target],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        output = wrk.stdout
-        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk: the only child reaped meanwhile
-        wrk_cpu_s = sum(
-            getattr(children_after, f) - getattr(children_before, f) for f in ("ru_utime", "ru_stime")
+        load = wrk.run(
+            f"{url}/predict_stream?model={ROUTE}",
+            [body],
+            connections=connections,
+            duration_s=duration_s,
+            scratch=root / stream,
         )
         accepted = _total(client, streams, "accepted")
         while _total(client, streams, "predicted") < accepted:
@@ -201,9 +182,9 @@ def run_e2e(
         "seconds": round(seconds, 2),
         "records_per_s": round(accepted / seconds),
         "requests_per_s": round(requests / seconds),
-        "wrk_requests_per_s": _wrk_rate(output),
-        "wrk_non_2xx": _wrk_non_2xx(output),
-        "answer_ms": _wrk_latency(output),
+        "wrk_requests_per_s": round(load.requests / load.seconds, 1),
+        "wrk_non_2xx": load.non_2xx,
+        "answer_ms": load.latency_ms,
         "gateway_cpu_ms_per_request": round(usage["gateway"]["cpu_s"] * 1000 / max(requests, 1), 3),
         "worker_cpu_us_per_record": round(worker_cpu * 1e6 / max(accepted, 1), 2),
         "redis_cpu_us_per_record": round(
@@ -214,7 +195,7 @@ def run_e2e(
             client_url=topology.url, cluster=topology.cluster, streams=streams
         ),
         "cores": {name: u["cores"] for name, u in usage.items()},
-        "wrk_cores": round(wrk_cpu_s / duration_s, 2),
+        "wrk_cores": round(load.cpu_s / duration_s, 2),
     }
 
 
@@ -232,23 +213,6 @@ def _per_partition(client_url: str, cluster: bool, streams: list[str]) -> list[i
         return [sum(int(v) for v in client.hvals(keys.counter_keys(s).predicted)) for s in streams]
     finally:
         client.close()
-
-
-def _wrk_rate(output: str) -> float:
-    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    return float(found.group(1)) if found else 0.0
-
-
-def _wrk_latency(output: str) -> dict[str, float]:
-    """wrk's client-observed answer time percentiles (``--latency``), in milliseconds."""
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    found = re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)$", output, flags=re.MULTILINE)
-    return {f"p{q}": round(float(value) * scale[unit], 3) for q, value, unit in found}
-
-
-def _wrk_non_2xx(output: str) -> int:
-    found = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return int(found.group(1)) if found else 0
 
 
 def main(tracking_uri: str, *, quick: bool, repeats: int = 3) -> dict[str, Any]:
