@@ -120,7 +120,10 @@ def run(
             "soak_s": soak_s,
             "cpus": os.cpu_count(),
         },
-        "outcomes": [asdict(o) for o in outcomes],
+        "outcomes": [
+            asdict(o) | {"cpu_ms_per_request": o.cpu_ms_per_request, "cpu_us_per_record": o.cpu_us_per_record}
+            for o in outcomes
+        ],
         "ratios": ratios,
         "memory": memory,
     }

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from streamml.bench import loadgen
+from streamml import keys
+from streamml.bench import loadgen, wrk
 from streamml.bench.processes import Meter, usage
 from streamml.local.services import ManagedProcess, free_port, wait_until_healthy
 from streamml.pacing import percentiles
@@ -64,6 +65,19 @@ class Outcome:
     load_generator_cores: float
     processes: dict[str, dict[str, float]] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
+    load_generator: str = "aiohttp"
+    """``wrk`` (C) for the closed loops where it is installed, else the asyncio/aiohttp generator."""
+
+    @property
+    def cpu_ms_per_request(self) -> dict[str, float]:
+        """Each measured process's CPU time per request answered (or written), in milliseconds."""
+        return {
+            name: round(v["cpu_s"] * 1000 / max(self.requests, 1), 3) for name, v in self.processes.items()
+        }
+
+    @property
+    def cpu_us_per_record(self) -> dict[str, float]:
+        return {name: round(v["cpu_s"] * 1e6 / max(self.records, 1), 2) for name, v in self.processes.items()}
 
 
 def _path() -> str:
@@ -77,6 +91,7 @@ class StreammlStack:
     def __init__(
         self, root: Path, redis_url: str, tracking_uri: str, *, workers: int, metrics: bool = True
     ) -> None:
+        self.root = root
         self.redis_url = redis_url
         self.stream = f"bench-e2e-{uuid.uuid4().hex[:8]}"
         self.results_stream = f"{self.stream}:predictions"
@@ -132,6 +147,32 @@ class StreammlStack:
             last: Any = await redis.xrevrange(self.results_stream, count=1)
             return last[0][0].decode() if last else "0-0"
 
+    async def accepted_requests(self, records_per_request: int) -> int:
+        """Requests the gateway has accepted on this stack's stream so far (its counter, in records)."""
+        async with Redis.from_url(self.redis_url) as redis:
+            counted: Any = await redis.hvals(keys.counter_keys(self.stream).accepted)
+        return sum(int(v) for v in counted) // records_per_request
+
+    async def written_count(self, count: int, after: str) -> tuple[list[float], str, float]:
+        """Wait until ``count`` results follow ``after`` in the results stream; returns their latencies
+        (acceptance to written, ms), the last result's id and its time (epoch ms)."""
+        latencies: list[float] = []
+        last_id, last_written = after, 0.0
+        deadline = time.monotonic() + WRITTEN_TIMEOUT_S
+        async with Redis.from_url(self.redis_url) as redis:
+            while len(latencies) < count and time.monotonic() < deadline:
+                entries: Any = await redis.xrange(self.results_stream, min=f"({last_id}", count=10_000)
+                if not entries:
+                    await asyncio.sleep(0.1)
+                    continue
+                for entry_id, fields in entries:
+                    latencies.append(float(fields[b"latency_ms"]))
+                    last_written = max(last_written, float(entry_id.split(b"-")[0]))
+                last_id = entries[-1][0].decode()
+        if len(latencies) < count:
+            raise RuntimeError(f"{count - len(latencies)} accepted requests have no prediction written")
+        return latencies, last_id, last_written
+
     async def written(self, request_ids: list[str], after: str) -> tuple[list[float], float]:
         """Wait until every request's prediction is in the results stream; returns the latencies
         (acceptance to written, ms) and the time of the last write (epoch ms, from the entry id)."""
@@ -161,6 +202,7 @@ class MlflowServe:
     """`mlflow models serve` on a local copy of the registered model, ``workers`` uvicorn workers."""
 
     def __init__(self, root: Path, model_dir: str, *, workers: int) -> None:
+        self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [
@@ -222,6 +264,8 @@ async def run_streamml(
 ) -> Outcome:
     payloads = bodies(records, shape.records_per_request, streamml_body)
     url = stack.predict_url(route)
+    if shape.concurrency and wrk.available():
+        return await _streamml_with_wrk(stack, url, payloads, shape, duration_s)
     before_warm_up = await stack.last_result_id()
     warm_up = await _load(url, payloads, shape, min(2.0, duration_s), 202, True)
     await stack.written(warm_up.request_ids, before_warm_up)  # start measuring with an empty backlog
@@ -237,11 +281,87 @@ async def run_streamml(
     )
 
 
+async def _streamml_with_wrk(
+    stack: StreammlStack, url: str, payloads: list[bytes], shape: Shape, duration_s: float
+) -> Outcome:
+    """A closed loop under wrk. wrk cannot collect request ids, so a run counts what the gateway
+    accepted (its counter) and waits for that many results after the run's first result id."""
+    scratch, per_request = stack.root / "wrk", shape.records_per_request
+    after = await stack.last_result_id()
+    before = await stack.accepted_requests(per_request)
+    warm_up = min(2.0, duration_s)
+    await asyncio.to_thread(
+        wrk.run, url, payloads, connections=shape.concurrency, duration_s=warm_up, scratch=scratch
+    )
+    warmed = await stack.accepted_requests(per_request) - before
+    _, after, _ = await stack.written_count(warmed, after)  # start measuring with an empty backlog
+    accepted_before = await stack.accepted_requests(per_request)
+    meter = Meter(stack.pids)
+    meter.start()
+    run = await asyncio.to_thread(
+        wrk.run, url, payloads, connections=shape.concurrency, duration_s=duration_s, scratch=scratch
+    )
+    requests = await stack.accepted_requests(shape.records_per_request) - accepted_before
+    latencies, _, last_written_ms = await stack.written_count(requests, after)
+    processes = meter.stop()
+    seconds = max((last_written_ms - run.started_ms) / 1000.0, run.seconds)
+    return Outcome(
+        key=shape.key,
+        scenario=shape.name,
+        system="streamml",
+        requests=requests,
+        records=requests * shape.records_per_request,
+        failed=run.non_2xx,
+        seconds=round(seconds, 2),
+        requests_per_s=round(requests / seconds, 1),
+        records_per_s=round(requests * shape.records_per_request / seconds, 1),
+        latency_ms=percentiles(latencies),
+        latency_measured="gateway acceptance -> prediction written",
+        load_generator_cores=round(run.cpu_s / run.seconds, 3),
+        processes=processes,
+        statuses={"2xx": run.ok, "other": run.non_2xx},
+        load_generator="wrk",
+    )
+
+
 async def run_mlflow(
     serve: MlflowServe, records: list[dict[str, Any]], shape: Shape, duration_s: float
 ) -> Outcome:
     payloads = bodies(records, shape.records_per_request, mlflow_body)
     url = f"{serve.url}/invocations"
+    if shape.concurrency and wrk.available():
+        scratch, warm_up = serve.root / "wrk", min(2.0, duration_s)
+        await asyncio.to_thread(
+            wrk.run, url, payloads, connections=shape.concurrency, duration_s=warm_up, scratch=scratch
+        )
+        meter = Meter(serve.pids)
+        meter.start()
+        run = await asyncio.to_thread(
+            wrk.run, url, payloads, connections=shape.concurrency, duration_s=duration_s, scratch=scratch
+        )
+        processes = meter.stop()
+        return Outcome(
+            key=shape.key,
+            scenario=shape.name,
+            system="mlflow models serve",
+            requests=run.ok,
+            records=run.ok * shape.records_per_request,
+            failed=run.non_2xx,
+            seconds=run.seconds,
+            requests_per_s=round(run.ok / run.seconds, 1),
+            records_per_s=round(run.ok * shape.records_per_request / run.seconds, 1),
+            latency_ms={
+                "p50": run.latency_ms.get("p50"),
+                "p95": None,
+                "p99": run.latency_ms.get("p99"),
+                "max": None,
+            },
+            latency_measured="client (wrk): request -> response",
+            load_generator_cores=round(run.cpu_s / run.seconds, 3),
+            processes=processes,
+            statuses={"2xx": run.ok, "other": run.non_2xx},
+            load_generator="wrk",
+        )
     await _load(url, payloads, shape, min(2.0, duration_s), 200, False)
     meter = Meter(serve.pids)
     meter.start()

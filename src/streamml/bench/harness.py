@@ -174,7 +174,8 @@ def _e2e_table(result: dict[str, Any]) -> Table:
         "p50 ms",
         "p99 ms",
         "failed",
-        "loadgen cores",
+        "loadgen, cores",
+        "CPU ms/request",
         title="end to end",
     )
     for o in result["outcomes"]:
@@ -186,7 +187,8 @@ def _e2e_table(result: dict[str, Any]) -> Table:
             str(o["latency_ms"]["p50"]),
             str(o["latency_ms"]["p99"]),
             str(o["failed"]),
-            str(o["load_generator_cores"]),
+            f"{o.get('load_generator', 'aiohttp')} {o['load_generator_cores']}",
+            ", ".join(f"{k} {v}" for k, v in o.get("cpu_ms_per_request", {}).items()),
         )
     return table
 

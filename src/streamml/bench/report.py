@@ -223,8 +223,20 @@ def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
         out.append(
             f"| {o['scenario']} | {o['system']} | {o['requests_per_s']:,} | {o['records_per_s']:,} | "
             f"{lat['p50']} | {lat['p95']} | {lat['p99']} | {lat['max']} | {o['failed']} | {cpu} | "
-            f"{o['load_generator_cores']} |"
+            f"{o.get('load_generator', 'aiohttp')} {o['load_generator_cores']} |"
         )
+    out += [
+        "",
+        "CPU time per request and per record, by process (what a capacity plan multiplies):",
+        "",
+        "| scenario | system | CPU ms per request | CPU µs per record |",
+        "| --- | --- | --- | --- |",
+    ]
+    for o in e2e["outcomes"]:
+        if "cpu_ms_per_request" in o:
+            per_request = ", ".join(f"{k} {v}" for k, v in o["cpu_ms_per_request"].items())
+            per_record = ", ".join(f"{k} {v}" for k, v in o["cpu_us_per_record"].items())
+            out.append(f"| {o['scenario']} | {o['system']} | {per_request} | {per_record} |")
     out += [
         "",
         "| scenario | streamml ÷ mlflow models serve, requests/s | records/s |",
