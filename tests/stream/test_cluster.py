@@ -35,8 +35,13 @@ StartGateway = Callable[..., tuple[str, Settings]]
 ROUTES = ("svm", "knn", "lightgbm")
 
 
-def cluster_env(cluster: LocalCluster, **extra: str) -> dict[str, str]:
-    return {"STREAMML_REDIS_CLUSTER": "true", **extra}
+CLUSTER_ENV = {"STREAMML_REDIS_CLUSTER": "true"}
+
+
+def start_two_workers(pool: WorkerPool, client: redis.RedisCluster, settings: Settings) -> None:
+    pool.start("w0")
+    pool.start("w1")
+    wait_for_workers(client, settings, 2)
 
 
 def cluster_client(cluster: LocalCluster) -> redis.RedisCluster:
@@ -73,14 +78,12 @@ def test_round_trip_on_a_cluster_every_route_every_partition_two_gateways_two_wo
     redis_cluster: LocalCluster, start_gateway: StartGateway, tracking_uri: str, tmp_path: Path
 ) -> None:
     # Two gateway processes on one port, two workers: nothing assumes it is alone.
-    url, settings = start_gateway(redis_override=redis_cluster.url, processes=2, **cluster_env(redis_cluster))
-    env = worker_env(settings, redis_cluster.url, tracking_uri, **cluster_env(redis_cluster))
+    url, settings = start_gateway(redis_override=redis_cluster.url, processes=2, **CLUSTER_ENV)
+    env = worker_env(settings, redis_cluster.url, tracking_uri, **CLUSTER_ENV)
     pool = WorkerPool(env, tmp_path)
     client = cluster_client(redis_cluster)
     try:
-        pool.start("w0")
-        pool.start("w1")
-        wait_for_workers(client, settings, 2)
+        start_two_workers(pool, client, settings)
         accepted = []
         for i in range(2 * DEFAULT_CLUSTER_PARTITIONS):  # the original curl, every route, every partition
             route = ROUTES[i % len(ROUTES)]
@@ -165,15 +168,13 @@ async def test_a_master_killed_under_load_fails_over_and_loses_nothing_acknowled
     replica. With ``replica`` durability every record answered 202 ends predicted (or dead-lettered);
     with ``memory`` the test records what was lost."""
     with LocalCluster(tmp_path / "cluster") as cluster:
-        extra = cluster_env(cluster, STREAMML_DURABILITY=durability)
+        extra = CLUSTER_ENV | {"STREAMML_DURABILITY": durability}
         url, settings = start_gateway(redis_override=cluster.url, **extra)
         env = worker_env(settings, cluster.url, tracking_uri, STREAMML_WORKER_BATCH_ENTRIES="64", **extra)
         pool = WorkerPool(env, tmp_path)
         client = cluster_client(cluster)
         try:
-            pool.start("w0")
-            pool.start("w1")
-            wait_for_workers(client, settings, 2)
+            start_two_workers(pool, client, settings)
             config = ProducerConfig(
                 rate=2000,
                 records_per_request=20,

@@ -277,7 +277,14 @@ async def run_streamml(
     processes = meter.stop()
     seconds = max((last_written_ms - load.first_sent_ms) / 1000.0, load.seconds)
     return _outcome(
-        shape, "streamml", load, seconds, latencies, "gateway acceptance -> prediction written", processes
+        shape,
+        "streamml",
+        requests=len(latencies),
+        seconds=seconds,
+        latency_ms=percentiles(latencies),
+        measured="gateway acceptance -> prediction written",
+        processes=processes,
+        load=_aiohttp_load(load),
     )
 
 
@@ -305,22 +312,15 @@ async def _streamml_with_wrk(
     latencies, _, last_written_ms = await stack.written_count(requests, after)
     processes = meter.stop()
     seconds = max((last_written_ms - run.started_ms) / 1000.0, run.seconds)
-    return Outcome(
-        key=shape.key,
-        scenario=shape.name,
-        system="streamml",
+    return _outcome(
+        shape,
+        "streamml",
         requests=requests,
-        records=requests * shape.records_per_request,
-        failed=run.non_2xx,
-        seconds=round(seconds, 2),
-        requests_per_s=round(requests / seconds, 1),
-        records_per_s=round(requests * shape.records_per_request / seconds, 1),
+        seconds=seconds,
         latency_ms=percentiles(latencies),
-        latency_measured="gateway acceptance -> prediction written",
-        load_generator_cores=round(run.cpu_s / run.seconds, 3),
+        measured="gateway acceptance -> prediction written",
         processes=processes,
-        statuses={"2xx": run.ok, "other": run.non_2xx},
-        load_generator="wrk",
+        load=_wrk_load(run),
     )
 
 
@@ -340,27 +340,20 @@ async def run_mlflow(
             wrk.run, url, payloads, connections=shape.concurrency, duration_s=duration_s, scratch=scratch
         )
         processes = meter.stop()
-        return Outcome(
-            key=shape.key,
-            scenario=shape.name,
-            system="mlflow models serve",
+        return _outcome(
+            shape,
+            "mlflow models serve",
             requests=run.ok,
-            records=run.ok * shape.records_per_request,
-            failed=run.non_2xx,
             seconds=run.seconds,
-            requests_per_s=round(run.ok / run.seconds, 1),
-            records_per_s=round(run.ok * shape.records_per_request / run.seconds, 1),
             latency_ms={
                 "p50": run.latency_ms.get("p50"),
                 "p95": None,
                 "p99": run.latency_ms.get("p99"),
                 "max": None,
             },
-            latency_measured="client (wrk): request -> response",
-            load_generator_cores=round(run.cpu_s / run.seconds, 3),
+            measured="client (wrk): request -> response",
             processes=processes,
-            statuses={"2xx": run.ok, "other": run.non_2xx},
-            load_generator="wrk",
+            load=_wrk_load(run),
         )
     await _load(url, payloads, shape, min(2.0, duration_s), 200, False)
     meter = Meter(serve.pids)
@@ -370,39 +363,64 @@ async def run_mlflow(
     return _outcome(
         shape,
         "mlflow models serve",
-        load,
-        load.seconds,
-        load.response_ms,
-        "client: request -> response",
-        processes,
+        requests=len(load.response_ms),
+        seconds=load.seconds,
+        latency_ms=percentiles(load.response_ms),
+        measured="client: request -> response",
+        processes=processes,
+        load=_aiohttp_load(load),
     )
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """What the load generator says of a run, whichever generator it was."""
+
+    name: str
+    failed: int
+    cores: float
+    statuses: dict[str, int]
+
+
+def _wrk_load(run: wrk.WrkRun) -> LoadSummary:
+    return LoadSummary(
+        "wrk", run.non_2xx, round(run.cpu_s / run.seconds, 3), {"2xx": run.ok, "other": run.non_2xx}
+    )
+
+
+def _aiohttp_load(load: loadgen.LoadResult) -> LoadSummary:
+    statuses = {str(k): v for k, v in sorted(load.statuses.items())} | dict(load.errors)
+    cores = round(load.cpu_s / load.seconds, 2) if load.seconds else 0.0
+    return LoadSummary("aiohttp", load.failed, cores, statuses)
 
 
 def _outcome(
     shape: Shape,
     system: str,
-    load: loadgen.LoadResult,
+    *,
+    requests: int,
     seconds: float,
-    latencies: list[float],
+    latency_ms: dict[str, float | None],
     measured: str,
     processes: dict[str, dict[str, float]],
+    load: LoadSummary,
 ) -> Outcome:
-    done = len(latencies)
     return Outcome(
         key=shape.key,
         scenario=shape.name,
         system=system,
-        requests=done,
-        records=done * shape.records_per_request,
+        requests=requests,
+        records=requests * shape.records_per_request,
         failed=load.failed,
         seconds=round(seconds, 2),
-        requests_per_s=round(done / seconds, 1),
-        records_per_s=round(done * shape.records_per_request / seconds, 1),
-        latency_ms=percentiles(latencies),
+        requests_per_s=round(requests / seconds, 1),
+        records_per_s=round(requests * shape.records_per_request / seconds, 1),
+        latency_ms=latency_ms,
         latency_measured=measured,
-        load_generator_cores=round(load.cpu_s / load.seconds, 2) if load.seconds else 0.0,
+        load_generator_cores=load.cores,
         processes=processes,
-        statuses={str(k): v for k, v in sorted(load.statuses.items())} | dict(load.errors),
+        statuses=load.statuses,
+        load_generator=load.name,
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from streamml.bench.processes import Meter
 from streamml.local.cluster import LocalCluster
 from streamml.local.services import EmbeddedRedis, ManagedProcess, free_port, wait_until_healthy
 from streamml.models.training import FEATURES
+from streamml.settings import DEFAULT_CLUSTER_PARTITIONS
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
 
@@ -146,7 +146,7 @@ def run_e2e(
             if topology.cluster
             else redis.Redis.from_url(topology.url)
         )
-        count = 12 if topology.cluster else 1
+        count = DEFAULT_CLUSTER_PARTITIONS if topology.cluster else 1
         streams = [keys.partition_name(stream, p, count) for p in range(count)]
         pids = {"gateway": gateway.pid, **{p.name: p.pid for p in pool}, **topology.nodes}
         meter = Meter(pids)
@@ -166,6 +166,7 @@ def run_e2e(
             time.sleep(0.05)
         seconds = time.perf_counter() - started
         usage = meter.stop()
+        per_partition = [_total(client, [s], "predicted") for s in streams]
         client.close()
     finally:
         for process in [*pool, gateway]:
@@ -191,9 +192,7 @@ def run_e2e(
             sum(u["cpu_s"] for u in by_node.values()) * 1e6 / max(accepted, 1), 2
         ),
         "redis_nodes": {name: u["cores"] for name, u in by_node.items()},
-        "per_partition_records": _per_partition(
-            client_url=topology.url, cluster=topology.cluster, streams=streams
-        ),
+        "per_partition_records": per_partition,
         "cores": {name: u["cores"] for name, u in usage.items()},
         "wrk_cores": round(load.cpu_s / duration_s, 2),
     }
@@ -207,17 +206,9 @@ def _total(client: Any, streams: list[str], counter: str) -> int:
     return total
 
 
-def _per_partition(client_url: str, cluster: bool, streams: list[str]) -> list[int]:
-    client = redis.RedisCluster.from_url(client_url) if cluster else redis.Redis.from_url(client_url)
-    try:
-        return [sum(int(v) for v in client.hvals(keys.counter_keys(s).predicted)) for s in streams]
-    finally:
-        client.close()
-
-
 def main(tracking_uri: str, *, quick: bool, repeats: int = 3) -> dict[str, Any]:
     """Single node vs cluster (1 and 100 records per request), then the three durabilities."""
-    if shutil.which("wrk") is None:
+    if not wrk.available():
         raise SystemExit("streamml bench --cluster drives the gateway with wrk: apt-get install wrk")
     duration = 3.0 if quick else 10.0
     runs: list[dict[str, Any]] = []
