@@ -25,7 +25,8 @@ Command = tuple[Any, ...]
 
 
 class DurableWriter:
-    """Runs a transaction and waits for the durability it was built for (``fsync`` or ``replica``)."""
+    """Runs a transaction in one round trip and waits for the durability it was built for (``fsync``
+    or ``replica``; ``memory`` waits for nothing)."""
 
     def __init__(self, durability: Durability, timeout_ms: int) -> None:
         self.durability = durability
@@ -77,6 +78,9 @@ class DurableWriter:
         executed = replies[len(commands) + 1]
         if isinstance(executed, Exception) or executed is None:
             raise BrokerUnavailable(f"the transaction was refused: {executed}")
+        failed = next((reply for reply in executed if isinstance(reply, Exception)), None)
+        if failed is not None:  # as redis-py's transaction pipeline does: the first command error
+            raise failed
         if wait:
             self._require(replies[-1])
         return list(executed)
