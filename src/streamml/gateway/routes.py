@@ -23,7 +23,7 @@ from streamml.errors import BrokerUnavailable, NotFound
 from streamml.gateway.auth import ApiKey, Authenticator, RateLimiter
 from streamml.gateway.dashboard import SnapshotHub, page
 from streamml.gateway.errors import ErrorResponse
-from streamml.gateway.intake import read_records
+from streamml.gateway.intake import check_envelope
 from streamml.gateway.metrics import GatewayMetrics
 from streamml.gateway.replies import ReplyHub
 from streamml.gateway.submission import Accepted, Submission
@@ -140,14 +140,14 @@ async def _accept(
 ) -> Accepted:
     submission = _submission(request)
     submission.require_route(model, key)  # 404/403 before the body is read
-    records = read_records(
+    check_envelope(content_type=request.headers.get("content-type", ""), query=request.query_params.keys())
+    accepted = await submission.submit_json(
+        model,
         await request.body(),
-        content_type=request.headers.get("content-type", ""),
-        query=request.query_params.keys(),
+        key,
         limits=_settings(request),
-    )
-    accepted = await submission.submit(
-        model, records, key, reply=reply, idempotency_key=request.headers.get("idempotency-key")
+        reply=reply,
+        idempotency_key=request.headers.get("idempotency-key"),
     )
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -31,7 +31,10 @@ from streamml.errors import (
     StreammlError,
 )
 from streamml.gateway.auth import ApiKey
+from streamml.gateway.intake import read_batch
 from streamml.models.registry import ModelRegistry
+from streamml.models.schema import InputSchema, ValidatedBatch
+from streamml.settings import GatewaySettings
 from streamml.stream.broker import Broker
 
 
@@ -173,8 +176,36 @@ class Submission:
     ) -> Accepted:
         """Validate, deduplicate, gate and publish one request; every refusal publishes nothing."""
         self.require_route(route, key)
-        schema = await self.registry.aschema(await self.registry.aresolve(route))
-        batch = schema.validate(records)
+        batch = (await self._schema(route)).validate(records)
+        return await self._publish(route, batch, key, reply=reply, idempotency_key=idempotency_key)
+
+    async def submit_json(
+        self,
+        route: str,
+        body: bytes,
+        key: ApiKey | None,
+        *,
+        limits: GatewaySettings,
+        reply: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """:meth:`submit` for a ``{"data": [...]}`` JSON body, read within ``limits``."""
+        self.require_route(route, key)
+        batch = read_batch(body, await self._schema(route), limits)
+        return await self._publish(route, batch, key, reply=reply, idempotency_key=idempotency_key)
+
+    async def _schema(self, route: str) -> InputSchema:
+        return await self.registry.aschema(await self.registry.aresolve(route))
+
+    async def _publish(
+        self,
+        route: str,
+        batch: ValidatedBatch,
+        key: ApiKey | None,
+        *,
+        reply: bool,
+        idempotency_key: str | None,
+    ) -> Accepted:
         fingerprint = ""
         if idempotency_key is not None:
             fingerprint = hashlib.sha256(route.encode() + orjson.dumps(batch.records)).hexdigest()

@@ -14,7 +14,11 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict
 
 from streamml.errors import InvalidRequest, Problem
 
@@ -62,6 +66,8 @@ class InputSchema:
         self.columns = list(columns)
         self.names = [c.name for c in self.columns]
         self._by_normalised = {normalise_name(c.name): c for c in self.columns}
+        self._required = {c.name: c.required for c in self.columns}
+        self._compiled: dict[tuple[int, int], TypeAdapter[Any] | None] = {}
 
     @classmethod
     def from_mlflow_signature(cls, signature: Any) -> InputSchema:
@@ -78,6 +84,31 @@ class InputSchema:
 
     def as_dict(self) -> list[dict[str, Any]]:
         return [c.as_dict() for c in self.columns]
+
+    def compiled(self, max_records: int, max_string_length: int) -> TypeAdapter[Any] | None:
+        """A validator of the common case, compiled by pydantic-core: a ``{"data": [...]}`` JSON body of
+        records that spell every feature as the signature does, with values of exactly the column's
+        type (an integer where a double is expected is taken, as :meth:`validate` does), no nulls.
+        It parses and checks in one pass, several times faster than :meth:`validate` on parsed JSON.
+        Anything it refuses goes through the careful path, which names what is wrong; so it only ever
+        says yes or "ask the other one". None when a column's type is not one it knows."""
+        limits = (max_records, max_string_length)
+        if limits not in self._compiled:
+            self._compiled[limits] = _compile(self.columns, max_records, max_string_length)
+        return self._compiled[limits]
+
+    def accept_valid(self, records: list[dict[str, Any]], values: int) -> ValidatedBatch | None:
+        """The batch of records :meth:`compiled` passed (canonical names, checked values; ``values``
+        of them in all), or None when one lacks a required feature (then :meth:`validate` says which)."""
+        if values == len(records) * len(self.columns):  # complete records: nothing to count
+            return ValidatedBatch(records, {})
+        present = Counter(chain.from_iterable(records))
+        missing = {
+            c.name: len(records) - present[c.name] for c in self.columns if present[c.name] < len(records)
+        }
+        if any(self._required.get(name, False) for name in missing):
+            return None
+        return ValidatedBatch(records, missing)
 
     def validate(self, records: Sequence[Any]) -> ValidatedBatch:
         """Check every record and collect every problem, so the client can fix them all at once."""
@@ -157,6 +188,24 @@ class InputSchema:
         lookup = {normalise_name(n): n for n in self.names}
         close = difflib.get_close_matches(normalise_name(raw_name), list(lookup), n=1, cutoff=0.6)
         return f"; did you mean {lookup[close[0]]!r}?" if close else ""
+
+
+def _compile(columns: Sequence[Column], max_records: int, max_string_length: int) -> TypeAdapter[Any] | None:
+    strict = {
+        "double": Annotated[float, Field(strict=True, allow_inf_nan=False)],
+        "long": Annotated[int, Field(strict=True)],
+        "integer": Annotated[int, Field(strict=True)],
+        "boolean": Annotated[bool, Field(strict=True)],
+        "string": Annotated[str, Field(strict=True, max_length=max_string_length)],
+    }
+    if any(c.type not in strict for c in columns):
+        return None
+    forbid = with_config(ConfigDict(extra="forbid"))
+    record = forbid(TypedDict("Record", {c.name: strict[c.type] for c in columns}, total=False))  # type: ignore[operator]
+    body = forbid(
+        TypedDict("Body", {"data": Annotated[list[record], Field(min_length=1, max_length=max_records)]})  # type: ignore[operator, valid-type]
+    )
+    return TypeAdapter(body)
 
 
 def _type_error(column: Column, value: Any) -> str | None:

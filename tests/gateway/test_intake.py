@@ -1,0 +1,110 @@
+"""The compiled validator is a shortcut, never a second opinion: for any body, ``read_batch`` gives what
+the careful path (strict JSON, then ``InputSchema.validate``) gives — the same batch, or the same error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamml.errors import StreammlError
+from streamml.gateway.intake import quick_batch, read_batch, read_records
+from streamml.models.schema import Column, InputSchema, ValidatedBatch
+from streamml.settings import GatewaySettings
+
+SCHEMA = InputSchema(
+    [
+        Column("Sleep Hours", "double", required=False),
+        Column("Team Size", "double", required=False),
+        Column("Gender", "string", required=False),
+        Column("Age", "long", required=False),
+        Column("Remote", "boolean", required=False),
+        Column("Designation", "double", required=True),
+    ]
+)
+LIMITS = GatewaySettings(max_records=50, max_string_length=20)
+COMPLETE = {"Sleep Hours": 6.5, "Team Size": 4, "Gender": "F", "Age": 41, "Remote": True, "Designation": 2.0}
+
+
+def careful(body: bytes) -> ValidatedBatch | str:
+    try:
+        return SCHEMA.validate(read_records(body, LIMITS))
+    except StreammlError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def either(body: bytes) -> ValidatedBatch | str:
+    try:
+        return read_batch(body, SCHEMA, LIMITS)
+    except StreammlError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_the_common_case_takes_the_compiled_validator_and_matches_the_careful_path() -> None:
+    body = orjson.dumps({"data": [COMPLETE, {"Designation": 1, "Gender": "M"}]})
+    quick = quick_batch(body, SCHEMA, LIMITS)
+    assert quick is not None
+    assert quick == careful(body)
+    assert quick.missing == {"Sleep Hours": 1, "Team Size": 1, "Age": 1, "Remote": 1}
+    assert type(quick.records[0]["Team Size"]) is float  # an integer in a double column is a double
+
+
+def test_complete_records_miss_nothing() -> None:
+    quick = quick_batch(orjson.dumps({"data": [COMPLETE, COMPLETE]}), SCHEMA, LIMITS)
+    assert quick == ValidatedBatch([COMPLETE, COMPLETE], {})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": [{"Designation": 1, "Designation": 2}]}',  # duplicate key: the careful path names it
+        b'{"data": [{"designation": 1}]}',  # another spelling of a feature
+        b'{"data": [{"Designation": 1, "Sleep Hours": null}]}',  # null: imputed, by the careful path
+        b'{"data": [{"Designation": true}]}',
+        b'{"data": [{"Designation": "1"}]}',
+        b'{"data": [{"Designation": NaN}]}',
+        b'{"data": [{"Designation": 1e999}]}',
+        b'{"data": [{"Age": 3.0, "Designation": 1}]}',
+        b'{"data": [{"Gender": "F"}]}',  # a required feature missing
+        b'{"data": [{"Designation": 1, "Gender": "x:\\": 1"}]}',  # a key ending inside a string
+        b'{"data": []}',
+        b'{"data": [{"Designation": 1}], "extra": 1}',
+        b'{"data": [{"Designation": 1, "Gender": "a string past the length limit"}]}',
+    ],
+)
+def test_what_the_compiled_validator_does_not_take_goes_the_careful_way(body: bytes) -> None:
+    assert quick_batch(body, SCHEMA, LIMITS) is None
+    assert either(body) == careful(body)
+
+
+def test_too_many_records_is_the_careful_paths_413() -> None:
+    body = orjson.dumps({"data": [COMPLETE] * 51})
+    assert quick_batch(body, SCHEMA, LIMITS) is None
+    assert either(body).startswith("PayloadTooLarge")  # type: ignore[union-attr]
+
+
+def test_a_schema_with_a_type_it_does_not_know_has_no_compiled_validator() -> None:
+    assert InputSchema([Column("x", "float", required=True)]).compiled(10, 10) is None
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=25),
+)
+NAMES = st.sampled_from([*COMPLETE, "sleep_hours", "Team-Size", "Unknown", "Gender "])
+RECORDS = st.lists(st.dictionaries(NAMES, VALUES, max_size=7), max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(records=RECORDS, spaced=st.booleans())
+def test_for_any_body_the_answer_is_the_careful_paths(records: list[dict[str, Any]], spaced: bool) -> None:
+    """NaN and Infinity written as JS literals, as json.dumps does; with spaces before colons or not."""
+    body = json.dumps({"data": records}, separators=(",", " : ") if spaced else (",", ":")).encode()
+    assert either(body) == careful(body)
