@@ -20,6 +20,8 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -42,11 +44,22 @@ class _Numeric:
     def width(self) -> int:
         return len(self.names)
 
+    @cached_property
+    def _row(self) -> Callable[[dict[str, Any]], Any]:
+        """A record's values of these columns, in order, as a tuple (a list for one column)."""
+        if len(self.names) == 1:
+            [name] = self.names
+            return lambda record: [record[name]]
+        return itemgetter(*self.names)
+
     def write(self, records: Sequence[dict[str, Any]], out: np.ndarray, offset: int) -> None:
-        nan = math.nan
         block = out[:, offset : offset + len(self.names)]
-        for j, name in enumerate(self.names):
-            block[:, j] = [record.get(name, nan) for record in records]
+        try:  # complete records, the common case: one C call per record (half the time of the loop below)
+            block[:] = list(map(self._row, records))
+        except KeyError:
+            nan = math.nan
+            for j, name in enumerate(self.names):
+                block[:, j] = [record.get(name, nan) for record in records]
         if self.fill is not None:
             missing = np.isnan(block)
             if missing.any():

@@ -174,6 +174,7 @@ class CsvSink:
         # Formatted by hand rather than with csv.writer: a row differs from its request's other rows
         # only in index, label and features, and writerow per record was most of a worker's time.
         lines: list[str] = []
+        label_field = _CsvLabels()
         for result in results:
             entry = result.request
             head = _csv_fields(_iso(result.predicted_ms), entry.request_id, entry.stream_id)
@@ -181,12 +182,13 @@ class CsvSink:
             latency = f"{predict_latency_ms(result):.3f}"
             shadow = result.shadow
             challenger = shadow.model.version if shadow else ""
-            for index, (label, record) in enumerate(zip(result.labels, entry.records, strict=True)):
-                features = orjson.dumps(record).decode()
-                if record:  # a non-empty JSON object always holds quotes, so always needs quoting
-                    features = '"' + features.replace('"', '""') + '"'
-                shadowed = f"{challenger},{_csv_field(shadow.labels[index])}" if shadow else ","
-                lines.append(f"{head},{index},{model},{_csv_field(label)},{latency},{features},{shadowed}\n")
+            for index, (label, features) in enumerate(
+                zip(result.labels, map(orjson.dumps, entry.records), strict=True)
+            ):
+                # a non-empty JSON object always holds quotes, so always needs quoting
+                quoted = '"' + features.decode().replace('"', '""') + '"' if len(features) > 2 else "{}"
+                shadowed = f"{challenger},{label_field[shadow.labels[index]]}" if shadow else ","
+                lines.append(f"{head},{index},{model},{label_field[label]},{latency},{quoted},{shadowed}\n")
         data = "".join(lines).encode()
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
@@ -280,6 +282,14 @@ def _csv_field(text: str) -> str:
     if _CSV_SPECIAL.isdisjoint(text):
         return text
     return '"' + text.replace('"', '""') + '"'
+
+
+class _CsvLabels(dict[str, str]):
+    """Label -> its CSV field, computed once per label (a batch has a few labels and many rows)."""
+
+    def __missing__(self, label: str) -> str:
+        self[label] = field = _csv_field(label)
+        return field
 
 
 def _csv_fields(*texts: str) -> str:
