@@ -77,3 +77,18 @@ def test_the_report_states_the_result_ttl_the_run_used() -> None:
     assert "(120 s in this run)" in text
     assert "issue" not in text.lower()
     assert "an hour" not in text
+
+
+def test_cpu_and_client_latency_targets_are_judged_from_the_runs_figures() -> None:
+    result = run("x", 3600)
+    ours = {o["key"]: o for o in result["endtoend"]["outcomes"] if o["system"] == "streamml"}
+    ours["single"]["cpu_ms_per_request"] = {"gateway": 0.3, "worker-1": 0.2}
+    ours["hundred"]["cpu_us_per_record"] = {"gateway": 9.0, "worker-1": 11.5}
+    ours["open_loop"]["client_latency_ms"] = {"p50": 3.0, "p99": 16.0}
+    verdicts = {target: (value, met) for target, value, met, _ in report.headline(result)}
+    assert verdicts["gateway CPU ≤ 0.25 ms per single-record request"] == ("0.3 ms", "**no**")
+    assert verdicts["worker CPU ≤ 12 µs per record at 100 records per entry"] == ("11.5 µs", "yes")
+    assert verdicts["open loop: client-observed POST /predict round trip p99 ≤ 15 ms"] == (
+        "p50 3.0 ms, p99 16.0 ms",
+        "**no**",
+    )

@@ -24,7 +24,9 @@ from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
 
-OPEN_LOOP_RATE = 500.0
+OPEN_LOOP_RATE = 1000.0
+SOAK_RATE = 500.0
+"""The steady-memory run's rate (and issue 6's open loop's): half the open loop's, for five minutes."""
 
 
 def complete_records(count: int) -> list[dict[str, Any]]:
@@ -43,7 +45,13 @@ def shapes(concurrency: int) -> list[Shape]:
     return [
         Shape("single", "2. 1 record/request, closed loop", 1, concurrency=concurrency),
         Shape("hundred", "3. 100 records/request, closed loop", 100, concurrency=concurrency),
-        Shape("open_loop", f"4. open loop, {OPEN_LOOP_RATE:.0f} records/s", 1, rate=OPEN_LOOP_RATE),
+        Shape(
+            "open_loop",
+            f"4. open loop, {OPEN_LOOP_RATE:.0f} requests/s of 1 record (streamml: POST /predict)",
+            1,
+            rate=OPEN_LOOP_RATE,
+            synchronous=True,
+        ),
     ]
 
 
@@ -87,7 +95,7 @@ def run(
         serve = None
         if soak_s:
             every_s = max(1.0, soak_s / 30)
-            memory = asyncio.run(soak(stack, route, records, OPEN_LOOP_RATE, soak_s, every_s=every_s))
+            memory = asyncio.run(soak(stack, route, records, SOAK_RATE, soak_s, every_s=every_s))
     finally:
         if serve is not None:
             serve.stop()
@@ -115,6 +123,7 @@ def run(
             "concurrency": concurrency,
             "duration_s": duration_s,
             "open_loop_rate": OPEN_LOOP_RATE,
+            "soak_rate": SOAK_RATE,
             "result_ttl_s": RESULT_TTL_S,
             "metrics": metrics,
             "soak_s": soak_s,

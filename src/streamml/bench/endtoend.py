@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from redis.asyncio import Redis
 
@@ -47,6 +48,8 @@ class Shape:
     """Closed loop with this many clients (0: open loop at ``rate``)."""
     rate: float = 0.0
     """Open loop: requests per second."""
+    synchronous: bool = False
+    """streamml: ``POST /predict`` (answers with the predictions), not ``POST /predict_stream``."""
 
 
 @dataclass
@@ -67,6 +70,8 @@ class Outcome:
     statuses: dict[str, int] = field(default_factory=dict)
     load_generator: str = "aiohttp"
     """``wrk`` (C) for the closed loops where it is installed, else the asyncio/aiohttp generator."""
+    client_latency_ms: dict[str, float | None] = field(default_factory=dict)
+    """What the load generator saw: request sent -> response (p50, p99)."""
 
     @property
     def cpu_ms_per_request(self) -> dict[str, float]:
@@ -139,8 +144,8 @@ class StreammlStack:
         for process in [self.gateway, *self.workers]:
             process.stop()
 
-    def predict_url(self, route: str) -> str:
-        return f"{self.url}/predict_stream?model={route}"
+    def predict_url(self, route: str, *, synchronous: bool = False) -> str:
+        return f"{self.url}/{'predict' if synchronous else 'predict_stream'}?model={route}"
 
     async def last_result_id(self) -> str:
         async with Redis.from_url(self.redis_url) as redis:
@@ -263,16 +268,17 @@ async def run_streamml(
     stack: StreammlStack, route: str, records: list[dict[str, Any]], shape: Shape, duration_s: float
 ) -> Outcome:
     payloads = bodies(records, shape.records_per_request, streamml_body)
-    url = stack.predict_url(route)
+    url = stack.predict_url(route, synchronous=shape.synchronous)
     if shape.concurrency and wrk.available():
         return await _streamml_with_wrk(stack, url, payloads, shape, duration_s)
+    expect = 200 if shape.synchronous else 202
     before_warm_up = await stack.last_result_id()
-    warm_up = await _load(url, payloads, shape, min(2.0, duration_s), 202, True)
+    warm_up = await _load(url, payloads, shape, min(2.0, duration_s), expect, True)
     await stack.written(warm_up.request_ids, before_warm_up)  # start measuring with an empty backlog
     after = await stack.last_result_id()
     meter = Meter(stack.pids)
     meter.start()
-    load = await _load(url, payloads, shape, duration_s, 202, True)
+    load = await _load(url, payloads, shape, duration_s, expect, True)
     latencies, last_written_ms = await stack.written(load.request_ids, after)
     processes = meter.stop()
     seconds = max((last_written_ms - load.first_sent_ms) / 1000.0, load.seconds)
@@ -380,18 +386,25 @@ class LoadSummary:
     failed: int
     cores: float
     statuses: dict[str, int]
+    latency_ms: dict[str, float | None]
+    """Request sent -> response, as the generator saw it."""
 
 
 def _wrk_load(run: wrk.WrkRun) -> LoadSummary:
     return LoadSummary(
-        "wrk", run.non_2xx, round(run.cpu_s / run.seconds, 3), {"2xx": run.ok, "other": run.non_2xx}
+        "wrk",
+        run.non_2xx,
+        round(run.cpu_s / run.seconds, 3),
+        {"2xx": run.ok, "other": run.non_2xx},
+        {"p50": run.latency_ms.get("p50"), "p99": run.latency_ms.get("p99")},
     )
 
 
 def _aiohttp_load(load: loadgen.LoadResult) -> LoadSummary:
     statuses = {str(k): v for k, v in sorted(load.statuses.items())} | dict(load.errors)
     cores = round(load.cpu_s / load.seconds, 2) if load.seconds else 0.0
-    return LoadSummary("aiohttp", load.failed, cores, statuses)
+    seen = percentiles(load.response_ms)
+    return LoadSummary("aiohttp", load.failed, cores, statuses, {"p50": seen["p50"], "p99": seen["p99"]})
 
 
 def _outcome(
@@ -421,6 +434,7 @@ def _outcome(
         processes=processes,
         statuses=load.statuses,
         load_generator=load.name,
+        client_latency_ms=load.latency_ms,
     )
 
 
@@ -449,10 +463,16 @@ async def soak(
             await asyncio.sleep(every_s)
 
     sampler = asyncio.create_task(sample())
+    dashboard = DashboardWatch(f"{stack.url}/dashboard/events")
+    watcher = asyncio.create_task(dashboard.run())
     load = await loadgen.open_loop(
         stack.predict_url(route), payloads, rate=rate, duration_s=duration_s, expect=202
     )
     sampler.cancel()
+    watcher.cancel()
+    [stopped] = await asyncio.gather(watcher, return_exceptions=True)
+    if not isinstance(stopped, asyncio.CancelledError):  # it ended by itself: the run did not hold it open
+        raise RuntimeError(f"the dashboard's event stream ended during the run: {stopped!r}")
     samples.append(await row(load.seconds))
     await redis.aclose()
     warm_s = min(60.0, duration_s / 5)
@@ -466,4 +486,19 @@ async def soak(
         "warm_s": warm_s,
         "samples": samples,
         "rss_warm_end_mb": {name: [warm[name], samples[-1][name]] for name in stack.pids},
+        "dashboard_events": dashboard.events,
     }
+
+
+class DashboardWatch:
+    """The live dashboard open for a whole run, as a browser holds it: its event stream, read."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events = 0
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session, session.get(self.url) as response:
+            response.raise_for_status()
+            async for line in response.content:
+                self.events += line.startswith(b"data:")

@@ -33,28 +33,44 @@ def machine() -> dict[str, Any]:
 
 
 def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(target, measured, met, note) rows for the targets the report has figures for."""
+    """(target, measured, met, note) rows for the targets (issue 15's, and issue 6's that still stand)
+    the report has figures for."""
+    return _drain_targets(report.get("drain", {}).get("results", [])) + _e2e_targets(report.get("endtoend"))
+
+
+def _drain_targets(drain: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
-    drain = report.get("drain", {}).get("results", [])
-    best = {r["route"]: r for r in drain if r["records_per_entry"] == 100}
-    lgbm = best.get("lightgbm")
-    if lgbm:
-        rate = lgbm["records_per_s"]
+    by = {(r["route"], r["records_per_entry"]): r for r in drain}
+    if (hundred := by.get(("lightgbm", 100))) is not None:
+        share = hundred["share_of_model_speed"]
         rows.append(
             (
-                "drain, LightGBM: ≥ 80,000 records/s per worker",
-                f"{rate:,} records/s",
-                _met(rate >= 80_000),
+                "drain, LightGBM, 100 records per entry: ≥ 75 % of the model's own batch predict",
+                f"{share:.0%} ({hundred['records_per_s']:,} of {hundred['model_batch_records_per_s']:,} "
+                "records/s)",
+                _met(share >= 0.75),
+                f"the classifier alone, without its pipeline's preprocessing: "
+                f"{hundred['classifier_records_per_s']:,} records/s",
+            )
+        )
+    if (single := by.get(("lightgbm", 1))) is not None:
+        rate = single["records_per_s"]
+        rows.append(
+            (
+                "drain, LightGBM, 1 record per entry: ≥ 15,000 entries/s",
+                f"{rate:,} entries/s",
+                _met(rate >= 15_000),
                 "",
             )
         )
+    if any(r["route"] == "lightgbm" for r in drain):
         worst = min(r["speedup_vs_naive"] for r in drain if r["route"] == "lightgbm")
         rows.append(
             ("drain, LightGBM: ≥ 100× the naive worker", f"{worst:,}× (worst case)", _met(worst >= 100), "")
         )
     for route in ("svm", "knn"):
-        if route in best:
-            share = best[route]["share_of_model_speed"]
+        if (result := by.get((route, 100))) is not None:
+            share = result["share_of_model_speed"]
             rows.append(
                 (
                     f"drain, {route}: ≥ 80 % of the model's own batch predict",
@@ -63,37 +79,73 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "100 records per entry",
                 )
             )
-    e2e = report.get("endtoend")
-    if e2e:
-        ratios = {r["key"]: r for r in e2e["ratios"]}
-        ours = {o["key"]: o for o in e2e["outcomes"] if o["system"] == "streamml"}
-        one, hundred, open_loop = ratios["single"], ratios["hundred"], ours["open_loop"]
+    return rows
+
+
+def _e2e_targets(e2e: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    if not e2e:
+        return []
+    rows: list[tuple[str, str, str, str]] = []
+    ratios = {r["key"]: r for r in e2e["ratios"]}
+    ours = {o["key"]: o for o in e2e["outcomes"] if o["system"] == "streamml"}
+    one, hundred, open_loop = ratios["single"], ratios["hundred"], ours["open_loop"]
+    generator = ours["single"].get("load_generator", "aiohttp")
+    rows.append(
+        (
+            "end to end, 1 record/request: ≥ 40× mlflow models serve",
+            f"{one['requests_per_s']}× ({ours['single']['requests_per_s']:,} requests/s)",
+            _met((one["requests_per_s"] or 0) >= 40),
+            f"closed loop, {e2e['parameters']['concurrency']} connections, {generator}",
+        )
+    )
+    rows.append(
+        (
+            "end to end, 100 records/request: ≥ 120,000 records/s and ≥ 15×",
+            f"{ours['hundred']['records_per_s']:,.0f} records/s, {hundred['records_per_s']}×",
+            _met(ours["hundred"]["records_per_s"] >= 120_000 and (hundred["records_per_s"] or 0) >= 15),
+            "",
+        )
+    )
+    latency, client = open_loop["latency_ms"], open_loop.get("client_latency_ms") or {}
+    rows.append(
+        (
+            f"open loop, {e2e['parameters']['open_loop_rate']:.0f} requests/s: accepted → written "
+            "p50 ≤ 2 ms, p99 ≤ 10 ms",
+            f"p50 {latency['p50']} ms, p99 {latency['p99']} ms",
+            _met(latency["p50"] <= 2 and latency["p99"] <= 10),
+            "gateway acceptance → prediction written",
+        )
+    )
+    if client.get("p99") is not None:
         rows.append(
             (
-                "end to end, 1 record/request: ≥ 20× mlflow models serve",
-                f"{one['requests_per_s']}× ({ours['single']['requests_per_s']:,} requests/s)",
-                _met((one["requests_per_s"] or 0) >= 20),
-                f"closed loop, {e2e['parameters']['concurrency']} connections",
+                "open loop: client-observed POST /predict round trip p99 ≤ 15 ms",
+                f"p50 {client['p50']} ms, p99 {client['p99']} ms",
+                _met(client["p99"] <= 15),
+                "the load generator's clock",
             )
         )
+    gateway_ms = _cpu(ours["single"], "cpu_ms_per_request", "gateway")
+    if gateway_ms is not None:
         rows.append(
             (
-                "end to end, 100 records/request: ≥ 60,000 records/s and ≥ 7×",
-                f"{ours['hundred']['records_per_s']:,.0f} records/s, {hundred['records_per_s']}×",
-                _met(ours["hundred"]["records_per_s"] >= 60_000 and (hundred["records_per_s"] or 0) >= 7),
-                "",
+                "gateway CPU ≤ 0.25 ms per single-record request",
+                f"{gateway_ms} ms",
+                _met(gateway_ms <= 0.25),
+                "closed loop, 1 record/request",
             )
         )
-        latency = open_loop["latency_ms"]
+    worker_us = _cpu(ours["hundred"], "cpu_us_per_record", "worker-1")
+    if worker_us is not None:
         rows.append(
             (
-                "500 records/s open loop: p50 ≤ 5 ms, p99 ≤ 25 ms",
-                f"p50 {latency['p50']} ms, p99 {latency['p99']} ms",
-                _met(latency["p50"] <= 5 and latency["p99"] <= 25),
-                "gateway acceptance → prediction written",
+                "worker CPU ≤ 12 µs per record at 100 records per entry",
+                f"{worker_us} µs",
+                _met(worker_us <= 12),
+                "closed loop, 100 records/request",
             )
         )
-    memory = (e2e or {}).get("memory")
+    memory = e2e.get("memory")
     if memory:
         growth = {name: end - start for name, (start, end) in memory["rss_warm_end_mb"].items()}
         worst_name = max(growth, key=lambda n: growth[n])
@@ -102,10 +154,20 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"steady memory over {memory['seconds']:.0f} s at {memory['rate']:.0f} records/s",
                 f"largest growth {growth[worst_name]:+.2f} MB ({worst_name})",
                 _met(all(g <= 5.0 for g in growth.values())),
-                "RSS after warm-up vs at the end",
+                "RSS after warm-up vs at the end; metrics on"
+                + (
+                    f", the dashboard open ({memory['dashboard_events']} events read)"
+                    if "dashboard_events" in memory
+                    else ""
+                ),
             )
         )
     return rows
+
+
+def _cpu(outcome: dict[str, Any], measure: str, process: str) -> float | None:
+    value = outcome.get(measure, {}).get(process)
+    return None if value is None else float(value)
 
 
 def _met(ok: bool) -> str:
@@ -176,19 +238,23 @@ def _drain_table(drain: dict[str, Any] | None) -> list[str]:
         f"speed; of {drain.get('repeats', 1)} such pairs the one with the median share is shown (every "
         "run's share is in the last column, so the spread between runs shows).",
         "*Model* is the model's own batch predict (the scikit-learn pipeline on a frame, 4,096 rows",
-        "a call) on the same rows; *inference* is streamml's path through the same model (the numpy",
-        "fast path, checked against scikit-learn at load). The naive worker is the original design: one",
-        "entry at a time, the model loaded from the registry for each.",
+        "a call, after an untimed first call) on the same rows: the ceiling. *Classifier* is the pipeline's",
+        "last step alone on the matrix its preprocessing prepared: what a plain `predict` of the bare model",
+        "gives, faster than any path from records can be. *Inference* is streamml's path through the same",
+        "model (the numpy fast path, checked against scikit-learn at load). The naive worker is the",
+        "original design: one entry at a time, the model loaded from the registry for each.",
         "",
-        "| route | model | records/entry | records/s | model's batch records/s | share | streamml inference "
-        "records/s | naive records/s | × naive | CPU s | peak RSS MB | shares, all runs |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| route | model | records/entry | records/s | model's batch records/s | share | classifier "
+        "records/s | streamml inference records/s | naive records/s | × naive | CPU s | peak RSS MB | "
+        "shares, all runs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in drain["results"]:
         out.append(
             f"| {r['route']} | {r['model']} | {r['records_per_entry']} | {r['records_per_s']:,} | "
             f"{r['model_batch_records_per_s']:,} | {r['share_of_model_speed']:.0%} | "
-            f"{r['inference_records_per_s']:,} | {r['naive_records_per_s']} | {r['speedup_vs_naive']:,} | "
+            f"{r.get('classifier_records_per_s', 0):,} | {r['inference_records_per_s']:,} | "
+            f"{r['naive_records_per_s']} | {r['speedup_vs_naive']:,} | "
             f"{r['cpu_s']} | {r['peak_rss_mb']} | "
             + ", ".join(f"{x:.0%}" for x in r.get("shares_of_all_runs", [r["share_of_model_speed"]]))
             + " |"
@@ -206,23 +272,26 @@ def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
         "",
         f"Model {e2e['model']} (route `{e2e['route']}`). streamml: 1 gateway process, {p['workers']} worker "
         f"process(es). `mlflow models serve --env-manager local -w {p['mlflow_serve_workers']}` on a copy "
-        "of the same model version. Same complete records and the same asyncio/aiohttp load generator "
-        f"(keep-alive connections) for both; closed loops with {p['concurrency']} connections, "
-        f"{p['duration_s']:.0f} s each after a warm-up; open loop at {p['open_loop_rate']:.0f} requests/s. "
+        "of the same model version. Same complete records and the same load generator for both, named "
+        "in each row with the share of a core it took: wrk (C) for the closed loops where it is "
+        "installed, the asyncio/aiohttp generator for the open loop; closed loops with "
+        f"{p['concurrency']} connections, {p['duration_s']:.0f} s each after a warm-up; open loop at "
+        f"{p['open_loop_rate']:.0f} requests/s. "
         "streamml's latency runs from gateway acceptance to the prediction written (stamped in the "
         "message; throughput to the last prediction written); mlflow's is request to response, "
-        "since its prediction is the response.",
+        "since its prediction is the response. *Client p50/p99* is what the load generator saw.",
         "",
-        "| scenario | system | requests/s | records/s | p50 ms | p95 ms | p99 ms | max ms | failed | "
-        "CPU, cores used | load generator, cores |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| scenario | system | requests/s | records/s | p50 ms | p95 ms | p99 ms | max ms | "
+        "client p50 / p99 ms | failed | CPU, cores used | load generator, cores |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for o in e2e["outcomes"]:
-        lat = o["latency_ms"]
+        lat, client = o["latency_ms"], o.get("client_latency_ms") or {}
         cpu = ", ".join(f"{name} {v['cores']}" for name, v in o["processes"].items())
         out.append(
             f"| {o['scenario']} | {o['system']} | {o['requests_per_s']:,} | {o['records_per_s']:,} | "
-            f"{lat['p50']} | {lat['p95']} | {lat['p99']} | {lat['max']} | {o['failed']} | {cpu} | "
+            f"{lat['p50']} | {lat['p95']} | {lat['p99']} | {lat['max']} | "
+            f"{client.get('p50')} / {client.get('p99')} | {o['failed']} | {cpu} | "
             f"{o.get('load_generator', 'aiohttp')} {o['load_generator_cores']} |"
         )
     out += [
@@ -254,7 +323,8 @@ def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
             "",
             f"## Steady memory: {memory['seconds']:.0f} s at {memory['rate']:.0f} records/s (open loop)",
             "",
-            f"{memory['accepted']:,} of {memory['sent']:,} requests accepted. RSS in MB (to the KB), "
+            f"{memory['accepted']:,} of {memory['sent']:,} requests accepted, the live dashboard's event "
+            f"stream read throughout ({memory.get('dashboard_events', '?')} events). RSS in MB (to the KB), "
             f"sampled every "
             f"{memory['every_s']:.0f} s; *warm* is the first sample after {memory['warm_s']:.0f} s.",
             "",
