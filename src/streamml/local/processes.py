@@ -183,6 +183,17 @@ async def run_worker_async(
         await redis.aclose()
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (as uvicorn picks it for the gateway): a worker spends much
+    of a small batch in the event loop (socket writes, thread-pool wake-ups), which uvloop does in C.
+    None (asyncio's own loop) elsewhere, e.g. on Windows."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 EXIT_REDIS_UNREACHABLE = 3
 """Exit status of a worker that gave up on Redis (``STREAMML_WORKER_REDIS_GIVE_UP_S``)."""
 
@@ -190,7 +201,8 @@ EXIT_REDIS_UNREACHABLE = 3
 def run_worker(settings: Settings, *, burst: bool = False, consumer: str | None = None) -> WorkerStats:
     """Run a worker until it is stopped; exits with status 3 when it gives up on Redis."""
     try:
-        return asyncio.run(run_worker_async(settings, burst=burst, consumer=consumer))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(run_worker_async(settings, burst=burst, consumer=consumer))
     except asyncio.CancelledError:
         log.warning("worker stopped before its batch finished; it stays pending for another worker")
         return WorkerStats()
