@@ -176,6 +176,16 @@ def declared_dependencies() -> dict[str, str]:
     return out
 
 
+PROGRAMS = {"py_spy": "py-spy"}
+"""Dependencies used as programs, not imported: import name -> the executable's name."""
+
+
+def run_as_programs() -> set[str]:
+    """Those of :data:`PROGRAMS` whose executable the package names (runs) somewhere."""
+    sources = "".join(path.read_text() for path in PACKAGE.rglob("*.py"))
+    return {name for name, program in PROGRAMS.items() if f'"{program}"' in sources}
+
+
 def third_party_imports() -> set[str]:
     names = {name.split(".")[0] for path in PACKAGE.rglob("*.py") for name in imports_of(path)}
     return {n for n in names if n not in sys.stdlib_module_names and n != "streamml"}
@@ -184,6 +194,6 @@ def third_party_imports() -> set[str]:
 def test_every_declared_dependency_is_imported_and_every_import_is_declared() -> None:
     """Declared = imported: nothing installed for nothing, nothing used that a wheel install lacks."""
     declared = declared_dependencies()
-    imported = third_party_imports()
+    imported = third_party_imports() | run_as_programs()
     assert sorted(set(declared) - imported) == []
     assert sorted(imported - set(declared)) == []
