@@ -140,6 +140,9 @@ class GatewaySettings(BaseSettings):
     """How long ``POST /predict`` waits for the prediction before answering 504."""
     worker_seen_s: float = 15.0
     """``/ready`` needs a worker heartbeat at most this old."""
+    default_route: str | None = None
+    """The route ``POST /invocations`` (MLflow's scoring protocol) serves; the others are at
+    ``/models/{route}/invocations``. Unset: ``/invocations`` answers 404 saying so."""
     max_backlog: int = 100_000
     """Back-pressure: above this many entries in the request stream (unread, pending, or acked but
     not yet trimmed) the gateway answers 429 instead of publishing."""

@@ -17,6 +17,7 @@ from streamml.gateway.dashboard import SnapshotHub
 from streamml.gateway.errors import install_error_handlers
 from streamml.gateway.metrics import GatewayMetrics
 from streamml.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, ResponseHeadersMiddleware
+from streamml.gateway.protocol_routes import router as protocol_router
 from streamml.gateway.replies import ReplyHub
 from streamml.gateway.routes import router
 from streamml.gateway.submission import BacklogGate, IdempotencyStore, Submission
@@ -73,6 +74,7 @@ def create_app(settings: Settings, broker: Broker, registry: ModelRegistry) -> F
         broker.redis, keys.rate_limit_prefix(broker.stream), gateway.rate_limit_per_s
     )
     app.include_router(router)
+    app.include_router(protocol_router)
     install_error_handlers(
         app, retry_after_s=gateway.retry_after_s, observe=metrics.refused_for if metrics else None
     )

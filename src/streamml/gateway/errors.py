@@ -33,6 +33,7 @@ from streamml.errors import (
     UnknownRoute,
     UnsupportedMediaType,
 )
+from streamml.gateway import mlflow_scoring, open_inference
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +66,49 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class MlflowErrorResponse(BaseModel):
+    """An error on MLflow's scoring endpoints, in MLflow's shape (with streamml's problems beside)."""
+
+    error_code: str
+    message: str
+    problems: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class OpenInferenceErrorResponse(BaseModel):
+    """An error under ``/v2``, in the Open Inference Protocol's shape."""
+
+    error: str
+
+
+def error_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of an endpoint whose errors have ``model``'s shape."""
+    return {code: {"model": model} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503, 504)}
+
+
 def _error(
+    request: Request,
     status: int,
     code: str,
     message: str,
     problems: list[Problem] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "problems": [p.as_dict() for p in problems or []],
-        }
-    }
+    """The error in the shape the endpoint's protocol uses: MLflow's ``{"error_code", "message"}`` on
+    its scoring endpoints, the Open Inference Protocol's ``{"error": message}`` under ``/v2``, else
+    streamml's own. The message names the record and field in every shape."""
+    body = error_document(request.url.path, status, code, message, [p.as_dict() for p in problems or []])
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_document(
+    path: str, status: int, code: str, message: str, problems: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An error answered on ``path``, in the shape of the protocol served there."""
+    if path == "/invocations" or (path.startswith("/models/") and path.endswith("/invocations")):
+        return mlflow_scoring.error_body(status, message, problems)
+    if path == "/v2" or path.startswith("/v2/"):
+        return open_inference.error_body(message)
+    return {"error": {"code": code, "message": message, "problems": problems}}
 
 
 def install_error_handlers(
@@ -93,7 +122,7 @@ def install_error_handlers(
     @app.exception_handler(StreammlError)
     async def domain_error(request: Request, exc: StreammlError) -> JSONResponse:
         if observe is not None:
-            observe(exc, request.query_params.get("model"))
+            observe(exc, _route_of(request))
         status = next((s for t, s in ERROR_STATUS.items() if isinstance(exc, t)), 500)
         headers = {"Retry-After": str(retry_after_s)} if exc.retry_later else None
         if isinstance(exc, Unauthenticated):
@@ -118,14 +147,15 @@ def install_error_handlers(
             exc, BrokerUnavailable | ModelUnavailable | PartitionCountMismatch | DurabilityUnsupported
         ):
             message = "a backing service is unavailable; retry later"  # internals stay in our logs
-        return _error(status, exc.code, message, problems, headers)
+        return _error(request, status, exc.code, message, problems, headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [_problem_from_pydantic(e) for e in exc.errors()]
         if observe is not None:
-            observe(InvalidRequest(problems), request.query_params.get("model"))
+            observe(InvalidRequest(problems), _route_of(request))
         return _error(
+            request,
             422,
             InvalidRequest.code,
             problems[0].message if problems else "invalid request",
@@ -137,7 +167,12 @@ def install_error_handlers(
         log.exception(
             "request %s: unhandled error on %s %s", _request_id(request), request.method, request.url.path
         )
-        return _error(500, "internal_error", "internal error; it has been logged")
+        return _error(request, 500, "internal_error", "internal error; it has been logged")
+
+
+def _route_of(request: Request) -> str | None:
+    """The model route a request named: ``?model=`` natively, a path parameter in the protocols."""
+    return request.query_params.get("model") or request.path_params.get("route")
 
 
 def _request_id(request: Request) -> str:

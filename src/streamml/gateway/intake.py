@@ -62,9 +62,9 @@ def quick_batch(raw: bytes, schema: InputSchema, limits: GatewaySettings) -> Val
     return schema.accept_valid(records, values)
 
 
-def read_records(raw: bytes, limits: GatewaySettings) -> list[Any]:
-    """The ``data`` list of a ``{"data": [...]}`` body, or a 413/422 saying what is wrong. The
-    body-limit middleware has refused a body past the size limit before it was read."""
+def parse_json_body(raw: bytes, limits: GatewaySettings) -> Any:
+    """A body's JSON, strictly (duplicate keys refused, depth limited), or a 422 saying what is wrong.
+    The body-limit middleware has refused a body past the size limit before it was read."""
     if not raw.strip():
         raise _invalid('the body is empty; send {"data": [{feature: value, ...}]}', field="body")
     try:
@@ -77,6 +77,24 @@ def read_records(raw: bytes, limits: GatewaySettings) -> list[Any]:
         raise _invalid(f"the JSON nests deeper than {limits.max_depth} levels", field="body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _invalid(f"the body is not valid JSON: {exc}", field="body") from None
+    if nesting > limits.max_depth:
+        raise _invalid(f"the JSON nests deeper than {limits.max_depth} levels", field="body")
+    return parsed
+
+
+def check_records(records: list[Any], limits: GatewaySettings) -> None:
+    """The shape limits every entry point applies: how many records, fields per record, string sizes
+    (a 413 or a 422 naming the record and field)."""
+    if len(records) > limits.max_records:
+        raise PayloadTooLarge(f"{len(records)} records in one request; at most {limits.max_records}")
+    for index, record in enumerate(records):
+        if isinstance(record, dict):
+            _check_record(index, record, limits)
+
+
+def read_records(raw: bytes, limits: GatewaySettings) -> list[Any]:
+    """The ``data`` list of a ``{"data": [...]}`` body, or a 413/422 saying what is wrong."""
+    parsed = parse_json_body(raw, limits)
     if not isinstance(parsed, dict):
         raise _invalid(f'the body must be a JSON object {{"data": [...]}}, not {_kind(parsed)}', field="body")
     extra = sorted(set(parsed) - {"data"})
@@ -87,13 +105,7 @@ def read_records(raw: bytes, limits: GatewaySettings) -> list[Any]:
     data = parsed["data"]
     if not isinstance(data, list):
         raise _invalid(f"'data' must be a list of records, not {_kind(data)}", field="data")
-    if len(data) > limits.max_records:
-        raise PayloadTooLarge(f"{len(data)} records in one request; at most {limits.max_records}")
-    if nesting > limits.max_depth:
-        raise _invalid(f"the JSON nests deeper than {limits.max_depth} levels", field="body")
-    for index, record in enumerate(data):
-        if isinstance(record, dict):
-            _check_record(index, record, limits)
+    check_records(data, limits)
     return data
 
 

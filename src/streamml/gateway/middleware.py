@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from streamml.errors import PayloadTooLarge
+from streamml.gateway.errors import error_document
 from streamml.gateway.metrics import GatewayMetrics
 
 Scope = MutableMapping[str, Any]
@@ -44,7 +45,7 @@ class BodyLimitMiddleware:
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await _send_error(
-                    send, 413, PayloadTooLarge.code, f"the body is larger than {self.limit} bytes"
+                    scope, send, 413, PayloadTooLarge.code, f"the body is larger than {self.limit} bytes"
                 )
                 return
         received = 0
@@ -89,8 +90,8 @@ class ResponseHeadersMiddleware:
         await self.app(scope, receive, with_headers)
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "problems": []}}).encode()
+async def _send_error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_document(scope.get("path", ""), status, code, message, [])).encode()
     await send(
         {
             "type": "http.response.start",

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from streamml.errors import BrokerUnavailable, NotFound
 from streamml.gateway.auth import ApiKey, Authenticator, RateLimiter
 from streamml.gateway.dashboard import SnapshotHub, page
-from streamml.gateway.errors import ErrorResponse
+from streamml.gateway.errors import ErrorResponse, error_responses
 from streamml.gateway.intake import check_envelope
 from streamml.gateway.metrics import GatewayMetrics
 from streamml.gateway.replies import ReplyHub
@@ -75,9 +75,7 @@ class AcceptedBody(BaseModel):
     )
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503, 504)
-}
+ERROR_RESPONSES = error_responses(ErrorResponse)
 BODY_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -149,11 +147,27 @@ async def _accept(
         reply=reply,
         idempotency_key=request.headers.get("idempotency-key"),
     )
+    _count(request, response, model, accepted)
+    return accepted
+
+
+def _count(request: Request, response: Response, model: str, accepted: Accepted) -> None:
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     elif (metrics := request.app.state.metrics) is not None:
         metrics.accepted(model, accepted.records)
-    return accepted
+
+
+async def predict_records(
+    request: Request, response: Response, route: str, records: list[Any], key: ApiKey | None
+) -> dict[str, Any]:
+    """What ``POST /predict`` does with records another protocol's endpoint has read: through the
+    stream, waiting for the result document (504 after the configured timeout)."""
+    accepted = await _submission(request).submit(
+        route, records, key, reply=True, idempotency_key=request.headers.get("idempotency-key")
+    )
+    _count(request, response, route, accepted)
+    return await _replies(request).wait(accepted.request_id, _settings(request).predict_timeout_s)
 
 
 @router.post(
@@ -267,6 +281,12 @@ async def health() -> dict[str, str]:
 @router.get("/ready", responses={503: {"description": "Not ready: the body says which check failed."}})
 async def ready(request: Request, key: AdmittedKey) -> JSONResponse:
     """Redis reachable, every route's model resolvable, a worker seen recently."""
+    ok, checks = await readiness(request)
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+async def readiness(request: Request) -> tuple[bool, dict[str, Any]]:
+    """Whether the gateway can answer predictions now, and each check's finding."""
     broker, registry = _broker(request), _registry(request)
     checks: dict[str, Any] = {}
     try:
@@ -279,7 +299,7 @@ async def ready(request: Request, key: AdmittedKey) -> JSONResponse:
     statuses = [await registry.status(route) for route in registry.routes]
     checks["models"] = {s.route: s.describe() for s in statuses}
     ok = checks["redis"] == "ok" and checks["workers"] > 0 and all(s.resolvable for s in statuses)
-    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+    return ok, checks
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=ERROR_RESPONSES)

@@ -1,0 +1,172 @@
+"""MLflow's scoring protocol (``POST /invocations`` of ``mlflow models serve``): its request bodies read
+into records, and its error body.
+
+The four JSON formats MLflow documents for a model with a tabular signature — ``dataframe_split``,
+``dataframe_records``, ``instances`` (records), ``inputs`` (records, or columns of values) — with an
+optional ``params``, and ``text/csv`` with a header row. Each becomes the same list of records
+``POST /predict`` takes, so validation (and its messages, naming record and field) is the native one.
+Keys MLflow ignores (anything beside one format key and ``params``) are ignored here too: a body
+``mlflow models serve`` accepts must not be refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from streamml.errors import InvalidRequest, Problem, UnsupportedMediaType
+from streamml.gateway.intake import check_records, parse_json_body
+from streamml.settings import GatewaySettings
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+JSON, CSV = "application/json", "text/csv"
+
+ERROR_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_CONFLICT",
+    413: "REQUEST_LIMIT_EXCEEDED",
+    415: "BAD_REQUEST",
+    422: "INVALID_PARAMETER_VALUE",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+"""HTTP status -> the ``error_code`` MLflow's REST errors use for it (``mlflow.protos.databricks``)."""
+
+
+def error_body(status: int, message: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """MLflow's error shape, ``{"error_code", "message"}``, with streamml's ``problems`` beside it
+    (every record and field that is wrong; MLflow's clients read the first two keys)."""
+    return {"error_code": ERROR_CODES.get(status, "INTERNAL_ERROR"), "message": message, "problems": problems}
+
+
+def read_invocation(raw: bytes, content_type: str, limits: GatewaySettings) -> list[Any]:
+    """The records of an ``/invocations`` body, or a 413/415/422 naming what is wrong."""
+    media_type, _, parameters = content_type.partition(";")
+    media_type = media_type.strip().lower()
+    charset = parameters.partition("charset=")[2].strip().strip('"').lower()
+    if charset not in ("", "utf-8", "utf8"):
+        raise UnsupportedMediaType(f"only UTF-8 is accepted (got charset {charset!r})")
+    if media_type == CSV:
+        records = _csv_records(raw)
+    elif media_type == JSON:
+        records = _json_records(parse_json_body(raw, limits))
+    else:
+        raise UnsupportedMediaType(
+            f"send the body as {JSON} or {CSV}, as to mlflow models serve (got {media_type or 'none'!r})"
+        )
+    check_records(records, limits)
+    return records
+
+
+def _invalid(message: str, field: str) -> InvalidRequest:
+    return InvalidRequest([Problem(message, field=field)])
+
+
+def _json_records(body: Any) -> list[Any]:
+    if not isinstance(body, dict):
+        raise _invalid(f"the body must be a JSON object with one of {', '.join(FORMATS)}", "body")
+    present = [name for name in FORMATS if name in body]
+    if len(present) != 1:
+        found = f"got {', '.join(present)}" if present else f"got keys {sorted(body)[:5]}"
+        raise _invalid(f"the body must hold exactly one of {', '.join(FORMATS)} ({found})", "body")
+    [name] = present
+    if not isinstance(body.get("params", {}), dict):
+        raise _invalid("'params' must be an object of parameter: value", "params")
+    value = body[name]
+    if name == "dataframe_split":
+        return _split_records(value)
+    if name == "inputs" and isinstance(value, dict):
+        return _column_records(value, name)
+    if not isinstance(value, list):
+        raise _invalid(f"'{name}' must be a list of records (objects of feature: value)", name)
+    return value
+
+
+def _split_records(split: Any) -> list[Any]:
+    """``{"columns": [...], "data": [[...], ...]}`` (pandas' split orient; ``index`` is ignored)."""
+    if not isinstance(split, dict):
+        raise _invalid("'dataframe_split' must be an object with 'columns' and 'data'", "dataframe_split")
+    columns, rows = split.get("columns"), split.get("data")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise _invalid("'dataframe_split.columns' must be a list of feature names", "dataframe_split.columns")
+    if not isinstance(rows, list):
+        raise _invalid("'dataframe_split.data' must be a list of rows", "dataframe_split.data")
+    records = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise InvalidRequest(
+                [
+                    Problem(
+                        f"record {index}: a row of 'dataframe_split.data' must be a list of "
+                        f"{len(columns)} values, one per column",
+                        record=index,
+                        field="dataframe_split.data",
+                    )
+                ]
+            )
+        records.append(dict(zip(columns, row, strict=True)))
+    return records
+
+
+def _column_records(columns: dict[str, Any], name: str) -> list[Any]:
+    """``{"feature": [values...], ...}``: one list per feature, all as long."""
+    lengths = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
+    if -1 in lengths or len(lengths) > 1:
+        raise _invalid(f"'{name}' as columns must map every feature to a list of values, all as long", name)
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _csv_records(raw: bytes) -> list[Any]:
+    """A header row of feature names, then one record per row. An empty field is a missing value;
+    a number is read as one (validation then says which field wants which type)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid("the CSV is not UTF-8", "body") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise _invalid("the CSV needs a header row of feature names", "body")
+    records = []
+    for index, row in enumerate(reader):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise InvalidRequest(
+                [Problem(f"record {index}: {len(row)} fields for {len(header)} columns", record=index)]
+            )
+        records.append(
+            {
+                name: _csv_value(value)
+                for name, value in zip(header, row, strict=True)
+                if value not in NA_VALUES
+            }
+        )
+    return records
+
+
+NA_VALUES = frozenset(
+    {
+        *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"),
+        *("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+    }
+)
+"""What pandas' ``read_csv`` (and so ``mlflow models serve``) reads as a missing value."""
+
+
+def _csv_value(text: str) -> Any:
+    """A number where the text is one (finite), else the text."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if number - number == 0 else text  # inf and nan stay text: validation names them
