@@ -50,6 +50,9 @@ class Shape:
     """Open loop: requests per second."""
     synchronous: bool = False
     """streamml: ``POST /predict`` (answers with the predictions), not ``POST /predict_stream``."""
+    identical: bool = False
+    """Both systems get the identical request: ``POST /invocations`` with MLflow's body (streamml serves
+    it on its default route), and both are measured as request -> answer with the predictions."""
 
 
 @dataclass
@@ -94,7 +97,14 @@ class StreammlStack:
     """A gateway and ``workers`` worker processes on a stream of their own."""
 
     def __init__(
-        self, root: Path, redis_url: str, tracking_uri: str, *, workers: int, metrics: bool = True
+        self,
+        root: Path,
+        redis_url: str,
+        tracking_uri: str,
+        *,
+        workers: int,
+        metrics: bool = True,
+        default_route: str = "lightgbm",
     ) -> None:
         self.root = root
         self.redis_url = redis_url
@@ -114,6 +124,8 @@ class StreammlStack:
             "STREAMML_METRICS": "true" if metrics else "false",
             # One client sends everything here; the per-client limit is for the internet, not for this.
             "STREAMML_GATEWAY_RATE_LIMIT_PER_S": "0",
+            # POST /invocations (MLflow's protocol) serves this route: the identical-request scenario.
+            "STREAMML_GATEWAY_DEFAULT_ROUTE": default_route,
             "PATH": _path(),
         }
         cli = [sys.executable, "-m", "streamml"]
@@ -267,6 +279,10 @@ async def _load(
 async def run_streamml(
     stack: StreammlStack, route: str, records: list[dict[str, Any]], shape: Shape, duration_s: float
 ) -> Outcome:
+    if shape.identical:
+        return await run_answered(
+            "streamml", f"{stack.url}/invocations", stack.pids, stack.root, records, shape, duration_s
+        )
     payloads = bodies(records, shape.records_per_request, streamml_body)
     url = stack.predict_url(route, synchronous=shape.synchronous)
     if shape.concurrency and wrk.available():
@@ -333,14 +349,29 @@ async def _streamml_with_wrk(
 async def run_mlflow(
     serve: MlflowServe, records: list[dict[str, Any]], shape: Shape, duration_s: float
 ) -> Outcome:
+    return await run_answered(
+        "mlflow models serve", f"{serve.url}/invocations", serve.pids, serve.root, records, shape, duration_s
+    )
+
+
+async def run_answered(
+    system: str,
+    url: str,
+    pids: dict[str, int],
+    root: Path,
+    records: list[dict[str, Any]],
+    shape: Shape,
+    duration_s: float,
+) -> Outcome:
+    """A system whose answer is the prediction, measured from the client: answers with a 2xx per
+    second, request -> response latency. MLflow's body (``dataframe_records``)."""
     payloads = bodies(records, shape.records_per_request, mlflow_body)
-    url = f"{serve.url}/invocations"
     if shape.concurrency and wrk.available():
-        scratch, warm_up = serve.root / "wrk", min(2.0, duration_s)
+        scratch, warm_up = root / "wrk", min(2.0, duration_s)
         await asyncio.to_thread(
             wrk.run, url, payloads, connections=shape.concurrency, duration_s=warm_up, scratch=scratch
         )
-        meter = Meter(serve.pids)
+        meter = Meter(pids)
         meter.start()
         run = await asyncio.to_thread(
             wrk.run, url, payloads, connections=shape.concurrency, duration_s=duration_s, scratch=scratch
@@ -348,7 +379,7 @@ async def run_mlflow(
         processes = meter.stop()
         return _outcome(
             shape,
-            "mlflow models serve",
+            system,
             requests=run.ok,
             seconds=run.seconds,
             latency_ms={
@@ -362,13 +393,13 @@ async def run_mlflow(
             load=_wrk_load(run),
         )
     await _load(url, payloads, shape, min(2.0, duration_s), 200, False)
-    meter = Meter(serve.pids)
+    meter = Meter(pids)
     meter.start()
     load = await _load(url, payloads, shape, duration_s, 200, False)
     processes = meter.stop()
     return _outcome(
         shape,
-        "mlflow models serve",
+        system,
         requests=len(load.response_ms),
         seconds=load.seconds,
         latency_ms=percentiles(load.response_ms),

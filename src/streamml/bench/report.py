@@ -279,7 +279,10 @@ def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
         f"{p['open_loop_rate']:.0f} requests/s. "
         "streamml's latency runs from gateway acceptance to the prediction written (stamped in the "
         "message; throughput to the last prediction written); mlflow's is request to response, "
-        "since its prediction is the response. *Client p50/p99* is what the load generator saw.",
+        "since its prediction is the response. *Client p50/p99* is what the load generator saw. In the "
+        "identical-request scenario both systems get the same `POST /invocations` with the same MLflow "
+        "body (streamml's MLflow protocol on its default route) and both are measured from the client: "
+        "answers with the predictions per second, request to response.",
         "",
         "| scenario | system | requests/s | records/s | p50 ms | p95 ms | p99 ms | max ms | "
         "client p50 / p99 ms | failed | CPU, cores used | load generator, cores |",
