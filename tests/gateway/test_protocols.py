@@ -4,6 +4,7 @@ which are the registered model's own; the bodies ``mlflow models serve`` takes g
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,11 +22,12 @@ from tritonclient.utils import InferenceServerException
 
 from streamml.bench.e2e_run import complete_records
 from streamml.bench.endtoend import MlflowServe
-from streamml.local.services import ManagedProcess
+from streamml.local.services import ManagedProcess, free_port, wait_until_healthy
 from streamml.models.inference import records_to_frame
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from tests.helpers import start_worker
+from tests.conftest import make_settings
+from tests.helpers import process_env, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +36,25 @@ ROWS = complete_records(12)
 FRAME = pd.DataFrame(ROWS)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served(
-    start_gateway: Callable[..., tuple[str, Settings]], tracking_uri: str, tmp_path: Path
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, tracking_uri: str
 ) -> Iterator[tuple[str, Settings]]:
-    """A gateway process whose /invocations serves lightgbm, and a worker process."""
-    url, settings = start_gateway(STREAMML_GATEWAY_DEFAULT_ROUTE="lightgbm")
-    worker: ManagedProcess = start_worker(settings, tracking_uri, tmp_path / "worker.log")
+    """One gateway process whose /invocations serves lightgbm, and one worker process, for the module."""
+    root = tmp_path_factory.mktemp("protocols")
+    settings = make_settings(root, redis_url, tracking_uri)
+    port = free_port()
+    env = process_env(settings, tracking_uri, STREAMML_GATEWAY_DEFAULT_ROUTE="lightgbm")
+    argv = [sys.executable, "-m", "streamml", "api", "--port", str(port), "--log-level", "warning"]
+    gateway = ManagedProcess("gateway", argv, root / "gateway.log", env).start()
+    worker = start_worker(settings, tracking_uri, root / "worker.log")
     try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(f"{url}/health", gateway)
         yield url, settings
     finally:
         worker.stop()
+        gateway.stop()
 
 
 def native_predictions(url: str, route: str, rows: list[dict[str, Any]]) -> list[str]:

@@ -42,15 +42,15 @@ def complete_records(count: int) -> list[dict[str, Any]]:
     return records[:count]
 
 
-def shapes(concurrency: int) -> list[Shape]:
+def shapes(concurrency: int, open_loop_rate: float = OPEN_LOOP_RATE) -> list[Shape]:
     return [
         Shape("single", "2. 1 record/request, closed loop", 1, concurrency=concurrency),
         Shape("hundred", "3. 100 records/request, closed loop", 100, concurrency=concurrency),
         Shape(
             "open_loop",
-            f"4. open loop, {OPEN_LOOP_RATE:.0f} requests/s of 1 record (streamml: POST /predict)",
+            f"4. open loop, {open_loop_rate:.0f} requests/s of 1 record (streamml: POST /predict)",
             1,
-            rate=OPEN_LOOP_RATE,
+            rate=open_loop_rate,
             synchronous=True,
         ),
         Shape(
@@ -80,6 +80,7 @@ def run(
     duration_s: float,
     soak_s: float,
     metrics: bool = True,
+    open_loop_rate: float = OPEN_LOOP_RATE,
 ) -> dict[str, Any]:
     records = complete_records(50_000)
     registry = ModelRegistry(tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)
@@ -96,7 +97,7 @@ def run(
     memory = None
     try:
         serve = MlflowServe(root / "mlflow-serve", model_dir, workers=serve_workers).start()
-        for shape in shapes(concurrency):
+        for shape in shapes(concurrency, open_loop_rate):
             outcomes.append(asyncio.run(run_streamml(stack, route, records, shape, duration_s)))
             outcomes.append(asyncio.run(run_mlflow(serve, records, shape, duration_s)))
         serve.stop()
@@ -111,7 +112,7 @@ def run(
 
     by_key = {(o.scenario, o.system): o for o in outcomes}
     ratios = []
-    for shape in shapes(concurrency):
+    for shape in shapes(concurrency, open_loop_rate):
         ours, theirs = by_key[(shape.name, "streamml")], by_key[(shape.name, "mlflow models serve")]
         ratios.append(
             {
@@ -130,7 +131,7 @@ def run(
             "mlflow_serve_workers": serve_workers,
             "concurrency": concurrency,
             "duration_s": duration_s,
-            "open_loop_rate": OPEN_LOOP_RATE,
+            "open_loop_rate": open_loop_rate,
             "soak_rate": SOAK_RATE,
             "result_ttl_s": RESULT_TTL_S,
             "metrics": metrics,

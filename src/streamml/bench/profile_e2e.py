@@ -13,7 +13,6 @@ the most samples (self and total) and the CPU per request and per record. Needs 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from streamml.bench import wrk
 from streamml.bench.e2e_run import complete_records
 from streamml.bench.endtoend import StreammlStack, bodies, streamml_body
+from streamml.bench.harness import services
 from streamml.bench.processes import usage
 
 TOP = 25
@@ -58,30 +58,16 @@ def main() -> None:
     if not wrk.available() or spy is None:
         raise SystemExit("needs wrk (Debian package) and py-spy (the 'bench' extra)")
     output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="streamml-profile-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="streamml-profile-") as scratch,
+        services(Path(scratch), rows=3000) as (redis_url, tracking_uri),
+    ):
         root = Path(scratch)
-        server = None
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            from streamml.local.services import EmbeddedRedis
-
-            server = EmbeddedRedis(root / "redis").start()
-            redis_url = server.url
-        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not tracking_uri:
-            from streamml.local.demo import local_demo_registry
-            from streamml.settings import DEFAULT_TRUSTED_TYPES
-
-            tracking_uri = local_demo_registry(
-                root, rows=3000, experiment="profile", trusted_types=DEFAULT_TRUSTED_TYPES
-            )
         stack = StreammlStack(root / "stack", redis_url, tracking_uri, workers=1).start()
         try:
             _profile(stack, spy, records_per_request, seconds, output, root)
         finally:
             stack.stop()
-            if server:
-                server.stop()
 
 
 def _py_spy() -> str | None:
