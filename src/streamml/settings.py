@@ -1,16 +1,27 @@
-"""Typed settings, one object per external system, read from ``STREAMML_*`` environment variables.
+"""Typed settings, one class per group with one environment prefix each (``STREAMML_REDIS_*``,
+``STREAMML_STREAM_*``, ...). The only variables read without the prefix are the two the ecosystem
+already uses: ``REDIS_URL`` and ``MLFLOW_TRACKING_URI``.
 
 Nothing here is read at import time: commands call :meth:`Settings.load` in ``main()`` and pass the
-result down. The conventional ``REDIS_URL`` and ``MLFLOW_TRACKING_URI`` variables are honoured too.
+result down. ``docs/configuration.md`` is generated from these classes (``streamml config --reference``):
+every field's docstring is its documentation.
+
+A variable renamed since the previous release is still read, with a :class:`FutureWarning` naming the
+new one (:class:`RenamedVariables`); the new name wins when both are set.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamml import keys
 
@@ -31,30 +42,108 @@ DEFAULT_TRUSTED_TYPES: list[str] = [
 ]
 
 REDIS_URL_FILE = "redis.url"
-DEFAULT_CLUSTER_PARTITIONS = 12
-"""12 divides evenly over 1, 2, 3, 4 or 6 masters (``keys.partition_tag`` spreads the slots)."""
 MLFLOW_URL_FILE = "mlflow.url"
 
 
+class RenamedVariables(PydanticBaseSettingsSource):
+    """Values from the variables a group was read from before its fields got their group's prefix.
+    Below the current names in priority: a renamed variable counts only where the new one is unset.
+    Each one found is announced once per process with a :class:`FutureWarning` naming its successor."""
+
+    def __init__(self, settings_cls: type[BaseSettings], renamed: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.renamed = renamed
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # every value comes from __call__
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {name.upper(): value for name, value in os.environ.items()}
+        found: dict[str, Any] = {}
+        for old, field_name in self.renamed.items():
+            if old not in environ:
+                continue
+            new = env_names(self.settings_cls, field_name)[0]
+            warnings.warn(
+                f"{old} is deprecated and will be ignored in the next release: set {new} instead",
+                FutureWarning,
+                stacklevel=2,
+            )
+            found[field_name] = _decoded(environ[old])
+        return found
+
+
+def _decoded(value: str) -> Any:
+    """A JSON list or object as such (as the environment source reads them), anything else as text."""
+    if value.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
+
+
+class Group(BaseSettings):
+    """A group of settings read from variables with the group's prefix."""
+
+    RENAMED: ClassVar[Mapping[str, str]] = {}
+    """Variable of an earlier release -> the field it now sets (read with a warning)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, RenamedVariables(settings_cls, cls.RENAMED))
+
+
 def _config(prefix: str) -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix=prefix, extra="ignore", populate_by_name=True)
+    return SettingsConfigDict(
+        env_prefix=prefix, extra="ignore", populate_by_name=True, use_attribute_docstrings=True
+    )
 
 
-class RedisSettings(BaseSettings):
+def env_names(group: type[BaseSettings], field_name: str) -> list[str]:
+    """The variables that set a field, the preferred one first."""
+    field = group.model_fields[field_name]
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    if isinstance(alias, str):
+        return [alias]
+    return [f"{group.model_config.get('env_prefix', '')}{field_name}".upper()]
+
+
+class GeneralSettings(Group):
+    """Where streamml keeps its state, and what every process does."""
+
+    model_config = _config("STREAMML_")
+
+    state_dir: Path = Path(".streamml")
+    """Redis data, MLflow database and artifacts, predictions CSV, logs."""
+    metrics: bool = True
+    """Prometheus metrics in every process (``false`` turns them off, to measure what they cost:
+    ``streamml bench --no-metrics``)."""
+
+
+class RedisSettings(Group):
     """How to reach Redis, or how to start the embedded server when no URL is given."""
 
     model_config = _config("STREAMML_REDIS_")
 
-    url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "STREAMML_REDIS_URL", "url")
-    )
-    """``redis://[:password@]host:port/db``. Unset: the URL `streamml up` wrote to the state dir."""
+    url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "STREAMML_REDIS_URL"))
+    """``redis://[:password@]host:port/db``. Unset: the URL `streamml up` wrote to the state dir, else
+    ``redis://127.0.0.1:6379/0``."""
     port: int = 6390
     """Port the embedded server prefers; a free one is picked if it is taken."""
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
     """AOF fsync policy of the embedded server (``everysec`` may lose the last second on a crash)."""
     cluster: bool = False
-    """``REDIS_URL`` names a node of a Redis (or Valkey) Cluster: every process uses redis-py's cluster
+    """The URL names a node of a Redis (or Valkey) Cluster: every process uses redis-py's cluster
     client, which discovers the other nodes and follows slot moves and failovers."""
     max_connections: int = 256
     """Connections one process may open to one cluster node. redis-py's cluster client refuses a
@@ -62,60 +151,64 @@ class RedisSettings(BaseSettings):
     load can ask of a node. A single Redis keeps redis-py's unbounded pool."""
 
 
-class MlflowSettings(BaseSettings):
+class MlflowSettings(Group):
     """The MLflow tracking server and Model Registry, and which registered model serves each route."""
 
     model_config = _config("STREAMML_MLFLOW_")
+    RENAMED = {"STREAMML_ROUTES": "routes"}
 
     tracking_uri: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STREAMML_MLFLOW_TRACKING_URI", "tracking_uri"),
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STREAMML_MLFLOW_TRACKING_URI"),
     )
-    """Unset: the URL `streamml up` wrote to the state dir, else http://127.0.0.1:5001."""
+    """Tracking and registry URI. Unset: the URL `streamml up` wrote to the state dir, else
+    ``http://127.0.0.1:5001``."""
     host: str = "127.0.0.1"
     """Interface the embedded ``mlflow server`` binds to."""
     port: int = 5001
     """Port of the embedded ``mlflow server``."""
-    routes: dict[str, str] = Field(
-        default_factory=lambda: dict(DEFAULT_ROUTES),
-        validation_alias=AliasChoices("STREAMML_ROUTES", "routes"),
-    )
-    """Route name -> model URI (``models:/Name@alias`` or ``models:/Name/3``), as JSON in the env."""
+    routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    """Route name -> model URI (``models:/Name@alias`` or ``models:/Name/3``), as a JSON object."""
     alias_refresh_s: float = 30.0
     """How often an alias is re-resolved, so moving ``champion`` takes effect without a restart."""
     trusted_types: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_TYPES))
-    """Non-scikit-learn types skops may load; anything else in a model artifact is refused."""
+    """Non-scikit-learn types skops may load (JSON list); anything else in a model artifact is refused."""
     fast_path: bool = True
     """Run imputers, scalers and one-hot encoders with numpy instead of through scikit-learn (same
-    labels, checked at load; see streamml/fastpath.py). ``false`` always calls the pipeline."""
-    challenger_alias: str = "challenger"
-    """The alias a new version is registered under to be promoted (``streamml promote``)."""
-    previous_alias: str = "previous"
-    """The alias ``streamml promote`` leaves on the version it replaced (``streamml rollback`` goes
-    back to it)."""
+    labels, checked at load; docs/architecture.md#inference). ``false`` always calls the pipeline."""
     experiment: str = "streamml-demo-models"
     """Experiment `streamml train` logs its runs and holdout metrics to."""
 
 
-class StreamSettings(BaseSettings):
-    """Names and retention of the Redis streams and keys of one pipeline."""
+class StreamSettings(Group):
+    """Names, partitions, retention and acceptance durability of one pipeline's Redis streams."""
 
-    model_config = _config("STREAMML_")
+    model_config = _config("STREAMML_STREAM_")
+    RENAMED = {
+        "STREAMML_STREAM": "name",
+        "STREAMML_GROUP": "group",
+        "STREAMML_RESULTS_STREAM": "results",
+        "STREAMML_RESULTS_MAXLEN": "results_maxlen",
+        "STREAMML_RESULT_TTL_S": "result_ttl_s",
+        "STREAMML_DURABILITY": "durability",
+        "STREAMML_DURABILITY_TIMEOUT_MS": "durability_timeout_ms",
+    }
 
-    stream: str = keys.DEFAULT_STREAM
-    """Request stream the gateway publishes to."""
+    name: str = keys.DEFAULT_STREAM
+    """Request stream the gateway publishes to (with partitions: the prefix of their streams); every
+    key of the pipeline is derived from it."""
     group: str = keys.DEFAULT_GROUP
     """Consumer group of the workers."""
-    results_stream: str = keys.DEFAULT_RESULTS_STREAM
-    """Capped stream of finished predictions."""
+    results: str = keys.DEFAULT_RESULTS_STREAM
+    """Capped stream of finished predictions, one entry per request."""
     results_maxlen: int = 100_000
     """Approximate cap of the results stream (``XADD MAXLEN ~``)."""
     result_ttl_s: int = 3600
     """How long a request's result can be fetched from ``GET /predictions/{id}``."""
-    stream_partitions: int | None = Field(default=None, ge=1, le=1024)
-    """Request streams (``mlops_stream:{tag}``, one consumer group each). Unset: 1 on a single Redis
-    (the one ``mlops_stream``, keys as ever), ``DEFAULT_CLUSTER_PARTITIONS`` on a cluster. Recorded in
-    Redis at first use; changing it is a migration (docs/scaling.md)."""
+    partitions: int | None = Field(default=None, ge=1, le=1024)
+    """Request streams (``<name>:{tag}``, one consumer group each). Unset: 1 on a single Redis (the one
+    stream ``<name>``), 12 on a cluster (12 divides over 1, 2, 3, 4 or 6 masters). Recorded in Redis at
+    first use; changing it is a migration (docs/scaling.md)."""
     durability: Literal["memory", "fsync", "replica"] = "memory"
     """When the gateway answers 202: ``memory`` once Redis has the request (on disk within the
     server's ``appendfsync``), ``fsync`` once it is in the server's append-only file on disk (WAITAOF,
@@ -124,20 +217,20 @@ class StreamSettings(BaseSettings):
     """Longest wait for the fsync or the replica; past it the gateway answers 503 (the request may
     still be processed: retry with the same ``Idempotency-Key``)."""
 
-    @property
-    def partitions(self) -> int:
-        return self.stream_partitions or 1
 
-
-class GatewaySettings(BaseSettings):
+class GatewaySettings(Group):
     """The HTTP gateway."""
 
     model_config = _config("STREAMML_GATEWAY_")
+    RENAMED = {"STREAMML_API_KEYS": "api_keys", "STREAMML_API_KEYS_FILE": "api_keys_file"}
 
     host: str = "127.0.0.1"
+    """Interface the gateway binds to; anything but loopback needs API keys (or ``insecure``)."""
     port: int = 8800
+    """Port the gateway listens on."""
     predict_timeout_s: float = 10.0
-    """How long ``POST /predict`` waits for the prediction before answering 504."""
+    """How long ``POST /predict`` (and ``/invocations``, V2 infer) waits for the prediction before
+    answering 504."""
     worker_seen_s: float = 15.0
     """``/ready`` needs a worker heartbeat at most this old."""
     default_route: str | None = None
@@ -152,11 +245,10 @@ class GatewaySettings(BaseSettings):
     """``Retry-After`` sent with 429 and 503 answers."""
     idempotency_ttl_s: int = 86_400
     """How long an ``Idempotency-Key`` is remembered: a repeat within it gets the first response."""
-    api_keys: str | None = Field(default=None, validation_alias=AliasChoices("STREAMML_API_KEYS", "api_keys"))
-    """API keys: JSON list of {name, key | sha256, routes, read_only}, or comma-separated keys."""
-    api_keys_file: Path | None = Field(
-        default=None, validation_alias=AliasChoices("STREAMML_API_KEYS_FILE", "api_keys_file")
-    )
+    api_keys: str | None = None
+    """API keys: a JSON list of ``{name, key | sha256, routes, read_only}``, or comma-separated keys
+    (docs/security.md)."""
+    api_keys_file: Path | None = None
     """A file with API keys in the same format (hashes recommended)."""
     insecure: bool = False
     """Allow binding to a non-loopback address without API keys."""
@@ -178,7 +270,7 @@ class GatewaySettings(BaseSettings):
     """Origins allowed by CORS (JSON list); empty: CORS off."""
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(Group):
     """The stream workers."""
 
     model_config = _config("STREAMML_WORKER_")
@@ -208,15 +300,37 @@ class WorkerSettings(BaseSettings):
     """Serve this worker's Prometheus metrics on this port (``/metrics``); unset: not served."""
     metrics_host: str = "127.0.0.1"
     """Interface of the metrics port (0.0.0.0 in a container, for Prometheus to reach it)."""
-    rollout_refresh_s: float = 1.0
-    """How often a worker re-reads the canary shares from Redis (``streamml canary set``)."""
     redis_give_up_s: float = 0.0
     """While Redis is unreachable the worker retries with back-off, logging each attempt and how
     long the outage has lasted; after this many seconds it exits with status 3 instead (for a
     supervisor that restarts it). 0: keep trying."""
 
 
-class DriftSettings(BaseSettings):
+class RolloutSettings(Group):
+    """Changing a route's model safely: the challenger's aliases, shadow sampling, canary shares."""
+
+    model_config = _config("STREAMML_ROLLOUT_")
+    RENAMED = {
+        "STREAMML_MLFLOW_CHALLENGER_ALIAS": "challenger_alias",
+        "STREAMML_MLFLOW_PREVIOUS_ALIAS": "previous_alias",
+        "STREAMML_SHADOW_SAMPLE": "shadow_sample",
+        "STREAMML_WORKER_ROLLOUT_REFRESH_S": "refresh_s",
+    }
+
+    challenger_alias: str = "challenger"
+    """The alias a new version is registered under to shadow the champion, answer a canary share, and
+    be promoted (``streamml promote``)."""
+    previous_alias: str = "previous"
+    """The alias ``streamml promote`` leaves on the version it replaced (``streamml rollback`` goes
+    back to it)."""
+    shadow_sample: float | dict[str, float] = 1.0
+    """Share of a route's requests its challenger also scores (shadow), e.g. ``0.1``, or per route as
+    JSON (``{"lightgbm": 0.1}``, unlisted routes 1.0). Routes without a challenger cost nothing."""
+    refresh_s: float = 1.0
+    """How often a worker re-reads the canary shares from Redis (``streamml canary set``)."""
+
+
+class DriftSettings(Group):
     """Drift of each route's recent records against its model version's training data."""
 
     model_config = _config("STREAMML_DRIFT_")
@@ -246,40 +360,48 @@ class DriftSettings(BaseSettings):
     (binning costs a few microseconds a record). 0: every record."""
 
 
-class Settings(BaseSettings):
-    """All of streamml's settings. Build with :meth:`load` where a program starts."""
+GROUPS: dict[str, type[Group]] = {
+    "general": GeneralSettings,
+    "redis": RedisSettings,
+    "mlflow": MlflowSettings,
+    "stream": StreamSettings,
+    "gateway": GatewaySettings,
+    "worker": WorkerSettings,
+    "rollout": RolloutSettings,
+    "drift": DriftSettings,
+}
+"""Every group, by the attribute of :class:`Settings` that holds it (docs/configuration.md's order)."""
 
-    model_config = _config("STREAMML_")
 
-    state_dir: Path = Path(".streamml")
-    """Redis data, MLflow database and artifacts, predictions CSV."""
-    metrics: bool = True
-    """Prometheus metrics in every process (``STREAMML_METRICS=false`` turns them off, to measure
-    what they cost: ``streamml bench --no-metrics``)."""
-    shadow_sample: float | dict[str, float] = 1.0
-    """Share of a route's requests its challenger also scores (shadow), e.g. ``0.1``, or per route as
-    JSON (``{"lightgbm": 0.1}``, unlisted routes 1.0). Routes without a challenger cost nothing."""
+class Settings(BaseModel):
+    """All of streamml's settings, one object per group. Build with :meth:`load` where a program starts."""
+
+    model_config = ConfigDict(validate_assignment=False)
+
+    general: GeneralSettings = Field(default_factory=GeneralSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
-    streams: StreamSettings = Field(default_factory=StreamSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
-
-    @model_validator(mode="after")
-    def _cluster_partitions(self) -> Settings:
-        """One stream lives in one slot, on one node: on a cluster, spread over several by default."""
-        if self.streams.stream_partitions is None and self.redis.cluster:
-            self.streams.stream_partitions = DEFAULT_CLUSTER_PARTITIONS
-        return self
 
     @classmethod
     def load(cls, state_dir: Path | None = None) -> Settings:
         """Read the environment; an explicit ``state_dir`` (a CLI flag) wins over it."""
         settings = cls()
         if state_dir is not None:
-            settings.state_dir = state_dir
+            settings.general.state_dir = state_dir
         return settings
+
+    @property
+    def state_dir(self) -> Path:
+        return self.general.state_dir
+
+    @property
+    def metrics(self) -> bool:
+        return self.general.metrics
 
     def redis_url(self) -> str:
         """The configured URL, else the embedded server's (written by `streamml up`)."""

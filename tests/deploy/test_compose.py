@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic_settings import BaseSettings
 
-from streamml.settings import Settings
+from streamml.settings import GROUPS, env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -37,19 +36,11 @@ def rendered(*profiles: str) -> dict[str, Any]:
     return document
 
 
-def setting_names(settings: type[BaseSettings] = Settings) -> set[str]:
-    """Every environment variable a Settings class (and the classes it nests) reads."""
-    prefix = str(settings.model_config.get("env_prefix", "")).upper()
-    names: set[str] = set()
-    for name, field in settings.model_fields.items():
-        nested = field.annotation
-        if isinstance(nested, type) and issubclass(nested, BaseSettings):
-            names |= setting_names(nested)
-            continue
-        names.add(f"{prefix}{name}".upper())
-        choices = getattr(field.validation_alias, "choices", [])
-        names |= {str(choice).upper() for choice in choices if str(choice).isupper()}
-    return names
+def setting_names() -> set[str]:
+    """Every environment variable the settings read (renamed ones excluded: compose uses the new names)."""
+    return {
+        name for group in GROUPS.values() for field in group.model_fields for name in env_names(group, field)
+    }
 
 
 requires_compose = pytest.mark.skipif(

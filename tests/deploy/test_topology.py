@@ -122,7 +122,7 @@ def test_the_compose_topology_runs_against_postgres_backed_mlflow(
 
         state = tmp_path / "state"
         common = {"REDIS_URL": redis_url, "MLFLOW_TRACKING_URI": tracking, "STREAMML_STATE_DIR": str(state)}
-        stream = {"STREAMML_STREAM": f"topology-{mlflow_port}"}
+        stream = {"STREAMML_STREAM_NAME": f"topology-{mlflow_port}"}
         train = services["train"]
         subprocess.run(
             [*python, "streamml", *train["command"], "--rows", "2000"],
