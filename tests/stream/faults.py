@@ -30,8 +30,8 @@ def worker_env(settings: Settings, redis_url: str, tracking_uri: str, **extra: s
         "REDIS_URL": redis_url,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "STREAMML_STATE_DIR": str(settings.state_dir),
-        "STREAMML_STREAM": settings.streams.stream,
-        "STREAMML_RESULTS_STREAM": settings.streams.results_stream,
+        "STREAMML_STREAM_NAME": settings.stream.name,
+        "STREAMML_STREAM_RESULTS": settings.stream.results,
         "STREAMML_WORKER_CLAIM_IDLE_MS": "3000",
         "STREAMML_WORKER_CLAIM_INTERVAL_S": "1",
         "STREAMML_WORKER_HEARTBEAT_S": "1",
@@ -89,9 +89,9 @@ def wait_until_settled(
 ) -> None:
     """Until every accepted entry was acked (or dead-lettered) and nothing is pending or unread."""
     deadline = time.monotonic() + timeout_s
-    stream = settings.streams.stream
+    stream = settings.stream.name
     while time.monotonic() < deadline:
-        done = client.xlen(settings.streams.results_stream) + client.xlen(keys.dead_letter_stream(stream))
+        done = client.xlen(settings.stream.results) + client.xlen(keys.dead_letter_stream(stream))
         info: Any = client.xinfo_groups(stream)
         if done >= expected_entries and info and info[0]["pending"] == 0:
             return
@@ -111,7 +111,7 @@ def reconcile(
     """Records accepted vs records with a prediction (CSV) or a dead letter; duplicates in the CSV.
     A record is (request id, record index): stream ids repeat across ``streams`` (the partitions'
     request streams; default the one stream), request ids do not."""
-    streams = list(streams) or [settings.streams.stream]
+    streams = list(streams) or [settings.stream.name]
     rows = 0
     distinct: set[tuple[str, str]] = set()
     unconfirmed: set[tuple[str, str]] = set()

@@ -24,7 +24,8 @@ from redis.crc import key_slot
 
 from streamml import keys
 from streamml.local.cluster import LocalCluster
-from streamml.settings import DEFAULT_CLUSTER_PARTITIONS, Settings
+from streamml.settings import Settings
+from streamml.stream.topology import CLUSTER_PARTITIONS
 from streamml.synthetic.producer import Producer, ProducerConfig, parse_routes, record_stream
 from streamml.synthetic.profile import Profile
 from tests.stream.faults import RECONCILIATIONS, WorkerPool, reconcile, worker_env
@@ -49,7 +50,7 @@ def cluster_client(cluster: LocalCluster) -> redis.RedisCluster:
 
 
 def partition_streams(settings: Settings) -> list[str]:
-    return [keys.partition_name(settings.streams.stream, p, DEFAULT_CLUSTER_PARTITIONS) for p in range(12)]
+    return [keys.partition_name(settings.stream.name, p, CLUSTER_PARTITIONS) for p in range(12)]
 
 
 def wait_for_workers(
@@ -57,7 +58,7 @@ def wait_for_workers(
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if client.zcard(keys.workers_heartbeat_key(settings.streams.stream)) >= count:
+        if client.zcard(keys.workers_heartbeat_key(settings.stream.name)) >= count:
             return
         time.sleep(0.2)
     raise AssertionError("workers did not start")
@@ -85,7 +86,7 @@ def test_round_trip_on_a_cluster_every_route_every_partition_two_gateways_two_wo
     try:
         start_two_workers(pool, client, settings)
         accepted = []
-        for i in range(2 * DEFAULT_CLUSTER_PARTITIONS):  # the original curl, every route, every partition
+        for i in range(2 * CLUSTER_PARTITIONS):  # the original curl, every route, every partition
             route = ROUTES[i % len(ROUTES)]
             out = subprocess.run(
                 [
@@ -112,9 +113,9 @@ def test_round_trip_on_a_cluster_every_route_every_partition_two_gateways_two_wo
             assert result["status"] == "done", result
             assert result["model"]["name"] == names[route]
         partitions_used = {int(body["request_id"].rpartition("-")[2]) for _, body in accepted}
-        assert partitions_used == set(range(DEFAULT_CLUSTER_PARTITIONS))
+        assert partitions_used == set(range(CLUSTER_PARTITIONS))
         status = streamml_status(env)
-        assert len(status["partitions"]) == DEFAULT_CLUSTER_PARTITIONS
+        assert len(status["partitions"]) == CLUSTER_PARTITIONS
         group = status["groups"][0]
         assert group["pending"] == 0
         assert group["lag"] == 0
@@ -168,7 +169,7 @@ async def test_a_master_killed_under_load_fails_over_and_loses_nothing_acknowled
     replica. With ``replica`` durability every record answered 202 ends predicted (or dead-lettered);
     with ``memory`` the test records what was lost."""
     with LocalCluster(tmp_path / "cluster") as cluster:
-        extra = CLUSTER_ENV | {"STREAMML_DURABILITY": durability}
+        extra = CLUSTER_ENV | {"STREAMML_STREAM_DURABILITY": durability}
         url, settings = start_gateway(redis_override=cluster.url, **extra)
         env = worker_env(settings, cluster.url, tracking_uri, STREAMML_WORKER_BATCH_ENTRIES="64", **extra)
         pool = WorkerPool(env, tmp_path)

@@ -12,10 +12,16 @@ from redis.asyncio import Redis
 from streamml import keys
 from streamml.errors import FailureReason
 from streamml.models.registry import ModelRegistry
-from streamml.settings import Settings
+from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
 from streamml.stream.deadletters import REASON, SCAN_PAGE, DeadLetters
-from streamml.stream.sinks import CSV_COLUMNS, dedup_csv
-from tests.helpers import drain
+from streamml.worker.sinks import CSV_COLUMNS, dedup_csv
+from tests.helpers import drain, publisher_for
+
+
+def dead_letters(settings: Settings, redis: Redis) -> DeadLetters:
+    publisher = publisher_for(settings, redis)
+    return DeadLetters(redis, publisher.topology, publisher)
+
 
 GOOD = orjson.dumps([{"Designation": 2.0, "Mental Fatigue Score": 4.0}])
 
@@ -23,12 +29,12 @@ GOOD = orjson.dumps([{"Designation": 2.0, "Mental Fatigue Score": 4.0}])
 async def test_list_replay_and_purge(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry
 ) -> None:
-    stream = settings.streams.stream
+    stream = settings.stream.name
     # Dead-lettered because the route is unknown to this configuration...
     await redis.xadd(stream, {"v": "1", "request_id": "late-route", "route": "knn2", "records": GOOD})
     await redis.xadd(stream, {"v": "1", "request_id": "garbage", "route": "knn", "records": b"{"})
     await drain(settings, redis, shared_registry)
-    dlq = DeadLetters(redis, stream)
+    dlq = dead_letters(settings, redis)
     letters = await dlq.entries()
     assert {letter.fields["dlq_reason"] for letter in letters} == {"unknown_model", "invalid_payload"}
     assert [letter.summary()["request_id"] for letter in await dlq.entries(reason="unknown_model")] == [
@@ -38,7 +44,7 @@ async def test_list_replay_and_purge(
     # ...which the operator then adds, and replays: the letter becomes a prediction.
     settings.mlflow.routes = {**settings.mlflow.routes, "knn2": "models:/Knn_Classifier@champion"}
     registry = ModelRegistry(
-        shared_registry.tracking_uri, settings.mlflow.routes, trusted_types=shared_registry.trusted_types
+        shared_registry.tracking_uri, settings.mlflow.routes, trusted_types=DEFAULT_TRUSTED_TYPES
     )
     assert await dlq.replay(reason="unknown_model") == 1
     await drain(settings, redis, registry)
@@ -56,13 +62,15 @@ async def test_list_replay_and_purge(
 
 async def test_reason_filters_every_letter_not_only_the_first_page(settings: Settings, redis: Redis) -> None:
     """The matches past the first page of letters are found, and --reason narrows a list of ids too."""
-    dlq = DeadLetters(redis, settings.streams.stream)
+    dlq = dead_letters(settings, redis)
+    letters_stream = dlq.topology.partitions[0].dead_letters
     async with redis.pipeline(transaction=False) as pipe:
         for index in range(SCAN_PAGE + 500):
-            pipe.xadd(dlq.dlq, {"request_id": f"old{index}", REASON: "prediction_failed"})
+            pipe.xadd(letters_stream, {"request_id": f"old{index}", REASON: "prediction_failed"})
         await pipe.execute()
     late: list[Any] = [
-        await redis.xadd(dlq.dlq, {"request_id": f"late{i}", REASON: "unknown_model"}) for i in range(3)
+        await redis.xadd(letters_stream, {"request_id": f"late{i}", REASON: "unknown_model"})
+        for i in range(3)
     ]
 
     found = await dlq.entries(reason=FailureReason.UNKNOWN_MODEL, limit=10)

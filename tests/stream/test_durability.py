@@ -1,4 +1,4 @@
-"""Acknowledged means durable: what a 202 promises under each ``STREAMML_DURABILITY``, on real servers
+"""Acknowledged means durable: what a 202 promises under each ``STREAMML_STREAM_DURABILITY``, on real servers
 (a Valkey master with and without a replica)."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from streamml.errors import DurabilityUnsupported
 from streamml.local.services import EmbeddedRedis
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from streamml.stream.broker import Broker
 from streamml.stream.durable import Durability
-from tests.helpers import SEED_EXAMPLE, gateway_client
+from tests.helpers import SEED_EXAMPLE, gateway_client, publisher_for
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ async def test_a_202_waits_for_the_replica_only_under_replica_durability(
 ) -> None:
     """While the replica is asleep (DEBUG SLEEP 1) a ``replica`` 202 cannot come; a ``memory`` one does."""
     master, replica = master_and_replica
-    settings.streams.durability = durability
+    settings.stream.durability = durability
     redis, on_replica = Redis.from_url(master.url), Redis.from_url(replica.url)
     async with redis, on_replica, gateway_client(settings, redis, shared_registry) as client:
         await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE)  # warm: first publish checks
@@ -68,15 +69,15 @@ async def test_a_202_waits_for_the_replica_only_under_replica_durability(
         answered_while_replica_slept = answer.done()
         await sleeping
         assert (await answer).status_code == 202
-        assert await on_replica.xlen(settings.streams.stream) == 2
+        assert await on_replica.xlen(settings.stream.name) == 2
     assert answered_while_replica_slept is (durability == "memory")
 
 
 async def test_under_replica_durability_without_a_replica_the_answer_is_503_and_the_request_is_kept(
     redis: Redis, settings: Settings, shared_registry: ModelRegistry
 ) -> None:
-    settings.streams.durability = "replica"
-    settings.streams.durability_timeout_ms = 50
+    settings.stream.durability = "replica"
+    settings.stream.durability_timeout_ms = 50
     headers = {"Idempotency-Key": "no-replica-1"}
     async with gateway_client(settings, redis, shared_registry) as client:
         refused = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
@@ -85,11 +86,11 @@ async def test_under_replica_durability_without_a_replica_the_answer_is_503_and_
     assert refused.headers["Retry-After"] == "1"
     assert refused.json()["error"]["code"] == "not_durable"
     assert "Idempotency-Key" in refused.json()["error"]["message"]
-    assert await redis.xlen(settings.streams.stream) == 1  # published, only not confirmed
+    assert await redis.xlen(settings.stream.name) == 1  # published, only not confirmed
     # The retry is the first request's answer, not a second entry.
     assert again.status_code == 202
-    assert await redis.xlen(settings.streams.stream) == 1
-    entries: Any = await redis.xrange(settings.streams.stream)
+    assert await redis.xlen(settings.stream.name) == 1
+    entries: Any = await redis.xrange(settings.stream.name)
     [(_, fields)] = entries
     assert fields[b"request_id"].decode() == again.json()["request_id"]
 
@@ -97,11 +98,11 @@ async def test_under_replica_durability_without_a_replica_the_answer_is_503_and_
 async def test_fsync_durability_waits_for_the_append_only_file(
     redis: Redis, settings: Settings, shared_registry: ModelRegistry
 ) -> None:
-    settings.streams.durability = "fsync"
+    settings.stream.durability = "fsync"
     async with gateway_client(settings, redis, shared_registry) as client:
         answer = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE)
     assert answer.status_code == 202
-    assert await redis.xlen(settings.streams.stream) == 1
+    assert await redis.xlen(settings.stream.name) == 1
 
 
 async def test_fsync_durability_on_a_server_without_an_append_only_file_is_refused_with_the_reason(
@@ -111,8 +112,8 @@ async def test_fsync_durability_on_a_server_without_an_append_only_file_is_refus
     try:
         async with Redis.from_url(server.url) as redis:
             await redis.config_set("appendonly", "no")
-            settings.streams.durability = "fsync"
+            settings.stream.durability = "fsync"
             with pytest.raises(DurabilityUnsupported, match="appendonly yes"):
-                await Broker(redis, settings.streams).check_partitions()
+                await publisher_for(settings, redis).check()
     finally:
         server.stop()

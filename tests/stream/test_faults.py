@@ -16,10 +16,10 @@ import redis
 
 from streamml.local.services import EmbeddedRedis
 from streamml.settings import Settings
-from streamml.stream.broker import Broker
-from streamml.stream.sinks import dedup_csv
 from streamml.synthetic.producer import Producer, ProducerConfig, parse_routes, record_stream
 from streamml.synthetic.profile import Profile
+from streamml.worker.sinks import dedup_csv
+from tests.helpers import publisher_for
 from tests.stream.faults import RECONCILIATIONS, WorkerPool, reconcile, wait_until_settled, worker_env
 
 pytestmark = pytest.mark.integration
@@ -131,10 +131,10 @@ async def test_sigterm_during_load_leaves_nothing_pending(
     from redis.asyncio import Redis as AsyncRedis
 
     async_client = AsyncRedis.from_url(redis_url)
-    broker = Broker(async_client, settings.streams)
+    publisher = publisher_for(settings, async_client)
     records = list(_take(record_stream(Profile.load(), seed=9), 25 * 400))
     for index in range(400):
-        await broker.publish(f"r{index}", "svm", records[index * 25 : (index + 1) * 25])
+        await publisher.publish(f"r{index}", "svm", records[index * 25 : (index + 1) * 25])
     await async_client.aclose()
 
     env = worker_env(
@@ -148,7 +148,7 @@ async def test_sigterm_during_load_leaves_nothing_pending(
     stopping, other = pool.start("stopping"), pool.start("other")
     try:
         deadline = time.monotonic() + 60
-        while client.xlen(settings.streams.results_stream) < 20:  # both are busy predicting
+        while client.xlen(settings.stream.results) < 20:  # both are busy predicting
             assert time.monotonic() < deadline, "workers never started"
             await asyncio.sleep(0.1)
         started = time.monotonic()
@@ -156,7 +156,7 @@ async def test_sigterm_during_load_leaves_nothing_pending(
         assert stopping.process is not None
         code = await asyncio.to_thread(stopping.process.wait, 30)
         took = time.monotonic() - started
-        consumers: Any = client.xinfo_consumers(settings.streams.stream, settings.streams.group)
+        consumers: Any = client.xinfo_consumers(settings.stream.name, settings.stream.group)
         wait_until_settled(client, settings, 400, timeout_s=120)
     finally:
         other.stop()
@@ -176,7 +176,7 @@ def _wait_for_workers(redis_url: str, settings: Settings, names: list[str], time
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        members: Any = client.zrange(keys.workers_heartbeat_key(settings.streams.stream), 0, -1)
+        members: Any = client.zrange(keys.workers_heartbeat_key(settings.stream.name), 0, -1)
         alive = {m.decode() for m in members}
         if set(names) <= alive:
             return

@@ -1,2 +1,2 @@
-"""The Redis Stream: every stream and consumer-group command (broker), the entry format, the worker
-loop, sinks and dead letters."""
+"""The transport: the pipeline's layout in Redis (topology), the gateway's publisher, the worker's
+consumer, the operators' status, the entry format, dead letters. No HTTP, no models."""

@@ -1,9 +1,9 @@
 """Dead letters (``mlops_stream:dlq``): what a letter holds, and listing, showing, replaying, purging.
 
 A dead letter keeps the original entry's fields and adds the ``dlq_*`` fields below, with the reason
-code (:class:`~streamml.errors.FailureReason`). Replaying strips those and appends the original fields
-to the request stream again, then deletes the letter, in one MULTI, so a letter is never both replayed
-and kept, nor lost.
+code (:class:`~streamml.errors.FailureReason`). Replaying strips those and hands the original fields to
+the publisher, which appends them to the request stream again and deletes the letter in one MULTI, so a
+letter is never both replayed and kept, nor lost.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from streamml import keys
 from streamml.errors import FailureReason
-from streamml.settings import StreamSettings
-from streamml.stream.broker import as_text
 from streamml.stream.entry import now_ms
+from streamml.stream.ids import as_text
+from streamml.stream.publisher import Publisher
+from streamml.stream.topology import Partition, StreamTopology
 
 FIELD_PREFIX = "dlq_"
 REASON = "dlq_reason"
@@ -87,58 +87,25 @@ class DeadLetter:
         }
 
 
-def _decode(raw: Any, suffix: str = "") -> list[DeadLetter]:
-    return [
-        DeadLetter(
-            as_text(letter_id) + suffix,
-            {
-                as_text(k): (v.decode(errors="replace") if isinstance(v, bytes) else v)
-                for k, v in fields.items()
-            },
-        )
-        for letter_id, fields in raw
-    ]
-
-
 class DeadLetters:
-    """The dead letters of a pipeline. With partitions (``partitions``: their request streams), each
-    has its own letters; a letter's id then reads ``<id>@<partition>`` and a replay goes back to the
-    partition it came from."""
+    """The dead letters of a pipeline. With partitions each has its own letters; a letter's id then
+    names its partition as a request id does (``StreamTopology.tag_id``), and a replay goes back to the
+    partition it came from, through the publisher (the one writer of the request streams)."""
 
-    def __init__(self, redis: Redis, stream: str, partitions: Sequence[str] = ()) -> None:
+    def __init__(self, redis: Redis, topology: StreamTopology, publisher: Publisher) -> None:
         self.redis = redis
-        self.stream = stream
-        self.partitions = list(partitions) or [stream]
-        self.dlq = keys.dead_letter_stream(self.partitions[0])
-
-    @classmethod
-    def of(cls, redis: Redis, streams: StreamSettings) -> DeadLetters:
-        count = streams.partitions
-        return cls(
-            redis, streams.stream, [keys.partition_name(streams.stream, p, count) for p in range(count)]
-        )
-
-    def _suffix(self, partition: int) -> str:
-        return "" if len(self.partitions) == 1 else f"@{partition}"
-
-    def _where(self, letter_id: str) -> tuple[int, str] | None:
-        """(partition, id in its dead-letter stream) of a letter id; None when it names none."""
-        if len(self.partitions) == 1:
-            return 0, letter_id
-        raw, at, partition = letter_id.rpartition("@")
-        if not at or not partition.isdigit() or int(partition) >= len(self.partitions):
-            return None
-        return int(partition), raw
+        self.topology = topology
+        self.publisher = publisher
 
     async def entries(self, *, reason: str | None = None, limit: int = 1000) -> list[DeadLetter]:
         """The oldest ``limit`` letters (with ``reason``: the oldest ``limit`` with that reason,
         however many others come before them), oldest first over all partitions."""
         found: list[DeadLetter] = []
-        for partition, stream in enumerate(self.partitions):
-            dlq, start, taken = keys.dead_letter_stream(stream), "-", 0
+        for part in self.topology.partitions:
+            start, taken = "-", 0
             while taken < limit:
-                raw: Any = await self.redis.xrange(dlq, min=start, count=SCAN_PAGE)
-                page = _decode(raw, self._suffix(partition))
+                raw: Any = await self.redis.xrange(part.dead_letters, min=start, count=SCAN_PAGE)
+                page = self._decode(raw, part)
                 chosen = [letter for letter in page if reason is None or letter.reason == reason]
                 found += chosen
                 taken += len(chosen)
@@ -149,12 +116,11 @@ class DeadLetters:
         return found[:limit]
 
     async def show(self, letter_id: str) -> DeadLetter | None:
-        where = self._where(letter_id)
-        if where is None:
+        located = self.topology.locate(letter_id)
+        if located is None:
             return None
-        partition, raw_id = where
-        dlq = keys.dead_letter_stream(self.partitions[partition])
-        letters = _decode(await self.redis.xrange(dlq, min=raw_id, max=raw_id), self._suffix(partition))
+        part, raw_id = located
+        letters = self._decode(await self.redis.xrange(part.dead_letters, min=raw_id, max=raw_id), part)
         return letters[0] if letters else None
 
     async def select(self, ids: Sequence[str], reason: str | None) -> list[DeadLetter]:
@@ -168,23 +134,31 @@ class DeadLetters:
         """Send letters back to their request stream (after fixing what made them fail)."""
         letters = await self.select(ids, reason)
         for letter in letters:
-            where = self._where(letter.letter_id)
-            assert where is not None  # select found it
-            partition, raw_id = where
-            stream = self.partitions[partition]
-            async with self.redis.pipeline(transaction=True) as pipe:
-                original: Any = letter.original
-                pipe.xadd(stream, original)
-                pipe.xdel(keys.dead_letter_stream(stream), raw_id)
-                await pipe.execute()
+            part, raw_id = self._located(letter)
+            await self.publisher.replay(part, letter.original, raw_id)
         return len(letters)
 
     async def purge(self, ids: Sequence[str] = (), *, reason: str | None = None) -> int:
         removed = 0
         for letter in await self.select(ids, reason):
-            where = self._where(letter.letter_id)
-            assert where is not None  # select found it
-            partition, raw_id = where
-            count: Any = await self.redis.xdel(keys.dead_letter_stream(self.partitions[partition]), raw_id)
+            part, raw_id = self._located(letter)
+            count: Any = await self.redis.xdel(part.dead_letters, raw_id)
             removed += int(count)
         return removed
+
+    def _located(self, letter: DeadLetter) -> tuple[Partition, str]:
+        located = self.topology.locate(letter.letter_id)
+        assert located is not None  # the id was made by _decode
+        return located
+
+    def _decode(self, raw: Any, part: Partition) -> list[DeadLetter]:
+        return [
+            DeadLetter(
+                self.topology.tag_id(as_text(letter_id), part),
+                {
+                    as_text(k): (v.decode(errors="replace") if isinstance(v, bytes) else v)
+                    for k, v in fields.items()
+                },
+            )
+            for letter_id, fields in raw
+        ]

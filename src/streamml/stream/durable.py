@@ -43,8 +43,8 @@ class DurableWriter:
             replicas = await _info_field(client, "replication", "connected_slaves")
             if replicas in ("", "0"):
                 log.warning(
-                    "STREAMML_DURABILITY=replica but the master of %r has no replica connected: requests "
-                    "are answered 503 not_durable until one attaches",
+                    "STREAMML_STREAM_DURABILITY=replica but the master of %r has no replica connected: "
+                    "requests are answered 503 not_durable until one attaches",
                     key,
                 )
             return
@@ -57,7 +57,7 @@ class DurableWriter:
             message = str(exc).lower()
             if "appendonly" in message:
                 raise DurabilityUnsupported(
-                    "STREAMML_DURABILITY=fsync needs the server's append-only file: set appendonly yes"
+                    "STREAMML_STREAM_DURABILITY=fsync needs the server's append-only file: set appendonly yes"
                 ) from exc
             if "unknown command" not in message:
                 raise
@@ -65,7 +65,7 @@ class DurableWriter:
         setting = _text(raw_setting)
         if setting != "always":
             raise DurabilityUnsupported(
-                "STREAMML_DURABILITY=fsync needs WAITAOF (Redis >= 7.2, Valkey >= 8) or a server with "
+                "STREAMML_STREAM_DURABILITY=fsync needs WAITAOF (Redis >= 7.2, Valkey >= 8) or a server with "
                 f"appendonly yes and appendfsync always; this server has appendfsync {setting}"
             )
         self._fsync_by_config = True

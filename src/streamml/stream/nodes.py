@@ -1,4 +1,5 @@
-"""Plain Redis clients on a cluster's masters, for the commands of one partition.
+"""Which client a command on a key goes to: :class:`SlotClients`, over plain Redis clients on a cluster's
+masters (:class:`NodeClients`) for the commands of one partition.
 
 Every command of one partition's hot path (the gateway's MULTI, a worker's read and its acknowledging
 MULTI) touches keys of one slot, so it can go to the slot's master over a plain client. redis-py's
@@ -12,8 +13,8 @@ error reaches the caller as a connection error (the gateway answers 503, a worke
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.exceptions import AskError, ClusterDownError, ReadOnlyError, RedisError, TryAgainError
@@ -92,3 +93,33 @@ class NodeClients:
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
         self._clients = {}
+
+
+P = TypeVar("P")
+
+
+class SlotClients:
+    """The client for commands on a key's slot: the one client on a single Redis; on a cluster, the plain
+    client of the slot's master (:class:`NodeClients`), with the cluster client for everything that
+    spans slots. One per process, shared by the publisher, the consumer and the status reader."""
+
+    def __init__(self, redis: Redis | RedisCluster) -> None:
+        self.redis: Any = redis  # Redis or RedisCluster: the commands used here are common to both
+        self.cluster = isinstance(redis, RedisCluster)
+        self.nodes = NodeClients(redis) if isinstance(redis, RedisCluster) else None
+
+    def on(self, key: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The client for commands on ``key``'s slot."""
+        return self.nodes.on(key) if self.nodes is not None else contextlib.nullcontext(self.redis)
+
+    async def call(self, key: str, command: str, *args: Any, **kwargs: Any) -> Any:
+        """``command(key, *args)`` on the client for the key's slot."""
+        async with self.on(key) as client:
+            return await getattr(client, command)(key, *args, **kwargs)
+
+    async def each(self, items: Sequence[P], command: Callable[[Any, P], Any]) -> list[Any]:
+        """``command(pipe, item)`` for every item, pipelined (on a cluster, one round trip per node)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                command(pipe, item)
+            return list(await pipe.execute())

@@ -7,9 +7,9 @@ dead-lettered. Entries of a consumer that died are claimed the same way by the l
 
 This module owns the loop: where entries come from (new ones, this consumer's own pending ones after a
 restart, idle ones claimed from others), heart-beats, trimming, the reconnect policy and shutdown. One
-micro-batch is :mod:`streamml.stream.batch` (the retry policy and the counts); Redis commands are the
-broker's (:mod:`streamml.stream.broker`), inference is dispatch's (:mod:`streamml.models.dispatch`),
-writing is the sinks' (:mod:`streamml.stream.sinks`).
+micro-batch is :mod:`streamml.worker.batch` (the retry policy and the counts); consumer-group commands
+are the consumer's (:mod:`streamml.stream.consumer`), inference is dispatch's
+(:mod:`streamml.models.dispatch`), writing is the sinks' (:mod:`streamml.worker.sinks`).
 """
 
 from __future__ import annotations
@@ -26,73 +26,32 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis, RedisCluster
 
-from streamml.errors import ModelUnavailable, RedisUnreachable, StreamGroupNotFound
-from streamml.models.dispatch import Rollout
+from streamml.errors import ModelUnavailable, StreamGroupNotFound
 from streamml.models.registry import ModelRegistry
+from streamml.models.traffic import Rollout
+from streamml.rollout.canary import CanaryStore
+from streamml.rollout.drift_monitor import DriftMonitor
 from streamml.settings import Settings
-from streamml.stream.batch import REDIS_DOWN, BatchHandler, WorkerStats
-from streamml.stream.broker import Broker, RawEntry
-from streamml.stream.drift import DriftMonitor
-from streamml.stream.metrics import WorkerMetrics
-from streamml.stream.nodes import leaked_connection_error
-from streamml.stream.rollout import RolloutStore
-from streamml.stream.sinks import CsvSink, RedisSink, Sink
+from streamml.stream.consumer import Consumer, RawEntry
+from streamml.stream.nodes import SlotClients, leaked_connection_error
+from streamml.stream.topology import StreamTopology
+from streamml.worker.batch import BatchHandler, WorkerStats
+from streamml.worker.reconnect import REDIS_DOWN, Reconnect
+from streamml.worker.sinks import CsvSink, RedisSink, Sink
+from streamml.worker.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
-RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-"""Pauses between attempts while Redis is unreachable; the last one repeats."""
 BURST_RETRY_PAUSE_S = 0.05
+"""Burst mode: a failing dependency gets this moment before the next attempt."""
 PARTITION_BLOCK_MS = 500
 """With several partitions, a reader blocks at least this long: an entry wakes it at once anyway, and
 with one task per partition the short single-stream wait (``block_ms``, which paces that loop's
 housekeeping) would have every idle partition ask Redis 50 times a second."""
-"""Burst mode: a failing dependency gets this moment before the next attempt."""
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-class Reconnect:
-    """The one policy for a Redis outage: back off, log every attempt with how long it has lasted,
-    and give up with :class:`RedisUnreachable` after ``give_up_s`` (0: never)."""
-
-    def __init__(
-        self,
-        give_up_s: float,
-        sleep: Callable[[float], Awaitable[None]],
-        on_attempt: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.give_up_s = give_up_s
-        self._sleep = sleep
-        self._on_attempt = on_attempt
-        self._since: float | None = None
-        self._attempt = 0
-
-    def connected(self) -> None:
-        if self._since is not None:
-            log.info("Redis reachable again after %.1fs", time.monotonic() - self._since)
-        self._since, self._attempt = None, 0
-
-    async def wait(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        self._since = self._since if self._since is not None else now
-        down_s = now - self._since
-        if self.give_up_s > 0 and down_s >= self.give_up_s:
-            log.error("Redis unreachable for %.0fs (%s); giving up", down_s, type(exc).__name__)
-            raise RedisUnreachable(f"Redis unreachable for {down_s:.0f}s: {exc}") from exc
-        pause = RECONNECT_BACKOFF_S[min(self._attempt, len(RECONNECT_BACKOFF_S) - 1)]
-        self._attempt += 1
-        self._on_attempt()
-        log.warning(
-            "Redis unreachable for %.1fs (%s, attempt %d); retrying in %.1fs",
-            down_s,
-            type(exc).__name__,
-            self._attempt,
-            pause,
-        )
-        await self._sleep(pause)
 
 
 class Worker:
@@ -115,27 +74,36 @@ class Worker:
     ) -> None:
         self.registry = registry
         self.config = settings.worker
-        self.broker = Broker(redis, settings.streams)
-        self.consumer = consumer or self.config.consumer or default_consumer_name()
-        self.sinks = list(sinks or (CsvSink(settings.predictions_csv()), RedisSink(settings.streams)))
+        self.topology = StreamTopology.of(settings.stream, cluster=settings.redis.cluster)
+        name = consumer or self.config.consumer or default_consumer_name()
+        self.consumer = Consumer(SlotClients(redis), self.topology, name)
+        self.sinks = list(
+            sinks or (CsvSink(settings.predictions_csv()), RedisSink(self.topology, settings.stream))
+        )
         self.stats = WorkerStats()
         self.metrics = metrics or WorkerMetrics(enabled=settings.metrics)
-        self.handlers = [
-            BatchHandler(
-                self.broker, registry, self.sinks, self.consumer, settings.worker, self.stats, self.metrics, p
-            )
-            for p in range(len(self.broker.partitions))
-        ]
         self.drift: DriftMonitor | None = None
         if settings.drift.enabled:
             self.drift = DriftMonitor(
-                self.broker.redis, registry, settings.streams.stream, self.consumer, settings.drift
+                self.consumer.slots.redis, registry, self.topology, name, settings.drift
             )
-        for handler in self.handlers:
-            handler.drift = self.drift
-        self.rollouts = RolloutStore.of(self.broker.redis, settings.streams)
+        self.handlers = [
+            BatchHandler(
+                self.consumer,
+                part,
+                registry,
+                self.sinks,
+                settings.worker,
+                self.stats,
+                self.metrics,
+                self.drift,
+            )
+            for part in self.topology.partitions
+        ]
+        self.canaries = CanaryStore(self.consumer.slots.redis, self.topology)
         self.drift_publish_s = settings.drift.publish_s
-        self.shadow_sample = settings.shadow_sample
+        self.shadow_sample = settings.rollout.shadow_sample
+        self.rollout_refresh_s = settings.rollout.refresh_s
         self.stopping = asyncio.Event()
         self._turn = asyncio.Lock()
         """Held while a batch is processed: partitions take turns."""
@@ -148,21 +116,26 @@ class Worker:
         )
         self._trim_due = [now] * len(self.handlers)
 
+    @property
+    def name(self) -> str:
+        """This worker's consumer name in the group."""
+        return self.consumer.name
+
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return (signal handlers call this)."""
         self.stopping.set()
 
     async def run(self, *, burst: bool = False) -> WorkerStats:
         try:
-            await self._until_done(self.broker.ensure_group)
+            await self._until_done(self.consumer.ensure_groups)
             await self._warm_up()
             await self._until_done(self._refresh_rollout)
             log.info(
                 "worker %s reading %s (%d partition(s)) as group %s",
-                self.consumer,
-                self.broker.stream,
-                len(self.handlers),
-                self.broker.group,
+                self.name,
+                self.topology.name,
+                self.topology.count,
+                self.topology.group,
             )
             async with asyncio.TaskGroup() as tasks:
                 for handler in self.handlers:
@@ -189,19 +162,19 @@ class Worker:
                 await self._reconnect.wait(exc)
             except StreamGroupNotFound as exc:
                 log.error("%s", exc)
-                await self._until_done(self.broker.ensure_group)
+                await self._until_done(self.consumer.ensure_groups)
 
     async def _step(self, handler: BatchHandler, burst: bool) -> bool:
         """One turn of a partition's loop; False when a burst run has nothing left to do there."""
         await self._housekeeping()
-        partition, now = handler.partition, time.monotonic()
-        if now >= self._claim_due[partition]:
-            self._claim_due[partition] = now + self.config.claim_interval_s
+        index, now = handler.partition.index, time.monotonic()
+        if now >= self._claim_due[index]:
+            self._claim_due[index] = now + self.config.claim_interval_s
             await self._claim_idle(handler)
-        if now >= self._trim_due[partition]:
-            self._trim_due[partition] = now + self.config.trim_interval_s
-            await self.broker.trim_acknowledged(partition)
-        raw = await self.broker.read_new(self.consumer, self.config.batch_entries, self._block_ms, partition)
+        if now >= self._trim_due[index]:
+            self._trim_due[index] = now + self.config.trim_interval_s
+            await self.consumer.trim_acknowledged(handler.partition)
+        raw = await self.consumer.read_new(handler.partition, self.config.batch_entries, self._block_ms)
         if raw:
             await self._handle(handler, raw)
             return True
@@ -219,7 +192,7 @@ class Worker:
         now = time.monotonic()
         if now >= self._due["heartbeat"]:
             self._due["heartbeat"] = now + self.config.heartbeat_s
-            await self.broker.heartbeat(self.consumer)
+            await self.consumer.heartbeat()
         if now >= self._due["rollout"]:
             await self._refresh_rollout()
         if now >= self._due["drift"] and self.drift is not None:
@@ -228,8 +201,8 @@ class Worker:
 
     async def _refresh_rollout(self) -> None:
         """Pick up the canary shares (``streamml canary set``) every worker follows."""
-        self._due["rollout"] = time.monotonic() + self.config.rollout_refresh_s
-        rollout = Rollout(await self.rollouts.canary(), self.shadow_sample)
+        self._due["rollout"] = time.monotonic() + self.rollout_refresh_s
+        rollout = Rollout(await self.canaries.shares(), self.shadow_sample)
         for handler in self.handlers:
             handler.rollout = rollout
 
@@ -248,17 +221,17 @@ class Worker:
 
     async def _shutdown(self) -> None:
         try:
-            await self.broker.forget_worker(self.consumer)
+            await self.consumer.forget()
             if self.drift is not None:  # its window still describes recent records
                 await self.drift.publish()
         except REDIS_DOWN:
-            log.warning("could not deregister consumer %s: Redis unreachable", self.consumer)
+            log.warning("could not deregister consumer %s: Redis unreachable", self.name)
         for sink in self.sinks:
             sink.close()
         stats = self.stats
         log.info(
             "worker %s stopped: %d entries, %d records, %d dead-lettered",
-            self.consumer,
+            self.name,
             stats.entries,
             stats.records,
             stats.dead_lettered,
@@ -269,7 +242,7 @@ class Worker:
         taken for a dead consumer's meanwhile). A model that cannot load now is retried per batch."""
         for route in self.registry.routes:
             try:
-                await asyncio.to_thread(self.registry.load, await self.registry.aresolve(route))
+                await self.registry.loader.load(await self.registry.resolver.resolve(route))
             except ModelUnavailable as exc:
                 log.warning("cannot load the model of route %s yet: %s", route, exc)
         # Models and libraries are loaded: keep the collector from walking them on every full pass.
@@ -280,23 +253,21 @@ class Worker:
 
     async def _drain_own_pending(self, handler: BatchHandler) -> None:
         """Process entries delivered to this consumer name before and never acked."""
-        after, partition = "0", handler.partition
+        after, part = "0", handler.partition
         while not self.stopping.is_set():
-            raw = await self.broker.read_own_pending(
-                self.consumer, self.config.batch_entries, after, partition
-            )
+            raw = await self.consumer.read_own_pending(part, self.config.batch_entries, after)
             if not raw:
                 return
             ids = [sid for sid, _ in raw]
-            await self._handle(handler, raw, await self.broker.delivery_counts(self.consumer, ids, partition))
+            await self._handle(handler, raw, await self.consumer.delivery_counts(part, ids))
             after = raw[-1][0]
 
     async def _claim_idle(self, handler: BatchHandler) -> None:
         """Take over entries idle past ``claim_idle_ms`` (dead consumers', or failed attempts)."""
-        start, partition = "0-0", handler.partition
+        start, part = "0-0", handler.partition
         while not self.stopping.is_set():
-            page = await self.broker.claim_idle(
-                self.consumer, self.config.claim_idle_ms, start, self.config.batch_entries, partition
+            page = await self.consumer.claim_idle(
+                part, self.config.claim_idle_ms, start, self.config.batch_entries
             )
             if page.deleted:
                 log.warning("%d pending entries were trimmed before they were processed", len(page.deleted))
@@ -304,7 +275,7 @@ class Worker:
                 log.info("claimed %d idle entries", len(page.entries))
                 self.metrics.claimed.inc(len(page.entries))
                 ids = [sid for sid, _ in page.entries]
-                counts = await self.broker.delivery_counts(self.consumer, ids, partition)
+                counts = await self.consumer.delivery_counts(part, ids)
                 await self._handle(handler, page.entries, counts)
             if page.next_start in ("0-0", "0"):
                 return
@@ -313,11 +284,11 @@ class Worker:
     async def _retry_own_failures(self, handler: BatchHandler) -> bool:
         """Burst mode: retry entries this consumer failed without waiting for the idle time.
         False when there is nothing left to retry."""
-        partition = handler.partition
-        ids = await self.broker.own_pending_ids(self.consumer, self.config.batch_entries, partition)
+        part = handler.partition
+        ids = await self.consumer.own_pending_ids(part, self.config.batch_entries)
         if not ids:
             return False
-        raw = await self.broker.claim(self.consumer, ids, partition)
+        raw = await self.consumer.claim(part, ids)
         await asyncio.sleep(BURST_RETRY_PAUSE_S)
-        await self._handle(handler, raw, await self.broker.delivery_counts(self.consumer, ids, partition))
+        await self._handle(handler, raw, await self.consumer.delivery_counts(part, ids))
         return True

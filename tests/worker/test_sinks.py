@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 
 from streamml.models.dispatch import Scored, ShadowLabels
-from streamml.models.registry import ModelRef
+from streamml.models.refs import ModelRef
 from streamml.stream.entry import Entry
-from streamml.stream.sinks import CSV_COLUMNS, CsvSink, Result, dedup_csv
+from streamml.worker.sinks import CSV_COLUMNS, CsvSink, Result, dedup_csv
 
 
 def _result(

@@ -27,9 +27,10 @@ from redis.asyncio.client import Pipeline
 
 from streamml import keys
 from streamml.models.dispatch import Scored, ShadowRun
+from streamml.rollout.shadow_store import stage_shadow
 from streamml.settings import StreamSettings
 from streamml.stream.entry import Entry
-from streamml.stream.rollout import stage_shadow
+from streamml.stream.topology import Partition, StreamTopology
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class WrittenBatch:
         self,
         results: Sequence[Result],
         written_ms: float,
-        shadows: Sequence[ShadowRun] = (),
-        partition: int = 0,
+        shadows: Sequence[ShadowRun],
+        partition: Partition,
     ) -> None:
         self.results = results
         self.written_ms = written_ms
@@ -212,24 +213,17 @@ class RedisSink:
     tag. Re-delivery rewrites the same document; the results stream may hold a request twice
     (``stream_id`` tells), and the totals count it twice."""
 
-    def __init__(self, streams: StreamSettings) -> None:
-        self.streams = streams
-        count = streams.partitions
-        self.partitions = [
-            (
-                keys.partition_name(streams.stream, p, count),
-                keys.partition_name(streams.results_stream, p, count),
-            )
-            for p in range(count)
-        ]
+    def __init__(self, topology: StreamTopology, settings: StreamSettings) -> None:
+        self.topology = topology
+        self.result_ttl_s = settings.result_ttl_s
+        self.results_maxlen = settings.results_maxlen
 
     def write(self, results: Sequence[Result]) -> None:
         pass  # everything goes in the acknowledging transaction
 
     def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:
-        streams, written_ms = self.streams, batch.written_ms
-        stream, results_stream = self.partitions[batch.partition]
-        counters = keys.counter_keys(stream)
+        part, written_ms = batch.partition, batch.written_ms
+        counters = part.counters
         for (route, _, _), tally in batch.by_version.items():
             tx.hincrby(counters.predicted, route, tally.records)
         for (route, label), count in batch.classes.items():
@@ -237,7 +231,7 @@ class RedisSink:
         for result in batch.results:
             entry = result.request
             document = orjson.dumps(result_document(result, written_ms))
-            tx.set(keys.result_key(stream, entry.request_id), document, ex=streams.result_ttl_s)
+            tx.set(part.result_key(entry.request_id), document, ex=self.result_ttl_s)
             fields: dict[str, str | bytes] = {
                 "request_id": entry.request_id,
                 "stream_id": entry.stream_id,
@@ -252,8 +246,8 @@ class RedisSink:
             if result.shadow is not None:
                 fields["challenger_version"] = result.shadow.model.version
                 fields["challenger_predictions"] = orjson.dumps(result.shadow.labels)
-            tx.xadd(results_stream, fields, maxlen=streams.results_maxlen, approximate=True)  # type: ignore[arg-type]
-        stage_shadow(tx, stream, batch.shadows, batch.results)
+            tx.xadd(part.results, fields, maxlen=self.results_maxlen, approximate=True)  # type: ignore[arg-type]
+        stage_shadow(tx, part, batch.shadows, batch.results)
 
     def close(self) -> None:
         pass

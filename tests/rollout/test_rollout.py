@@ -14,16 +14,19 @@ from redis.asyncio import Redis
 from scipy import stats
 
 from streamml.local.demo import training_frame
-from streamml.models.dispatch import in_canary
 from streamml.models.inference import records_to_frame
-from streamml.models.registry import ModelRef, ModelRegistry
+from streamml.models.refs import ModelRef
+from streamml.models.registry import ModelRegistry
 from streamml.models.shadow import wilson_interval
-from streamml.models.training import FEATURES, build_pipelines, model_signature
+from streamml.models.traffic import in_canary
+from streamml.models.training import FEATURES, build_pipelines, model_signature, pinned_requirements
+from streamml.rollout.canary import CanaryStore, parse_share
+from streamml.rollout.shadow_store import ShadowStore
 from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
-from streamml.stream.broker import Broker
-from streamml.stream.rollout import RolloutStore, parse_share
-from streamml.stream.worker import Worker
-from tests.helpers import register, register_challenged
+from streamml.stream.publisher import Publisher
+from streamml.stream.topology import StreamTopology
+from streamml.worker.loop import Worker
+from tests.helpers import publisher_for, register, register_challenged
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +52,22 @@ def records(count: int, seed: int) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items() if v == v} for row in frame.to_dict(orient="records")]
 
 
+def shadows(redis: Redis, settings: Settings) -> ShadowStore:
+    return ShadowStore(redis, StreamTopology.of(settings.stream))
+
+
 async def written_results(redis: Redis, settings: Settings) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """The results stream's entries (id, fields)."""
-    entries: Any = await redis.xrange(settings.streams.results_stream)
+    entries: Any = await redis.xrange(settings.stream.results)
     return list(entries)
 
 
-async def send(broker: Broker, rows: list[dict[str, Any]], per_request: int, prefix: str) -> list[str]:
+async def send(publisher: Publisher, rows: list[dict[str, Any]], per_request: int, prefix: str) -> list[str]:
     requests = [
         (f"{prefix}{i}", "lc", rows[i * per_request : (i + 1) * per_request])
         for i in range(len(rows) // per_request)
     ]
-    await broker.publish_many(requests)
+    await publisher.publish_many(requests)
     return [request_id for request_id, _, _ in requests]
 
 
@@ -70,14 +77,18 @@ async def test_shadow_agreement_and_flips_equal_offline_predictions_of_both_vers
     name, _ = pair
     registry = registry_for(tracking_uri, name, tmp_path)
     rows = records(1200, seed=11)
-    await send(Broker(redis, settings.streams), rows, per_request=4, prefix="s")
+    await send(publisher_for(settings, redis), rows, per_request=4, prefix="s")
     await Worker(redis, registry, settings, consumer="shadow").run(burst=True)
 
-    [report] = await RolloutStore(redis, settings.streams.stream).shadow_reports()
+    [report] = await shadows(redis, settings).reports()
 
-    frame = records_to_frame(rows, registry.schema(ModelRef("lc", name, "1")))
-    champion = [str(x) for x in registry.load(ModelRef("lc", name, "1")).estimator.predict(frame)]
-    challenger = [str(x) for x in registry.load(ModelRef("lc", name, "2")).estimator.predict(frame)]
+    frame = records_to_frame(rows, await registry.catalog.schema(ModelRef("lc", name, "1")))
+    champion = [
+        str(x) for x in (await registry.loader.load(ModelRef("lc", name, "1"))).estimator.predict(frame)
+    ]
+    challenger = [
+        str(x) for x in (await registry.loader.load(ModelRef("lc", name, "2"))).estimator.predict(frame)
+    ]
     flips: dict[str, dict[str, int]] = {}
     for (a, b), n in Counter(zip(champion, challenger, strict=True)).items():
         flips.setdefault(a, {})[b] = n
@@ -113,12 +124,12 @@ async def test_sampling_bounds_the_shadow_and_a_moved_champion_starts_a_new_pair
 ) -> None:
     name, client = pair
     registry = registry_for(tracking_uri, name, tmp_path)
-    settings.shadow_sample = 0.25
-    broker = Broker(redis, settings.streams)
-    await send(broker, records(800, seed=12), per_request=1, prefix="a")
+    settings.rollout.shadow_sample = 0.25
+    publisher = publisher_for(settings, redis)
+    await send(publisher, records(800, seed=12), per_request=1, prefix="a")
     await Worker(redis, registry, settings, consumer="sampled").run(burst=True)
-    store = RolloutStore(redis, settings.streams.stream)
-    [first] = await store.shadow_reports()
+    store = shadows(redis, settings)
+    [first] = await store.reports()
     assert first.compared + first.sampled_out == 800
     low, high = stats.binom.interval(0.9999, 800, 0.25)
     assert low <= first.compared <= high
@@ -126,11 +137,11 @@ async def test_sampling_bounds_the_shadow_and_a_moved_champion_starts_a_new_pair
     version = register(tracking_uri, name, build_pipelines(3)["LightGBM_Classifier"], model_signature())
     client.set_registered_model_alias(name, "champion", version)
     try:
-        await send(broker, records(100, seed=13), per_request=1, prefix="b")
+        await send(publisher, records(100, seed=13), per_request=1, prefix="b")
         await Worker(redis, registry, settings, consumer="sampled").run(burst=True)
     finally:
         client.set_registered_model_alias(name, "champion", "1")
-    reports = {(r.pair.champion, r.pair.challenger): r for r in await store.shadow_reports()}
+    reports = {(r.pair.champion, r.pair.challenger): r for r in await store.reports()}
     assert set(reports) == {("1", "2"), (version, "2")}
     assert reports[("1", "2")] == first  # never mixed with the new pair
     assert reports[(version, "2")].compared + reports[(version, "2")].sampled_out == 100
@@ -141,10 +152,11 @@ async def test_canary_answers_a_deterministic_share_and_every_answer_names_its_v
 ) -> None:
     name, _ = pair
     registry = registry_for(tracking_uri, name, tmp_path)
-    store = RolloutStore(redis, settings.streams.stream)
-    await store.set_canary("lc", parse_share("10%"))
-    assert await store.canary() == {"lc": 0.1}
-    request_ids = await send(Broker(redis, settings.streams), records(2000, seed=14), 1, "c")
+    store = shadows(redis, settings)
+    canaries = CanaryStore(redis, StreamTopology.of(settings.stream))
+    await canaries.set("lc", parse_share("10%"))
+    assert await canaries.shares() == {"lc": 0.1}
+    request_ids = await send(publisher_for(settings, redis), records(2000, seed=14), 1, "c")
     await Worker(redis, registry, settings, consumer="canary").run(burst=True)
 
     written = {
@@ -159,11 +171,11 @@ async def test_canary_answers_a_deterministic_share_and_every_answer_names_its_v
     assert by_challenger == {rid for rid in request_ids if in_canary(rid, 0.1)}
     assert all(flag == b"1" for rid, (_, flag) in written.items() if rid in by_challenger)
     assert all(flag is None for rid, (_, flag) in written.items() if rid not in by_challenger)
-    [report] = await store.shadow_reports()
+    [report] = await store.reports()
     assert report.compared == 2000 - len(by_challenger)  # canary answers are not shadowed again
 
-    await store.set_canary("lc", 0)
-    assert await store.canary() == {}
+    await canaries.set("lc", 0)
+    assert await canaries.shares() == {}
 
 
 async def test_a_challenger_that_cannot_load_or_cannot_stand_in_never_touches_the_answers(
@@ -181,6 +193,7 @@ async def test_a_challenger_that_cannot_load_or_cannot_stand_in_never_touches_th
             signature=model_signature(),
             registered_model_name=name,
             serialization_format="cloudpickle",
+            pip_requirements=pinned_requirements("Knn_Classifier"),
         )
     two_classes = register(
         tracking_uri, name, build_pipelines(3)["LightGBM_Classifier"], model_signature(), merge=True
@@ -189,14 +202,15 @@ async def test_a_challenger_that_cannot_load_or_cannot_stand_in_never_touches_th
     client.set_registered_model_alias(name, "champion", "1")
     client.set_registered_model_alias(name, "challenger", "2")
     registry = registry_for(tracking_uri, name, tmp_path)
-    store = RolloutStore(redis, settings.streams.stream)
-    await store.set_canary("lc", 0.5)
-    broker = Broker(redis, settings.streams)
-    await send(broker, records(200, seed=15), per_request=2, prefix="x")
+    store = shadows(redis, settings)
+    canaries = CanaryStore(redis, StreamTopology.of(settings.stream))
+    await canaries.set("lc", 0.5)
+    publisher = publisher_for(settings, redis)
+    await send(publisher, records(200, seed=15), per_request=2, prefix="x")
     stats_broken = await Worker(redis, registry, settings, consumer="broken").run(burst=True)
 
     client.set_registered_model_alias(name, "challenger", two_classes)
-    await send(broker, records(200, seed=16), per_request=2, prefix="y")
+    await send(publisher, records(200, seed=16), per_request=2, prefix="y")
     stats_other = await Worker(redis, registry, settings, consumer="other").run(burst=True)
 
     for stats_ in (stats_broken, stats_other):
@@ -204,7 +218,7 @@ async def test_a_challenger_that_cannot_load_or_cannot_stand_in_never_touches_th
     written = await written_results(redis, settings)
     assert {f[b"model_version"] for _, f in written} == {b"1"}  # the canary fell back to the champion
     assert not any(b"challenger_version" in f for _, f in written)
-    reports = {r.pair.challenger: r for r in await store.shadow_reports()}
+    reports = {r.pair.challenger: r for r in await store.reports()}
     assert reports["2"].errors == 200
     assert "skops" in (reports["2"].last_error or "")
     assert reports[two_classes].compared == 0
@@ -212,16 +226,16 @@ async def test_a_challenger_that_cannot_load_or_cannot_stand_in_never_touches_th
 
     # Deleting the challenger's version takes its alias with it: no challenger, nothing to shadow.
     client.delete_model_version(name, two_classes)
-    assert await registry.achallenger("lc") is None
-    await send(broker, records(20, seed=18), per_request=2, prefix="z")
+    assert await registry.resolver.challenger("lc") is None
+    await send(publisher, records(20, seed=18), per_request=2, prefix="z")
     assert (await Worker(redis, registry, settings, consumer="after").run(burst=True)).entries == 10
-    assert {r.pair.challenger: r.compared for r in await store.shadow_reports()} == {"2": 0, two_classes: 0}
+    assert {r.pair.challenger: r.compared for r in await store.reports()} == {"2": 0, two_classes: 0}
 
 
 async def test_a_route_without_challenger_has_no_shadow_work(
     shared_registry: ModelRegistry, settings: Settings, redis: Redis
 ) -> None:
-    await send(Broker(redis, settings.streams), records(40, seed=17), per_request=4, prefix="n")
+    await send(publisher_for(settings, redis), records(40, seed=17), per_request=4, prefix="n")
     registry = ModelRegistry(
         shared_registry.tracking_uri,
         {"lc": "models:/LightGBM_Classifier@champion"},
@@ -230,8 +244,8 @@ async def test_a_route_without_challenger_has_no_shadow_work(
     )
     stats_ = await Worker(redis, registry, settings, consumer="plain").run(burst=True)
     assert stats_.records == 40
-    assert await registry.achallenger("lc") is None
-    assert await RolloutStore(redis, settings.streams.stream).shadow_reports() == []
+    assert await registry.resolver.challenger("lc") is None
+    assert await shadows(redis, settings).reports() == []
 
 
 def test_shares_are_read_as_percent_or_fraction_and_refused_outside_0_to_100() -> None:

@@ -17,12 +17,13 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from streamml import keys
 from streamml.errors import ModelUnavailable
 from streamml.models.dispatch import Scored
 from streamml.models.drift import DriftWindow, Thresholds, WindowCounts, drift_report
-from streamml.models.registry import ModelRef, ModelRegistry
+from streamml.models.refs import ModelRef
+from streamml.models.registry import ModelRegistry
 from streamml.settings import DriftSettings
+from streamml.stream.topology import StreamTopology
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,16 @@ class DriftMonitor:
     """A worker's windows, one per route (restarted when the route's champion version changes)."""
 
     def __init__(
-        self, redis: Redis, registry: ModelRegistry, stream: str, consumer: str, settings: DriftSettings
+        self,
+        redis: Redis,
+        registry: ModelRegistry,
+        topology: StreamTopology,
+        consumer: str,
+        settings: DriftSettings,
     ) -> None:
         self.redis = redis
         self.registry = registry
-        self.stream = stream
+        self.topology = topology
         self.consumer = consumer
         self.settings = settings
         self._routes: dict[str, _RouteWindow] = {}
@@ -99,7 +105,7 @@ class DriftMonitor:
 
     async def _start(self, model: ModelRef) -> _RouteWindow:
         try:
-            reference = await self.registry.areference(model)
+            reference = await self.registry.catalog.reference(model)
         except ModelUnavailable as exc:
             log.warning("no drift reference for %s: %s", model.uri, exc)
             reference = None
@@ -124,34 +130,38 @@ class DriftMonitor:
                 }
                 if current.window is not None:
                     document["counts"] = current.window.flush(now_s).as_dict()
-                key = keys.drift_key(self.stream, route)
+                key = self.topology.drift(route)
                 pipe.hset(key, self.consumer, orjson.dumps(document))
                 pipe.expire(key, ttl)
             await pipe.execute()
 
 
 async def drift_reports(
-    redis: Redis, registry: ModelRegistry, stream: str, settings: DriftSettings, route: str | None = None
+    redis: Redis,
+    registry: ModelRegistry,
+    topology: StreamTopology,
+    settings: DriftSettings,
+    route: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per route: its current model version's drift, over every live worker's window of that version."""
     out: dict[str, dict[str, Any]] = {}
     # A stopped worker's last window still counts until its records are older than the window.
     fresh_after = time.time() - settings.window_s
     for name in [route] if route else registry.routes:
-        status = await registry.status(name)
+        status = await registry.resolver.status(name)
         if status.ref is None:
             out[name] = {"status": "unknown", "reason": f"the route does not resolve: {status.error}"}
             continue
         ref = status.ref
         merged = WindowCounts()
         workers = 0
-        raw: Any = await redis.hgetall(keys.drift_key(stream, name))
+        raw: Any = await redis.hgetall(topology.drift(name))
         for document in (orjson.loads(value) for value in raw.values()):
             if document["version"] != ref.version or document["at"] < fresh_after or "counts" not in document:
                 continue
             merged.add(WindowCounts.from_dict(document["counts"]))
             workers += 1
-        reference = await registry.areference(ref)
+        reference = await registry.catalog.reference(ref)
         report = drift_report(reference, merged, thresholds(settings))
         out[name] = {"model": ref.name, "version": ref.version, "workers": workers} | report
     return out

@@ -1,6 +1,6 @@
 """A worker's Prometheus metrics. Each worker process exports its own series on its own port
 (``streamml worker --metrics-port``); Prometheus sums them. Work is per batch and per request, never
-per record: the batch's own tallies (:class:`~streamml.stream.sinks.WrittenBatch`, counted once for the
+per record: the batch's own tallies (:class:`~streamml.worker.sinks.WrittenBatch`, counted once for the
 sinks and the metrics) give one increment per version and class.
 
 Names follow Prometheus conventions: base units, ``_total`` on counters (prometheus-client adds it),
@@ -9,26 +9,19 @@ labels of bounded cardinality (route, model, version, reason, label — never a 
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from streamml import __version__
 from streamml.errors import FailureReason
-from streamml.stream.sinks import WrittenBatch, written_latency_ms
+from streamml.monitoring.build_info import build_info
+from streamml.worker.sinks import WrittenBatch, written_latency_ms
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PREDICT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 LOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def build_info(registry: CollectorRegistry, role: str) -> None:
-    Info("streamml_build", "streamml version and Python of this process", registry=registry).info(
-        {"version": __version__, "python": platform.python_version(), "role": role}
-    )
 
 
 class WorkerMetrics:

@@ -22,8 +22,10 @@ from redis.exceptions import RedisError
 
 from streamml import keys
 from streamml.pacing import percentiles
-from streamml.stream.broker import Broker, as_text
-from streamml.stream.rollout import RolloutStore
+from streamml.rollout.canary import CanaryStore
+from streamml.rollout.shadow_store import ShadowStore
+from streamml.stream.ids import as_text
+from streamml.stream.status import StreamStatus
 
 LATENCY_SAMPLE = 2000
 """Most results-stream entries read per snapshot for the latency percentiles (the newest ones)."""
@@ -78,7 +80,7 @@ class Snapshot:
     """Shadow reports per (route, champion, challenger) version pair (``ShadowReport.as_dict``)."""
 
     drift: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Route -> drift of its current model version (``streamml.stream.drift.drift_reports``)."""
+    """Route -> drift of its current model version (``streamml.rollout.drift_monitor.drift_reports``)."""
 
     def current_shadow(self) -> dict[str, dict[str, Any]]:
         """Per route, the report of its newest version pair (the one a dashboard shows)."""
@@ -102,11 +104,12 @@ class ModelInUse:
 class StreamObserver:
     """Takes snapshots; keeps the previous one to turn counters into rates, and a short history."""
 
-    def __init__(self, redis: Redis, broker: Broker) -> None:
+    def __init__(self, redis: Redis, status: StreamStatus) -> None:
         self.redis = redis
-        self.broker = broker
-        self.stream = broker.stream
-        self.rollouts = RolloutStore.of(redis, broker.streams)
+        self.status = status
+        self.topology = status.topology
+        self.canaries = CanaryStore(redis, self.topology)
+        self.shadows = ShadowStore(redis, self.topology)
         self.history: deque[Snapshot] = deque(maxlen=HISTORY)
         self._last_result_ids: dict[str, str] = {}
         """Per results stream, the newest entry seen (absent: the first snapshot reads the newest)."""
@@ -119,7 +122,7 @@ class StreamObserver:
     async def snapshot(self, models: list[ModelInUse] | None = None) -> Snapshot:
         """A new snapshot (and into the history). Redis down is a state, not an error."""
         now = time.time()
-        snap = Snapshot(at=now, stream=self.stream)
+        snap = Snapshot(at=now, stream=self.topology.name)
         for model in models or []:
             snap.routes[model.route] = RouteState(
                 model=model.model,
@@ -156,7 +159,7 @@ class StreamObserver:
         return snap
 
     async def _read(self, snap: Snapshot) -> None:
-        parts = self.broker.partitions
+        parts = self.topology.partitions
         async with self.redis.pipeline(transaction=False) as pipe:
             for part in parts:  # on a cluster, one round trip per node
                 pipe.hgetall(part.counters.accepted)
@@ -192,24 +195,24 @@ class StreamObserver:
                 state.model, state.version, state.alias = before.model, before.version, before.alias
         await self._group(snap)
         await self._latency(snap)
-        snap.canary = await self.rollouts.canary()
-        snap.shadow = [report.as_dict() for report in await self.rollouts.shadow_reports()]
+        snap.canary = await self.canaries.shares()
+        snap.shadow = [report.as_dict() for report in await self.shadows.reports()]
         self._rates(snap)
 
     async def _group(self, snap: Snapshot) -> None:
-        group = next((g for g in await self.broker.groups() if g["name"] == self.broker.group), None)
+        group = next((g for g in await self.status.groups() if g["name"] == self.topology.group), None)
         if group is not None:
             snap.pending, snap.lag, snap.consumers = group["pending"], group["lag"], group["consumers"]
 
     async def _latency(self, snap: Snapshot) -> None:
         """Latency of the requests written since the previous snapshot (the newest LATENCY_SAMPLE of
         each partition's results stream; the first snapshot takes the newest there are)."""
-        parts = self.broker.partitions
+        parts = self.topology.partitions
         async with self.redis.pipeline(transaction=False) as pipe:
             for part in parts:
-                last = self._last_result_ids.get(part.results_stream)
+                last = self._last_result_ids.get(part.results)
                 pipe.xrevrange(
-                    part.results_stream,
+                    part.results,
                     max="+",
                     min="-" if last is None else f"({last}",
                     count=LATENCY_SAMPLE,
@@ -218,7 +221,7 @@ class StreamObserver:
         entries: list[Any] = []
         for part, page in zip(parts, pages, strict=True):
             if page:
-                self._last_result_ids[part.results_stream] = as_text(page[0][0])
+                self._last_result_ids[part.results] = as_text(page[0][0])
                 entries += page
         if not entries:
             return

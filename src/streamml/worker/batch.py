@@ -15,25 +15,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ClusterDownError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamml.errors import FailureReason, InvalidEntry
-from streamml.models.dispatch import INLINE_RECORDS, Rollout, predict_batch
+from streamml.models.dispatch import INLINE_RECORDS, predict_batch
 from streamml.models.registry import ModelRegistry
+from streamml.models.traffic import Rollout
+from streamml.rollout.drift_monitor import DriftMonitor
 from streamml.settings import WorkerSettings
-from streamml.stream.broker import Broker, RawEntry
+from streamml.stream.consumer import Consumer, RawEntry
 from streamml.stream.deadletters import letter_fields
-from streamml.stream.drift import DriftMonitor
 from streamml.stream.entry import Entry, decode_entry, now_ms
-from streamml.stream.metrics import WorkerMetrics
-from streamml.stream.sinks import Result, Sink, WrittenBatch
+from streamml.stream.topology import Partition
+from streamml.worker.reconnect import REDIS_DOWN
+from streamml.worker.sinks import Result, Sink, WrittenBatch
+from streamml.worker.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
-
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError)
-"""Errors that pass once Redis is back (on a cluster: once a failover is over): back off, retry."""
 KEEP_ALIVE_STOP_S = 10.0
 """Longest wait for the in-flight keep-alive to finish its last XCLAIM (bounded by the socket timeout)."""
 
@@ -56,28 +53,29 @@ class WorkerStats:
 
 
 class BatchHandler:
+    """The batches of one partition."""
+
     def __init__(
         self,
-        broker: Broker,
+        consumer: Consumer,
+        partition: Partition,
         registry: ModelRegistry,
         sinks: Sequence[Sink],
-        consumer: str,
         config: WorkerSettings,
         stats: WorkerStats,
         metrics: WorkerMetrics,
-        partition: int = 0,
+        drift: DriftMonitor | None = None,
     ) -> None:
-        self.broker = broker
+        self.consumer = consumer
         self.partition = partition
         """The request stream partition this handler's batches come from."""
         self.registry = registry
         self.sinks = sinks
-        self.consumer = consumer
         self.config = config
         self.stats = stats
         self.metrics = metrics
-        self.drift: DriftMonitor | None = None
-        """Windows of recent records for drift; the worker sets it when drift is on."""
+        self.drift = drift
+        """Windows of recent records for drift (None when drift is off)."""
         self.rollout = Rollout()
         """Canary shares and shadow sampling; the worker replaces it as the canary setting changes."""
 
@@ -105,29 +103,37 @@ class BatchHandler:
                 await asyncio.wait_for(done.wait(), timeout=every)
                 return
             try:
-                await self.broker.keep_claimed(self.consumer, ids, self.partition)
+                await self.consumer.keep_claimed(self.partition, ids)
             except REDIS_DOWN:
                 return
 
     async def _handle(self, raw: Sequence[RawEntry], deliveries: dict[str, int]) -> None:
-        fields = dict(raw)
-        entries: list[Entry] = []
-        failures: list[Failure] = []
-        for stream_id, entry_fields in raw:
-            try:
-                entries.append(decode_entry(stream_id, entry_fields))
-            except InvalidEntry as exc:
-                failures.append(Failure(stream_id, entry_fields, exc.reason, exc))
+        """Decode, predict, write the sinks, settle; then the drift windows and the counts."""
+        entries, failures = _decode(raw)
         dispatched = await predict_batch(entries, self.registry, self.rollout)
         results = dispatched.scored
+        fields = dict(raw)
         failures += [
             Failure(u.request.stream_id, fields[u.request.stream_id], u.reason, u.error)
             for u in dispatched.unscored
         ]
         await self._write(results)
+        dead, retried = self._triage(failures, deliveries)
+        batch = WrittenBatch(results, now_ms(), dispatched.shadows, self.partition)
+        await self._settle(batch, dead, deliveries)
+        if self.drift is not None:
+            await self.drift.observe(results)
+        for failure in dead:
+            log.error("entry %s dead-lettered (%s): %s", failure.stream_id, failure.reason, failure.error)
+        self._count(batch, [f.reason for f in dead], [f.reason for f in retried])
+
+    def _triage(
+        self, failures: Sequence[Failure], deliveries: dict[str, int]
+    ) -> tuple[list[Failure], list[Failure]]:
+        """The retry policy: (dead-lettered now, left pending for another delivery)."""
         dead, retried = [], []
         for failure in failures:
-            count = self._deliveries(failure, deliveries)
+            count = deliveries.get(failure.stream_id, 1)
             if failure.reason.permanent or count >= self.config.max_deliveries:
                 dead.append(failure)
                 continue
@@ -140,6 +146,10 @@ class BatchHandler:
                 self.config.max_deliveries,
                 failure.error,
             )
+        return dead, retried
+
+    async def _settle(self, batch: WrittenBatch, dead: Sequence[Failure], deliveries: dict[str, int]) -> None:
+        """One MULTI: every sink's Redis writes, the dead letters, the XACK of what is finished."""
         letters = [
             (
                 f.reason,
@@ -148,34 +158,24 @@ class BatchHandler:
                     stream_id=f.stream_id,
                     reason=f.reason,
                     error=f.error,
-                    deliveries=self._deliveries(f, deliveries),
-                    worker=self.consumer,
+                    deliveries=deliveries.get(f.stream_id, 1),
+                    worker=self.consumer.name,
                 ),
             )
             for f in dead
         ]
-        batch = WrittenBatch(results, now_ms(), dispatched.shadows, self.partition)
 
         def stage(tx: Pipeline) -> None:
             for sink in self.sinks:
                 sink.stage(tx, batch)
 
-        await self.broker.settle(
-            [r.request.stream_id for r in results] + [f.stream_id for f in dead],
+        await self.consumer.settle(
+            self.partition,
+            [r.request.stream_id for r in batch.results] + [f.stream_id for f in dead],
             letters,
             stage,
-            self.partition,
-            notices=[r.request.request_id for r in results if r.request.reply],
+            notices=[r.request.request_id for r in batch.results if r.request.reply],
         )
-        if self.drift is not None:
-            await self.drift.observe(results)
-        for failure in dead:
-            log.error("entry %s dead-lettered (%s): %s", failure.stream_id, failure.reason, failure.error)
-        self._count(batch, [f.reason for f in dead], [f.reason for f in retried])
-
-    @staticmethod
-    def _deliveries(failure: Failure, deliveries: dict[str, int]) -> int:
-        return deliveries.get(failure.stream_id, 1)
 
     async def _write(self, results: list[Result]) -> None:
         if sum(len(r.labels) for r in results) > INLINE_RECORDS:
@@ -202,3 +202,15 @@ class BatchHandler:
                 version,
                 tally.predict_ms,
             )
+
+
+def _decode(raw: Sequence[RawEntry]) -> tuple[list[Entry], list[Failure]]:
+    """The entries that read as requests, and a failure for each that does not."""
+    entries: list[Entry] = []
+    failures: list[Failure] = []
+    for stream_id, entry_fields in raw:
+        try:
+            entries.append(decode_entry(stream_id, entry_fields))
+        except InvalidEntry as exc:
+            failures.append(Failure(stream_id, entry_fields, exc.reason, exc))
+    return entries, failures

@@ -13,26 +13,27 @@ from typing import Any
 from redis.asyncio import Redis
 
 from streamml.models.registry import ModelRegistry
+from streamml.rollout.drift_monitor import drift_reports
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
-from streamml.stream.broker import Broker
-from streamml.stream.drift import drift_reports
-from streamml.stream.worker import Worker
+from streamml.stream.publisher import Publisher
+from streamml.stream.topology import StreamTopology
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
 from streamml.synthetic.synth import parse_drifts
-from tests.helpers import gateway_client, process_env
+from streamml.worker.loop import Worker
+from tests.helpers import gateway_client, process_env, publisher_for
 
 FEATURE = "Mental Fatigue Score"
 
 
-async def send(broker: Broker, count: int, seed: int, drift: list[str], prefix: str) -> None:
+async def send(publisher: Publisher, count: int, seed: int, drift: list[str], prefix: str) -> None:
     records = record_stream(Profile.load(), seed=seed, drift=parse_drifts(drift))
     batch = [(f"{prefix}{i}", "lightgbm", [next(records) for _ in range(10)]) for i in range(count // 10)]
-    await broker.publish_many(batch)
+    await publisher.publish_many(batch)
 
 
 async def predicted(redis: Redis, settings: Settings, records: int) -> None:
-    counters = f"{settings.streams.stream}:counts:predicted"
+    counters = f"{settings.stream.name}:counts:predicted"
     for _ in range(600):
         if int(await redis.hget(counters, "lightgbm") or 0) >= records:
             return
@@ -47,25 +48,25 @@ async def test_undrifted_records_flag_nothing_then_the_drifted_feature_alone_is_
     settings.drift.publish_s = 0.1
     settings.drift.max_records_per_s = 0  # every record in the window
     settings.mlflow.routes = {"lightgbm": DEFAULT_ROUTES["lightgbm"]}
-    broker = Broker(redis, settings.streams)
+    publisher = publisher_for(settings, redis)
     worker = Worker(redis, shared_registry, settings, consumer="drift-watcher")
     running = asyncio.create_task(worker.run())
     try:
-        await send(broker, 2000, seed=21, drift=[], prefix="u")
+        await send(publisher, 2000, seed=21, drift=[], prefix="u")
         await predicted(redis, settings, 2000)
         await asyncio.sleep(0.3)  # a publish of the window
-        before = (await drift_reports(redis, shared_registry, settings.streams.stream, settings.drift))[
-            "lightgbm"
-        ]
+        before = (
+            await drift_reports(redis, shared_registry, StreamTopology.of(settings.stream), settings.drift)
+        )["lightgbm"]
 
-        await send(broker, 2000, seed=22, drift=[f"{FEATURE}=+1.5sd"], prefix="d")
+        await send(publisher, 2000, seed=22, drift=[f"{FEATURE}=+1.5sd"], prefix="d")
         await predicted(redis, settings, 4000)
         await asyncio.sleep(0.3)
         async with gateway_client(settings, redis, shared_registry) as client:
             response = await client.get("/drift", params={"route": "lightgbm"})
             unknown_route = await client.get("/drift", params={"route": "xgboost"})
         command = [sys.executable, "-m", "streamml", "drift", "--route", "lightgbm", "--json"]
-        env = process_env(settings, tracking_uri, STREAMML_ROUTES=json.dumps(settings.mlflow.routes))
+        env = process_env(settings, tracking_uri, STREAMML_MLFLOW_ROUTES=json.dumps(settings.mlflow.routes))
         cli = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True)
     finally:
         worker.stop()
@@ -94,9 +95,9 @@ async def test_undrifted_records_flag_nothing_then_the_drifted_feature_alone_is_
 async def test_a_window_too_small_says_insufficient_data_and_a_version_without_profile_unknown(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry, tracking_uri: str
 ) -> None:
-    await send(Broker(redis, settings.streams), 50, seed=23, drift=[], prefix="s")
+    await send(publisher_for(settings, redis), 50, seed=23, drift=[], prefix="s")
     await Worker(redis, shared_registry, settings, consumer="small").run(burst=True)
-    reports = await drift_reports(redis, shared_registry, settings.streams.stream, settings.drift)
+    reports = await drift_reports(redis, shared_registry, StreamTopology.of(settings.stream), settings.drift)
     assert reports["lightgbm"]["status"] == "insufficient data"
     assert reports["lightgbm"]["records"] == 50
     assert "features" not in reports["lightgbm"]
@@ -115,7 +116,9 @@ async def test_a_window_too_small_says_insufficient_data_and_a_version_without_p
     registry = ModelRegistry(
         tracking_uri, {"plain": f"models:/{name}@champion"}, trusted_types=DEFAULT_TRUSTED_TYPES
     )
-    report = (await drift_reports(redis, registry, settings.streams.stream, settings.drift))["plain"]
+    report = (await drift_reports(redis, registry, StreamTopology.of(settings.stream), settings.drift))[
+        "plain"
+    ]
     assert report["status"] == "unknown"
     assert "no training profile" in report["reason"]
 
@@ -125,13 +128,13 @@ async def test_the_window_takes_at_most_its_rate_of_records_however_fast_they_co
 ) -> None:
     settings.drift.max_records_per_s = 300
     settings.drift.min_records = 1
-    await send(Broker(redis, settings.streams), 6000, seed=24, drift=[], prefix="r")
+    await send(publisher_for(settings, redis), 6000, seed=24, drift=[], prefix="r")
     started = time.monotonic()
     stats = await Worker(redis, shared_registry, settings, consumer="capped").run(burst=True)
     elapsed = time.monotonic() - started
-    report = (await drift_reports(redis, shared_registry, settings.streams.stream, settings.drift))[
-        "lightgbm"
-    ]
+    report = (
+        await drift_reports(redis, shared_registry, StreamTopology.of(settings.stream), settings.drift)
+    )["lightgbm"]
     assert stats.records == 6000
     assert 0 < report["records"] <= 300 * (elapsed + 1)  # one second's allowance to start with
     assert report["records"] < 6000

@@ -17,10 +17,10 @@ from streamml import keys
 from streamml.errors import RedisUnreachable
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
-from streamml.stream.broker import Broker
-from streamml.stream.sinks import CSV_COLUMNS
-from streamml.stream.worker import Worker
-from tests.helpers import SEED_EXAMPLE, drain, gateway_client
+from streamml.stream.publisher import Publisher
+from streamml.worker.loop import Worker
+from streamml.worker.sinks import CSV_COLUMNS
+from tests.helpers import SEED_EXAMPLE, consumer_for, drain, gateway_client, publisher_for, read_new
 
 RECORDS: list[dict[str, Any]] = [
     {
@@ -74,11 +74,11 @@ async def test_full_round_trip_for_every_route_writes_all_sinks(
     assert json.loads(first["features"]) == RECORDS[0]
     # The CSV's latency runs to the end of the predict call, which comes before the write that ends
     # the result document's latency.
-    svm_result = await broker_result(redis, settings, svm["request_id"])
+    svm_result = await result_of(redis, settings, svm["request_id"])
     assert 0 < float(first["latency_ms"]) <= svm_result["timings"]["latency_ms"]
 
     # Results stream: one entry per request.
-    entries: Any = await redis.xrange(settings.streams.results_stream)
+    entries: Any = await redis.xrange(settings.stream.results)
     assert len(entries) == 3
     assert {e[1][b"model_name"] for e in entries} == {
         b"SVC",
@@ -87,7 +87,7 @@ async def test_full_round_trip_for_every_route_writes_all_sinks(
     }
 
     # Everything acked.
-    groups: Any = await redis.xinfo_groups(settings.streams.stream)
+    groups: Any = await redis.xinfo_groups(settings.stream.name)
     assert groups[0]["pending"] == 0
 
 
@@ -95,9 +95,9 @@ async def test_group_is_created_from_the_start_of_the_stream(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry
 ) -> None:
     """Requests published before any worker existed are not skipped."""
-    broker = Broker(redis, settings.streams)
+    publisher = publisher_for(settings, redis)
     for _ in range(5):
-        await broker.publish("early", "knn", [{"Designation": 2.0}])
+        await publisher.publish("early", "knn", [{"Designation": 2.0}])
     stats = await drain(settings, redis, shared_registry)
     assert stats.entries == 5
 
@@ -108,11 +108,11 @@ async def test_a_batch_groups_records_by_model_and_predicts_once_per_group(
     shared_registry: ModelRegistry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    broker = Broker(redis, settings.streams)
+    publisher = publisher_for(settings, redis)
     for index in range(30):
-        await broker.publish(f"r{index}", ("svm", "lightgbm")[index % 2], RECORDS)
+        await publisher.publish(f"r{index}", ("svm", "lightgbm")[index % 2], RECORDS)
     settings.worker.batch_entries = 100
-    with caplog.at_level("INFO", logger="streamml.stream.batch"):
+    with caplog.at_level("INFO", logger="streamml.worker.batch"):
         stats = await drain(settings, redis, shared_registry)
     assert stats.records == 90
     batch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch:")]
@@ -126,37 +126,37 @@ async def test_restarted_worker_resumes_its_own_pending_entries(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry
 ) -> None:
     """A worker that read entries and died before acking gets them back when it restarts."""
-    broker = Broker(redis, settings.streams)
-    await broker.ensure_group()
-    ids = [await broker.publish(f"r{i}", "lightgbm", RECORDS) for i in range(4)]
+    publisher = publisher_for(settings, redis)
+    await consumer_for(settings, redis).ensure_groups()
+    ids = [await publisher.publish(f"r{i}", "lightgbm", RECORDS) for i in range(4)]
     # The "crashed" worker: it read everything and acked nothing.
-    delivered = await broker.read_new("worker-a", 10)
+    delivered = await read_new(settings, redis, "worker-a", 10)
     assert [sid for sid, _ in delivered] == ids
-    assert (await redis.xinfo_groups(settings.streams.stream))[0]["pending"] == 4
+    assert (await redis.xinfo_groups(settings.stream.name))[0]["pending"] == 4
 
     stats = await drain(settings, redis, shared_registry, consumer="worker-a")
 
     assert stats.entries == 4
-    assert (await redis.xinfo_groups(settings.streams.stream))[0]["pending"] == 0
+    assert (await redis.xinfo_groups(settings.stream.name))[0]["pending"] == 0
     for index in range(4):
-        assert (await broker.result(f"r{index}") or {}).get("status") == "done"
+        assert (await publisher.result(f"r{index}") or {}).get("status") == "done"
 
 
 async def test_idle_entries_of_a_dead_consumer_are_claimed(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry
 ) -> None:
-    broker = Broker(redis, settings.streams)
-    await broker.ensure_group()
-    await broker.publish("orphan", "svm", RECORDS)
-    await broker.read_new("dead-worker", 10)
+    publisher = publisher_for(settings, redis)
+    await consumer_for(settings, redis).ensure_groups()
+    await publisher.publish("orphan", "svm", RECORDS)
+    await read_new(settings, redis, "dead-worker", 10)
     settings.worker.claim_idle_ms = 50
     await asyncio.sleep(0.1)
 
     stats = await drain(settings, redis, shared_registry, consumer="live-worker")
 
     assert stats.entries == 1
-    assert (await broker.result("orphan") or {}).get("status") == "done"
-    assert (await redis.xinfo_groups(settings.streams.stream))[0]["pending"] == 0
+    assert (await publisher.result("orphan") or {}).get("status") == "done"
+    assert (await redis.xinfo_groups(settings.stream.name))[0]["pending"] == 0
 
 
 async def test_alias_switch_is_picked_up_by_a_running_worker(
@@ -202,14 +202,14 @@ async def test_alias_switch_is_picked_up_by_a_running_worker(
     )
     worker = Worker(redis, registry, settings, consumer="switcher")
     running = asyncio.create_task(worker.run())
-    broker = Broker(redis, settings.streams)
+    publisher = publisher_for(settings, redis)
     try:
-        await broker.publish("before", "lgbm-switch", RECORDS)
-        before = await _wait_done(broker, "before")
+        await publisher.publish("before", "lgbm-switch", RECORDS)
+        before = await _wait_done(publisher, "before")
         client.set_registered_model_alias(f"{name}-switch", "champion", "2")
         await asyncio.sleep(0.5)  # past alias_refresh_s
-        await broker.publish("after", "lgbm-switch", RECORDS)
-        after = await _wait_done(broker, "after")
+        await publisher.publish("after", "lgbm-switch", RECORDS)
+        after = await _wait_done(publisher, "after")
     finally:
         worker.stop()
         await running
@@ -217,16 +217,16 @@ async def test_alias_switch_is_picked_up_by_a_running_worker(
     assert after["model"]["version"] == "2"
 
 
-async def broker_result(redis: Redis, settings: Settings, request_id: str) -> dict[str, Any]:
-    document = await Broker(redis, settings.streams).result(request_id)
+async def result_of(redis: Redis, settings: Settings, request_id: str) -> dict[str, Any]:
+    document = await publisher_for(settings, redis).result(request_id)
     assert document is not None
     return document
 
 
-async def _wait_done(broker: Broker, request_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+async def _wait_done(publisher: Publisher, request_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while asyncio.get_running_loop().time() < deadline:
-        document = await broker.result(request_id)
+        document = await publisher.result(request_id)
         if document and document.get("status") == "done":
             return document
         await asyncio.sleep(0.02)
@@ -237,9 +237,9 @@ async def test_poison_entries_are_dead_lettered_and_good_ones_predicted(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry
 ) -> None:
     """Entries written straight to the stream, bypassing the gateway's validation."""
-    stream = settings.streams.stream
-    broker = Broker(redis, settings.streams)
-    good = [await broker.publish(f"good{i}", "knn", RECORDS) for i in range(6)]
+    stream = settings.stream.name
+    publisher = publisher_for(settings, redis)
+    good = [await publisher.publish(f"good{i}", "knn", RECORDS) for i in range(6)]
     await redis.xadd(stream, {"v": "1", "request_id": "bad-json", "route": "knn", "records": "{not json"})
     await redis.xadd(stream, {"v": "1", "request_id": "no-route", "records": "[]"})
     await redis.xadd(stream, {"request_id": "no-version", "route": "knn", "records": orjson.dumps(RECORDS)})
@@ -265,7 +265,7 @@ async def test_poison_entries_are_dead_lettered_and_good_ones_predicted(
 
     assert stats.entries == len(good)
     for index in range(6):
-        assert (await broker.result(f"good{index}") or {}).get("status") == "done"
+        assert (await publisher.result(f"good{index}") or {}).get("status") == "done"
     letters: Any = await redis.xrange(keys.dead_letter_stream(stream))
     reasons = {f[b"request_id"].decode(): f[b"dlq_reason"].decode() for _, f in letters}
     assert reasons == {
@@ -288,13 +288,13 @@ async def test_unloadable_model_waits_for_retries_before_the_dlq(
     """A registry without the model: entries are retried, then dead-lettered as model_load_failed."""
     settings.mlflow.routes = {"ghost": "models:/DoesNotExist@champion"}
     registry = ModelRegistry(tracking_uri, settings.mlflow.routes, trusted_types=DEFAULT_TRUSTED_TYPES)
-    broker = Broker(redis, settings.streams)
-    await broker.publish("waits", "ghost", RECORDS)
+    publisher = publisher_for(settings, redis)
+    await publisher.publish("waits", "ghost", RECORDS)
     settings.worker.max_deliveries = 3
 
     await drain(settings, redis, registry)
 
-    letters: Any = await redis.xrange(keys.dead_letter_stream(settings.streams.stream))
+    letters: Any = await redis.xrange(keys.dead_letter_stream(settings.stream.name))
     [(_, letter)] = letters
     assert letter[b"dlq_reason"] == b"model_load_failed"
     assert letter[b"dlq_deliveries"] == b"3"
@@ -313,23 +313,25 @@ async def test_seed_example_round_trip(
 
 
 async def test_trim_removes_only_what_every_group_acknowledged(settings: Settings, redis: Redis) -> None:
-    broker = Broker(redis, settings.streams)
-    await broker.ensure_group()
-    ids = [await broker.publish(f"r{i}", "svm", RECORDS) for i in range(10)]
-    delivered = await broker.read_new("c1", 6)
-    await redis.xack(settings.streams.stream, settings.streams.group, *[sid for sid, _ in delivered[:3]])
+    publisher = publisher_for(settings, redis)
+    await consumer_for(settings, redis).ensure_groups()
+    ids = [await publisher.publish(f"r{i}", "svm", RECORDS) for i in range(10)]
+    delivered = await read_new(settings, redis, "c1", 6)
+    await redis.xack(settings.stream.name, settings.stream.group, *[sid for sid, _ in delivered[:3]])
 
-    assert await broker.trim_acknowledged() == 3  # ids 0-2 acked; 3-5 pending; 6-9 unread
-    remaining: Any = await redis.xrange(settings.streams.stream)
+    trimmer = consumer_for(settings, redis, "c1")
+    partition = trimmer.topology.partitions[0]
+    assert await trimmer.trim_acknowledged(partition) == 3  # ids 0-2 acked; 3-5 pending; 6-9 unread
+    remaining: Any = await redis.xrange(settings.stream.name)
     assert [sid.decode() for sid, _ in remaining] == ids[3:]
 
-    await redis.xack(settings.streams.stream, settings.streams.group, *[sid for sid, _ in delivered[3:]])
-    assert await broker.trim_acknowledged() == 3  # now up to the last delivered id
-    assert await redis.xlen(settings.streams.stream) == 4  # the unread ones stay
+    await redis.xack(settings.stream.name, settings.stream.group, *[sid for sid, _ in delivered[3:]])
+    assert await trimmer.trim_acknowledged(partition) == 3  # now up to the last delivered id
+    assert await redis.xlen(settings.stream.name) == 4  # the unread ones stay
 
-    await redis.xgroup_create(settings.streams.stream, "audit", id="0")
-    await broker.read_new("c1", 10)  # group 1 reads the rest...
-    assert await broker.trim_acknowledged() == 0  # ...but "audit" has read nothing: keep everything
+    await redis.xgroup_create(settings.stream.name, "audit", id="0")
+    await read_new(settings, redis, "c1", 10)  # group 1 reads the rest...
+    assert await trimmer.trim_acknowledged(partition) == 0  # ...but "audit" has read nothing: keep everything
 
 
 async def test_a_registry_outage_does_not_stop_cached_models(
@@ -344,16 +346,16 @@ async def test_a_registry_outage_does_not_stop_cached_models(
     registry = ModelRegistry(
         f"sqlite:///{copy}", DEFAULT_ROUTES, alias_refresh_s=0.0, trusted_types=DEFAULT_TRUSTED_TYPES
     )
-    broker = Broker(redis, settings.streams)
-    await broker.publish("before", "knn", RECORDS)
+    publisher = publisher_for(settings, redis)
+    await publisher.publish("before", "knn", RECORDS)
     await drain(settings, redis, registry)
 
     copy.unlink()  # the registry is gone; every alias lookup now fails
     (tmp_path / "registry-copy.db").mkdir()  # and cannot be silently recreated as an empty db
-    await broker.publish("during", "knn", RECORDS)
+    await publisher.publish("during", "knn", RECORDS)
     await drain(settings, redis, registry)
 
-    during = await broker.result("during")
+    during = await publisher.result("during")
     assert during is not None
     assert during["status"] == "done"
     assert during["model"]["version"] == "1"
@@ -366,14 +368,14 @@ async def test_a_deleted_stream_is_recreated_and_reading_goes_on(
     not a crash or a silent stall."""
     worker = Worker(redis, shared_registry, settings, consumer="survivor")
     running = asyncio.create_task(worker.run())
-    broker = Broker(redis, settings.streams)
+    publisher = publisher_for(settings, redis)
     try:
-        await broker.publish("first", "knn", RECORDS)
-        await _wait_done(broker, "first")
-        await redis.delete(settings.streams.stream)  # an operator's mistake
+        await publisher.publish("first", "knn", RECORDS)
+        await _wait_done(publisher, "first")
+        await redis.delete(settings.stream.name)  # an operator's mistake
         await asyncio.sleep(0.2)
-        await broker.publish("after", "knn", RECORDS)
-        after = await _wait_done(broker, "after")
+        await publisher.publish("after", "knn", RECORDS)
+        after = await _wait_done(publisher, "after")
     finally:
         worker.stop()
         await running
@@ -392,7 +394,7 @@ async def test_a_worker_that_cannot_reach_redis_says_so_and_gives_up_when_told(
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
     settings.worker.redis_give_up_s = 1.0
     worker = Worker(dead, shared_registry, settings, consumer="lonely")
-    with caplog.at_level("WARNING", logger="streamml.stream.worker"), pytest.raises(RedisUnreachable):
+    with caplog.at_level("WARNING", logger="streamml.worker.reconnect"), pytest.raises(RedisUnreachable):
         await worker.run()
     await dead.aclose()
     attempts = [r.getMessage() for r in caplog.records if "Redis unreachable for" in r.getMessage()]
