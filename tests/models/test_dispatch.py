@@ -13,6 +13,7 @@ from streamml.models.dispatch import predict_batch
 from streamml.models.inference import records_to_frame
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_TRUSTED_TYPES
+from tests.helpers import load_route
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ async def test_one_predict_per_model_version_and_labels_in_request_order(
         group = [s for s in scored if s.model.name == name]
         # one call per version: every request of the group carries the same call's timings
         assert len({(s.predicted_ms, s.predict_ms) for s in group}) == 1
-    model = shared_registry.load(shared_registry.resolve("svm"))
+    model = await load_route(shared_registry, "svm")
     expected = [str(x) for x in model.estimator.predict(records_to_frame(GOOD, model.schema))]
     assert all(s.labels == expected for s in scored if s.model.name == "SVC")
 
@@ -97,7 +98,7 @@ async def test_a_canary_never_fails_a_request_the_champion_can_answer(
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     from streamml.local.demo import training_frame
-    from streamml.models.dispatch import Rollout
+    from streamml.models.traffic import Rollout
     from streamml.models.training import (
         CATEGORICAL_FEATURES,
         FEATURES,

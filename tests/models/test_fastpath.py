@@ -24,6 +24,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
+from tests.helpers import load_route
 
 ROUTES = ["svm", "knn", "lightgbm"]
 
@@ -39,8 +40,10 @@ def generated(count: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_fast_path_matches_scikit_learn_on_every_record(shared_registry: ModelRegistry, route: str) -> None:
-    model = shared_registry.load(shared_registry.resolve(route))
+async def test_fast_path_matches_scikit_learn_on_every_record(
+    shared_registry: ModelRegistry, route: str
+) -> None:
+    model = await load_route(shared_registry, route)
     assert model.fast is not None, "the demo pipelines use only steps the fast path knows"
     records = generated(3000)
     expected = [str(x) for x in model.estimator.predict(records_to_frame(records, model.schema))]
@@ -48,11 +51,11 @@ def test_fast_path_matches_scikit_learn_on_every_record(shared_registry: ModelRe
     assert model.predict(records[:1]) == expected[:1]  # and one record at a time, the latency case
 
 
-def test_fast_path_can_be_turned_off(tracking_uri: str) -> None:
+async def test_fast_path_can_be_turned_off(tracking_uri: str) -> None:
     registry = ModelRegistry(
         tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES, fast_path=False
     )
-    model = registry.load(registry.resolve("lightgbm"))
+    model = await load_route(registry, "lightgbm")
     assert model.fast is None
     assert model.predict(generated(50)) == [
         str(x) for x in model.estimator.predict(records_to_frame(generated(50), model.schema))
@@ -120,7 +123,11 @@ def test_serving_svc_and_knn_never_imports_lightgbm(tracking_uri: str) -> None:
         "from streamml.models.registry import ModelRegistry\n"
         "from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES\n"
         f"registry = ModelRegistry({tracking_uri!r}, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)\n"
-        "models = [registry.load(registry.resolve(route)) for route in ('svm', 'knn')]\n"
+        "from tests.helpers import load_route\n"
+        "import asyncio\n"
+        "async def load():\n"
+        "    return [await load_route(registry, route) for route in ('svm', 'knn')]\n"
+        "models = asyncio.run(load())\n"
         "assert all(m.fast is not None for m in models)\n"
         "print('lightgbm' in sys.modules)\n"
     )

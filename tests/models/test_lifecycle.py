@@ -15,9 +15,8 @@ from streamml.models.lifecycle import Lifecycle
 from streamml.models.registry import ModelRegistry
 from streamml.models.training import NUMERIC_FEATURES, build_pipelines, model_signature
 from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
-from streamml.stream.broker import Broker
-from streamml.stream.worker import Worker
-from tests.helpers import register
+from streamml.worker.loop import Worker
+from tests.helpers import publisher_for, register
 
 
 @pytest.fixture
@@ -43,34 +42,34 @@ def aliases(client: MlflowClient, name: str) -> dict[str, str]:
     return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
 
 
-def test_promote_then_rollback_twice(model: tuple[str, ModelRegistry, MlflowClient]) -> None:
+async def test_promote_then_rollback_twice(model: tuple[str, ModelRegistry, MlflowClient]) -> None:
     name, registry, client = model
     lifecycle = Lifecycle(registry)
 
-    moves = lifecycle.promote("lc")
+    moves = await lifecycle.promote("lc")
     assert [m.describe() for m in moves] == [
         f"{name}@previous: (none) -> v1",
         f"{name}@champion: v1 -> v2",
         f"{name}@challenger: v2 -> (removed)",
     ]
     assert aliases(client, name) == {"champion": "2", "previous": "1"}
-    assert registry.resolve("lc").version == "2"
+    assert (await registry.resolver.resolve("lc")).version == "2"
 
-    lifecycle.rollback("lc")
+    await lifecycle.rollback("lc")
     assert aliases(client, name) == {"champion": "1", "previous": "2"}
-    lifecycle.rollback("lc")  # a second rollback undoes the first
+    await lifecycle.rollback("lc")  # a second rollback undoes the first
     assert aliases(client, name) == {"champion": "2", "previous": "1"}
 
 
-def test_what_makes_no_sense_is_refused_and_changes_nothing(
+async def test_what_makes_no_sense_is_refused_and_changes_nothing(
     model: tuple[str, ModelRegistry, MlflowClient], tracking_uri: str
 ) -> None:
     name, registry, client = model
     lifecycle = Lifecycle(registry)
     with pytest.raises(LifecycleRefused, match="nothing was promoted"):
-        lifecycle.rollback("lc")
+        await lifecycle.rollback("lc")
     with pytest.raises(LifecycleRefused, match="pinned to"):
-        lifecycle.promote("pinned")
+        await lifecycle.promote("pinned")
 
     # A challenger that reads other inputs: the numeric features only.
     from sklearn.compose import ColumnTransformer
@@ -96,7 +95,7 @@ def test_what_makes_no_sense_is_refused_and_changes_nothing(
     other_inputs = register(tracking_uri, name, numeric_only, signature)
     client.set_registered_model_alias(name, "challenger", other_inputs)
     with pytest.raises(LifecycleRefused, match=r"input signature differs .*removed \['Company Type'"):
-        lifecycle.promote("lc")
+        await lifecycle.promote("lc")
 
     # Same inputs, other classes.
     two_classes = register(
@@ -104,11 +103,11 @@ def test_what_makes_no_sense_is_refused_and_changes_nothing(
     )
     client.set_registered_model_alias(name, "challenger", two_classes)
     with pytest.raises(LifecycleRefused, match=r"output classes \['High', 'Low'\] differ"):
-        lifecycle.promote("lc")
+        await lifecycle.promote("lc")
 
     client.delete_registered_model_alias(name, "challenger")
     with pytest.raises(LifecycleRefused, match="no 'challenger' alias"):
-        lifecycle.promote("lc")
+        await lifecycle.promote("lc")
     assert aliases(client, name) == {"champion": "1"}
 
 
@@ -120,22 +119,22 @@ async def test_promote_and_rollback_under_load_lose_nothing(
     settings.mlflow.routes = {"lc": f"models:/{name}@champion"}
     worker = Worker(redis, registry, settings, consumer="follower")
     running = asyncio.create_task(worker.run())
-    broker = Broker(redis, settings.streams)
+    publisher = publisher_for(settings, redis)
     lifecycle = Lifecycle(registry)
     sent = []
     try:
         for index in range(300):
-            sent.append(await broker.publish(f"r{index}", "lc", [{"Designation": 2.0}]))
+            sent.append(await publisher.publish(f"r{index}", "lc", [{"Designation": 2.0}]))
             if index == 100:
-                await asyncio.to_thread(lifecycle.promote, "lc")
+                await lifecycle.promote("lc")
             if index == 200:
-                await asyncio.to_thread(lifecycle.rollback, "lc")
+                await lifecycle.rollback("lc")
             await asyncio.sleep(0.005)
         deadline = asyncio.get_running_loop().time() + 60
         versions: dict[str, str] = {}
         while len(versions) < 300 and asyncio.get_running_loop().time() < deadline:
             for index in range(300):
-                document = await broker.result(f"r{index}")
+                document = await publisher.result(f"r{index}")
                 if document and document.get("status") == "done":
                     versions[f"r{index}"] = document["model"]["version"]
             await asyncio.sleep(0.2)

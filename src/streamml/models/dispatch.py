@@ -1,15 +1,16 @@
 """Batch dispatch: the one place where inference happens.
 
 Requests (anything with a ``route`` and ``records``) go in; each comes out either scored, with its
-labels stamped with the model version that made them, or unscored, with the reason. Requests are
-grouped by the model version their route resolves to now; each group costs one ``predict`` call, and
-a call that fails is split in halves until the poison requests are isolated, so one bad record never
-fails the good ones beside it.
+labels stamped with the model version that made them, or unscored, with the reason. Three steps:
 
-A route's model may have a challenger (the ``challenger`` alias): a canary share of requests, chosen
-by request id so a retried request gets the same model, is *answered* by it; of the others, a sampled
-share is also scored by it after the champion (shadow scoring), never answered with it. Nothing the
-challenger does can fail, retry or delay a request: its errors are counted in :class:`ShadowRun`.
+1. **plan**: group the requests by the model version their route resolves to now, sending a route's
+   canary share (:mod:`streamml.models.traffic`) to its challenger;
+2. **score**: one ``predict`` per group, canary groups first; a call that fails is split in halves until
+   the poison requests are isolated, so one bad record never fails the good ones beside it, and what a
+   challenger cannot answer its champion answers;
+3. **shadow**: a sampled share of each champion's requests is also scored by the challenger, never
+   answered with it. Nothing the challenger does can fail, retry or delay a request: its errors are
+   counted in :class:`ShadowRun`.
 
 No Redis and no HTTP: the stream worker hands it entries, tests hand it plain objects (MLServer's
 ``handlers/dataplane.py`` plays this part there).
@@ -18,16 +19,18 @@ No Redis and no HTTP: the stream worker hands it entries, tests hand it plain ob
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from streamml.errors import FailureReason, ModelUnavailable, UnknownRoute
 from streamml.models.inference import LoadedModel
-from streamml.models.registry import ModelRef, ModelRegistry
+from streamml.models.loader import ModelLoader
+from streamml.models.refs import ModelRef
+from streamml.models.registry import ModelRegistry
+from streamml.models.traffic import Rollout, in_canary, in_shadow_sample
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,12 @@ R = TypeVar("R", bound=Scorable)
 
 
 @dataclass(frozen=True)
+class ShadowLabels:
+    model: ModelRef
+    labels: list[str]
+
+
+@dataclass(frozen=True)
 class Scored(Generic[R]):
     """A request's labels, one per record, and the model version that made them."""
 
@@ -71,23 +80,12 @@ class Scored(Generic[R]):
 
 
 @dataclass(frozen=True)
-class ShadowLabels:
-    model: ModelRef
-    labels: list[str]
+class Unscored(Generic[R]):
+    """A request that could not be scored, and why."""
 
-
-@dataclass(frozen=True)
-class Rollout:
-    """How challengers take part: the share of each route's requests a challenger answers (canary),
-    and the share of the rest it also scores in the shadow of the champion."""
-
-    canary: Mapping[str, float] = field(default_factory=dict)
-    shadow_sample: Mapping[str, float] | float = 1.0
-
-    def sample(self, route: str) -> float:
-        if isinstance(self.shadow_sample, Mapping):
-            return float(self.shadow_sample.get(route, 1.0))
-        return self.shadow_sample
+    request: R
+    reason: FailureReason
+    error: BaseException
 
 
 @dataclass
@@ -117,189 +115,148 @@ class Dispatched(Generic[R]):
     shadows: list[ShadowRun]
 
 
-@dataclass(frozen=True)
-class Unscored(Generic[R]):
-    """A request that could not be scored, and why."""
-
-    request: R
-    reason: FailureReason
-    error: BaseException
-
-
-def share(request_id: str, purpose: bytes) -> float:
-    """A request's fixed place in [0, 1) for one purpose: the same in every process and on every retry."""
-    digest = hashlib.blake2b(request_id.encode(), digest_size=8, person=purpose).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def in_canary(request_id: str, fraction: float) -> bool:
-    return fraction > 0 and share(request_id, b"canary") < fraction
-
-
-def in_shadow_sample(request_id: str, sample: float) -> bool:
-    return sample >= 1 or share(request_id, b"shadow") < sample
-
-
 async def predict_batch(
     requests: Sequence[R], registry: ModelRegistry, rollout: Rollout | None = None
 ) -> Dispatched[R]:
     """Score every request with its route's current model version (one predict per version), then let
     challengers shadow the champions' requests."""
     rollout = rollout or Rollout()
-    scored: list[Scored[R]] = []
-    failed: list[Unscored[R]] = []
-    groups: dict[tuple[str, str, bool], tuple[ModelRef, list[R]]] = {}
-    refs: dict[str, ModelRef | ModelUnavailable] = {}
-    canaries: dict[str, ModelRef | None] = {}
+    plan = await _plan(requests, registry, rollout)
+    scored, failed, champions = await _score(plan, registry.loader)
+    shadows, scored = await _shadow_champions(champions, scored, registry, rollout)
+    return Dispatched(scored, plan.failed + failed, shadows)
+
+
+# -- 1. plan -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Group(Generic[R]):
+    """Requests that one model version scores in one predict call."""
+
+    ref: ModelRef
+    canary: bool
+    members: list[R] = field(default_factory=list)
+
+
+@dataclass
+class _Plan(Generic[R]):
+    groups: dict[tuple[str, str, bool], _Group[R]] = field(default_factory=dict)
+    champions: dict[str, ModelRef] = field(default_factory=dict)
+    """Route -> its champion, which answers what the route's canary cannot."""
+    failed: list[Unscored[R]] = field(default_factory=list)
+
+    def add(self, ref: ModelRef, canary: bool, request: R) -> None:
+        key = (ref.name, ref.version, canary)
+        self.groups.setdefault(key, _Group(ref, canary)).members.append(request)
+
+    def to_champion(self, requests: Sequence[R]) -> None:
+        """A canary never fails a request: what the challenger could not answer, the champion answers."""
+        for request in requests:
+            self.add(self.champions[request.route], False, request)
+
+    def phase(self, canary: bool) -> list[_Group[R]]:
+        return [group for group in self.groups.values() if group.canary is canary]
+
+
+@dataclass(frozen=True)
+class _RouteChoice:
+    champion: ModelRef | None = None
+    canary: ModelRef | None = None
+    failure: tuple[FailureReason, Exception] | None = None
+
+
+async def _plan(requests: Sequence[R], registry: ModelRegistry, rollout: Rollout) -> _Plan[R]:
+    plan: _Plan[R] = _Plan()
+    choices: dict[str, _RouteChoice] = {}
     for request in requests:
         route = request.route
-        if route not in refs:
-            try:
-                refs[route] = await registry.aresolve(route)
-            except UnknownRoute as exc:
-                failed.append(Unscored(request, FailureReason.UNKNOWN_MODEL, exc))
-                continue
-            except ModelUnavailable as exc:
-                refs[route] = exc
-            canaries[route] = await _canary_model(registry, refs[route], rollout.canary.get(route, 0.0))
-        ref = refs[route]
-        if isinstance(ref, ModelUnavailable):
-            failed.append(Unscored(request, FailureReason.MODEL_LOAD_FAILED, ref))
+        if route not in choices:
+            choices[route] = await _choose(registry, route, rollout.canary.get(route, 0.0))
+        choice = choices[route]
+        if choice.champion is None:
+            assert choice.failure is not None
+            plan.failed.append(Unscored(request, *choice.failure))
             continue
-        canary = canaries[route]
-        if canary is not None and in_canary(request.request_id, rollout.canary[route]):
-            groups.setdefault((canary.name, canary.version, True), (canary, []))[1].append(request)
+        plan.champions[route] = choice.champion
+        if choice.canary is not None and in_canary(request.request_id, rollout.canary[route]):
+            plan.add(choice.canary, True, request)
         else:
-            groups.setdefault((ref.name, ref.version, False), (ref, []))[1].append(request)
+            plan.add(choice.champion, False, request)
+    return plan
 
-    champions: list[tuple[ModelRef, list[Scored[R]]]] = []
-    # Canary groups first: what the challenger fails to answer joins the champion's group.
-    for canary_phase in (True, False):
-        for is_canary, (ref, members) in [(k[2], g) for k, g in groups.items() if k[2] is canary_phase]:
+
+async def _choose(registry: ModelRegistry, route: str, canary_share: float) -> _RouteChoice:
+    """The route's champion, and the challenger answering its canary share if there is one that can."""
+    try:
+        champion = await registry.resolver.resolve(route)
+    except UnknownRoute as exc:
+        return _RouteChoice(failure=(FailureReason.UNKNOWN_MODEL, exc))
+    except ModelUnavailable as exc:
+        return _RouteChoice(failure=(FailureReason.MODEL_LOAD_FAILED, exc))
+    if canary_share <= 0:
+        return _RouteChoice(champion)
+    challenger = await registry.resolver.challenger(route)
+    if challenger is None or challenger.version == champion.version:
+        return _RouteChoice(champion)
+    try:
+        if registry.loader.recent_failure(challenger) is None:
+            reason = await registry.catalog.incompatibility(champion, challenger)
+            if reason is None:
+                return _RouteChoice(champion, challenger)
+            log.warning("canary of %s stays on the champion: the challenger %s", route, reason)
+    except ModelUnavailable as exc:
+        log.warning("canary of %s stays on the champion: %s", route, exc)
+    return _RouteChoice(champion)
+
+
+# -- 2. score ----------------------------------------------------------------------------------------
+
+Champions = list[tuple[ModelRef, list[Scored[R]]]]
+
+
+async def _score(
+    plan: _Plan[R], loader: ModelLoader
+) -> tuple[list[Scored[R]], list[Unscored[R]], Champions[R]]:
+    """One predict per group, canary groups first: what a challenger fails joins its champion's group."""
+    scored: list[Scored[R]] = []
+    failed: list[Unscored[R]] = []
+    champions: Champions[R] = []
+    for canary in (True, False):
+        for group in plan.phase(canary):
             try:
-                model = registry.loaded(ref)
-                if model is None:
-                    model = await asyncio.to_thread(registry.load, ref)
+                model = await loader.load(group.ref)
             except ModelUnavailable as exc:  # includes ModelLoadError
-                if is_canary:
-                    _to_champion(groups, refs, members)
+                if canary:
+                    plan.to_champion(group.members)
                 else:
-                    failed += [Unscored(r, FailureReason.MODEL_LOAD_FAILED, exc) for r in members]
+                    failed += [Unscored(r, FailureReason.MODEL_LOAD_FAILED, exc) for r in group.members]
                 continue
-            count = sum(len(r.records) for r in members)
-            done, poison = await _run(predict_isolating, model, ref, members, is_canary, records=count)
+            count = sum(len(r.records) for r in group.members)
+            done, poison = await _run(
+                predict_isolating, model, group.ref, group.members, canary, records=count
+            )
             scored += done
-            if is_canary:
-                _to_champion(groups, refs, [u.request for u in poison])
+            if canary:
+                plan.to_champion([u.request for u in poison])
             else:
                 failed += poison
-                champions.append((ref, done))
-    shadows: list[ShadowRun] = []
-    replaced: dict[int, Scored[R]] = {}  # id of a champion's result -> the same with the shadow's labels
-    for ref, done in champions:
-        by_route: dict[str, list[Scored[R]]] = {}
-        for result in done:
-            by_route.setdefault(result.request.route, []).append(result)
-        for route, results in by_route.items():
-            challenger = await registry.achallenger(route)
-            if challenger is not None and challenger.version != ref.version:
-                run, shadowed = await _shadow(registry, ref, challenger, results, rollout.sample(route))
-                shadows.append(run)
-                replaced |= {id(old): new for old, new in shadowed}
-    if replaced:
-        scored = [replaced.get(id(s), s) for s in scored]
-    return Dispatched(scored, failed, shadows)
-
-
-def _to_champion(
-    groups: dict[tuple[str, str, bool], tuple[ModelRef, list[R]]],
-    refs: Mapping[str, ModelRef | ModelUnavailable],
-    requests: Sequence[R],
-) -> None:
-    """A canary never fails a request: what the challenger could not answer, the champion answers."""
-    for request in requests:
-        champion = refs[request.route]
-        assert isinstance(champion, ModelRef)  # canaries exist only for routes that resolved
-        groups.setdefault((champion.name, champion.version, False), (champion, []))[1].append(request)
+                champions.append((group.ref, done))
+    return scored, failed, champions
 
 
 async def _run(
-    function: Any, model: LoadedModel, ref: ModelRef, members: Sequence[Any], *args: Any, records: int
+    function: Callable[..., Any],
+    model: LoadedModel,
+    ref: ModelRef,
+    members: Sequence[Any],
+    *args: Any,
+    records: int,
 ) -> Any:
     """Small predict calls on the event loop (a thread hop costs more), large ones in a thread."""
     if records <= INLINE_RECORDS:
         return function(model, ref, members, *args)
     return await asyncio.to_thread(function, model, ref, members, *args)
-
-
-async def _canary_model(
-    registry: ModelRegistry, champion: ModelRef | ModelUnavailable, fraction: float
-) -> ModelRef | None:
-    """The challenger that answers the route's canary share, if there is one that can."""
-    if fraction <= 0 or isinstance(champion, ModelUnavailable):
-        return None
-    challenger = await registry.achallenger(champion.route)
-    if challenger is None or challenger.version == champion.version:
-        return None
-    try:
-        if registry.recent_load_failure(challenger) is None:
-            reason = await registry.aincompatibility(champion, challenger)
-            if reason is None:
-                return challenger
-            log.warning("canary of %s stays on the champion: the challenger %s", champion.route, reason)
-    except ModelUnavailable as exc:
-        log.warning("canary of %s stays on the champion: %s", champion.route, exc)
-    return None
-
-
-async def _shadow(
-    registry: ModelRegistry,
-    champion: ModelRef,
-    challenger: ModelRef,
-    results: list[Scored[R]],
-    sample: float,
-) -> tuple[ShadowRun, list[tuple[Scored[R], Scored[R]]]]:
-    """Score the sampled results' records with the challenger; every failure is counted, none raised."""
-    run = ShadowRun(results[0].request.route, champion, challenger)
-    chosen = [r for r in results if in_shadow_sample(r.request.request_id, sample)]
-    run.sampled_out = sum(len(r.labels) for r in results) - sum(len(r.labels) for r in chosen)
-    if not chosen:
-        return run, []
-    records = sum(len(r.labels) for r in chosen)
-    failure = registry.recent_load_failure(challenger)
-    if failure is not None:  # counted, not retried (nor logged) on every batch
-        run.errors, run.error = records, failure
-        return run, []
-    try:
-        run.incompatible = await registry.aincompatibility(champion, challenger)
-        if run.incompatible is not None:
-            return run, []
-        model = registry.loaded(challenger)
-        if model is None:
-            model = await asyncio.to_thread(registry.load, challenger)
-        labels, run.challenger_ms = await _run(_predict_timed, model, challenger, chosen, records=records)
-    except Exception as exc:  # the challenger never fails the champion's requests
-        run.errors, run.error = records, f"{type(exc).__name__}: {exc}"
-        log.warning("challenger %s v%s failed to score: %s", challenger.name, challenger.version, exc)
-        return run, []
-    run.champion_ms = chosen[0].predict_ms
-    pairs = []
-    offset = 0
-    for result in chosen:
-        count = len(result.labels)
-        shadow = ShadowLabels(challenger, labels[offset : offset + count])
-        pairs.append((result, replace(result, shadow=shadow)))
-        offset += count
-    return run, pairs
-
-
-def _predict_timed(
-    model: LoadedModel, ref: ModelRef, results: Sequence[Scored[Any]]
-) -> tuple[list[str], float]:
-    records = [record for result in results for record in result.request.records]
-    started = time.perf_counter()
-    labels = model.predict(records)
-    return labels, (time.perf_counter() - started) * 1000.0
 
 
 def predict_isolating(
@@ -326,3 +283,73 @@ def predict_isolating(
         out.append(Scored(request, ref, labels[offset : offset + count], predicted_ms, elapsed_ms, canary))
         offset += count
     return out, []
+
+
+# -- 3. shadow ---------------------------------------------------------------------------------------
+
+
+async def _shadow_champions(
+    champions: Champions[R], scored: list[Scored[R]], registry: ModelRegistry, rollout: Rollout
+) -> tuple[list[ShadowRun], list[Scored[R]]]:
+    """Each route's challenger scores a sample of its champion's results; those results come back
+    carrying the challenger's labels."""
+    shadows: list[ShadowRun] = []
+    replaced: dict[int, Scored[R]] = {}  # id of a champion's result -> the same with the shadow's labels
+    for ref, done in champions:
+        by_route: dict[str, list[Scored[R]]] = {}
+        for result in done:
+            by_route.setdefault(result.request.route, []).append(result)
+        for route, results in by_route.items():
+            challenger = await registry.resolver.challenger(route)
+            if challenger is None or challenger.version == ref.version:
+                continue
+            run = ShadowRun(route, ref, challenger)
+            shadows.append(run)
+            chosen = [r for r in results if in_shadow_sample(r.request.request_id, rollout.sample(route))]
+            run.sampled_out = _records(results) - _records(chosen)
+            if chosen:
+                replaced |= {id(old): new for old, new in await _shadow(registry, run, chosen)}
+    return shadows, [replaced.get(id(s), s) for s in scored] if replaced else scored
+
+
+async def _shadow(
+    registry: ModelRegistry, run: ShadowRun, chosen: list[Scored[R]]
+) -> list[tuple[Scored[R], Scored[R]]]:
+    """Score the chosen results' records with the challenger; every failure is counted in ``run``,
+    none raised. Returns (champion's result, the same with the challenger's labels) pairs."""
+    records = _records(chosen)
+    failure = registry.loader.recent_failure(run.challenger)
+    if failure is not None:  # counted, not retried (nor logged) on every batch
+        run.errors, run.error = records, failure
+        return []
+    try:
+        run.incompatible = await registry.catalog.incompatibility(run.champion, run.challenger)
+        if run.incompatible is not None:
+            return []
+        model = await registry.loader.load(run.challenger)
+        labels, run.challenger_ms = await _run(_predict_timed, model, run.challenger, chosen, records=records)
+    except Exception as exc:  # the challenger never fails the champion's requests
+        run.errors, run.error = records, f"{type(exc).__name__}: {exc}"
+        log.warning("challenger %s v%s failed to score: %s", run.challenger.name, run.challenger.version, exc)
+        return []
+    run.champion_ms = chosen[0].predict_ms
+    pairs, offset = [], 0
+    for result in chosen:
+        count = len(result.labels)
+        shadow = ShadowLabels(run.challenger, labels[offset : offset + count])
+        pairs.append((result, replace(result, shadow=shadow)))
+        offset += count
+    return pairs
+
+
+def _predict_timed(
+    model: LoadedModel, ref: ModelRef, results: Sequence[Scored[Any]]
+) -> tuple[list[str], float]:
+    records = [record for result in results for record in result.request.records]
+    started = time.perf_counter()
+    labels = model.predict(records)
+    return labels, (time.perf_counter() - started) * 1000.0
+
+
+def _records(results: Sequence[Scored[Any]]) -> int:
+    return sum(len(r.labels) for r in results)

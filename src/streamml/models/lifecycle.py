@@ -13,10 +13,12 @@ champion's (it could not answer the same requests with the same kind of answer).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from streamml.errors import LifecycleRefused
-from streamml.models.registry import ModelRef, ModelRegistry
+from streamml.models.refs import ModelRef
+from streamml.models.registry import ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,11 @@ class Lifecycle:
 
         self._client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
 
-    def promote(self, route: str) -> list[AliasMove]:
+    async def promote(self, route: str) -> list[AliasMove]:
         """The challenger becomes the route's model; the replaced version is kept as ``previous``."""
         name, alias = self._followed_alias(route)
-        champion = self._version(name, alias)
-        challenger = self._version(name, self.challenger)
+        champion = await self._version(name, alias)
+        challenger = await self._version(name, self.challenger)
         if challenger is None:
             raise LifecycleRefused(
                 f"{name} has no {self.challenger!r} alias: register the new version and set it "
@@ -58,42 +60,45 @@ class Lifecycle:
         if challenger == champion:
             raise LifecycleRefused(f"{name}@{self.challenger} is v{challenger}, already {alias}")
         if champion is not None:
-            reason = self.incompatibility(route, name, champion, challenger)
+            reason = await self.incompatibility(route, name, champion, challenger)
             if reason:
                 raise LifecycleRefused(f"cannot promote {name} v{challenger} over v{champion}: {reason}")
-        moves = [self._move(name, self.previous, champion), self._move(name, alias, challenger)]
-        moves.append(self._move(name, self.challenger, None))  # it is the champion now, not a challenger
+        moves = [await self._move(name, self.previous, champion), await self._move(name, alias, challenger)]
+        moves.append(await self._move(name, self.challenger, None))  # the champion now, not a challenger
         return moves
 
-    def rollback(self, route: str) -> list[AliasMove]:
+    async def rollback(self, route: str) -> list[AliasMove]:
         """The route goes back to the ``previous`` version; the one it leaves becomes ``previous``."""
         name, alias = self._followed_alias(route)
-        previous = self._version(name, self.previous)
+        previous = await self._version(name, self.previous)
         if previous is None:
             raise LifecycleRefused(
                 f"{name} has no {self.previous!r} alias: nothing was promoted to roll back"
             )
-        champion = self._version(name, alias)
-        return [self._move(name, alias, previous), self._move(name, self.previous, champion)]
+        champion = await self._version(name, alias)
+        return [await self._move(name, alias, previous), await self._move(name, self.previous, champion)]
 
-    def incompatibility(self, route: str, name: str, champion: str, challenger: str) -> str | None:
+    async def incompatibility(self, route: str, name: str, champion: str, challenger: str) -> str | None:
         """Why ``challenger`` cannot stand in for ``champion`` (None when it can)."""
-        return self.registry.incompatibility(
+        return await self.registry.catalog.incompatibility(
             ModelRef(route, name, champion), ModelRef(route, name, challenger)
         )
 
     def _followed_alias(self, route: str) -> tuple[str, str]:
-        target = self.registry.target(route)
+        target = self.registry.resolver.target(route)
         if target.alias is None:
             raise LifecycleRefused(
                 f"route {route!r} is pinned to {target.name} v{target.version}, not to an alias: "
-                "change STREAMML_ROUTES to move it"
+                "change STREAMML_MLFLOW_ROUTES to move it"
             )
         if target.alias in (self.challenger, self.previous):
             raise LifecycleRefused(f"route {route!r} follows the {target.alias!r} alias itself")
         return target.name, target.alias
 
-    def _version(self, name: str, alias: str) -> str | None:
+    async def _version(self, name: str, alias: str) -> str | None:
+        return await asyncio.to_thread(self._version_now, name, alias)
+
+    def _version_now(self, name: str, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -101,11 +106,11 @@ class Lifecycle:
         except MlflowException:
             return None
 
-    def _move(self, name: str, alias: str, version: str | None) -> AliasMove:
-        before = self._version(name, alias)
+    async def _move(self, name: str, alias: str, version: str | None) -> AliasMove:
+        before = await self._version(name, alias)
         if version is None:
             if before is not None:
-                self._client.delete_registered_model_alias(name, alias)
+                await asyncio.to_thread(self._client.delete_registered_model_alias, name, alias)
         else:
-            self._client.set_registered_model_alias(name, alias, version)
+            await asyncio.to_thread(self._client.set_registered_model_alias, name, alias, version)
         return AliasMove(name, alias, before, version)

@@ -188,6 +188,7 @@ def train_and_register(
                 registered_model_name=name,
                 serialization_format="skops",
                 skops_trusted_types=list(trusted_types),
+                pip_requirements=pinned_requirements(name),
             )
             if profile is not None:
                 mlflow.log_text(profile, TRAINING_PROFILE_ARTIFACT)
@@ -198,6 +199,17 @@ def train_and_register(
             TrainedModel(name, version, metrics["holdout_macro_f1"], metrics["holdout_accuracy"], len(fit_x))
         )
     return trained
+
+
+def pinned_requirements(name: str) -> list[str]:
+    """What a demo pipeline needs to load, pinned to the versions it was trained with. Stated rather than
+    inferred: MLflow infers requirements by loading the model in a subprocess, 8 s per model here."""
+    from importlib import metadata
+
+    packages = ["scikit-learn", "skops", "numpy", "pandas", "scipy"]
+    if name == DEMO_MODELS["lightgbm"]:
+        packages.append("lightgbm")
+    return [f"{package}=={metadata.version(package)}" for package in packages]
 
 
 def model_signature() -> Any:
