@@ -51,7 +51,7 @@ def test_dashboard_shows_live_numbers_model_versions_challengers_drift_and_a_red
     # A route whose model has a challenger (v2, another algorithm), for the Challengers panel.
     name = register_challenged(tracking_uri, "Dashboard")
     env = {
-        "STREAMML_ROUTES": json.dumps(DEFAULT_ROUTES | {"shadowed": f"models:/{name}@champion"}),
+        "STREAMML_MLFLOW_ROUTES": json.dumps(DEFAULT_ROUTES | {"shadowed": f"models:/{name}@champion"}),
         "STREAMML_DRIFT_PUBLISH_S": "0.5",
         "STREAMML_DRIFT_MAX_RECORDS_PER_S": "0",  # every record, so the panel can be checked exactly
     }

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamml.errors import StreammlError
-from streamml.gateway.intake import quick_batch, read_batch, read_records
+from streamml.gateway.native import quick_batch, read_batch, read_records
 from streamml.models.schema import Column, InputSchema, ValidatedBatch
 from streamml.settings import GatewaySettings
 

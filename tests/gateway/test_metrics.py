@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from streamml.local.services import free_port
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from streamml.stream.metrics import WorkerMetrics
-from streamml.stream.worker import Worker
+from streamml.worker.loop import Worker
+from streamml.worker.worker_metrics import WorkerMetrics
 from tests.helpers import gateway_client
 
 RECORDS = [{"Designation": 2.0, "Mental Fatigue Score": 6.5}, {"Sleep Hours": 6.0}, {"Gender": "Male"}]
@@ -50,7 +50,7 @@ async def test_gateway_and_worker_metrics_add_up_to_what_happened(
             "route": "knn",
             "records": orjson.dumps([{"Designation": "x"}]),
         }
-        await redis.xadd(settings.streams.stream, poison)  # type: ignore[arg-type]
+        await redis.xadd(settings.stream.name, poison)  # type: ignore[arg-type]
 
         port = free_port()
         metrics = WorkerMetrics()

@@ -12,7 +12,8 @@ import pytest
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
 
 from streamml.errors import InvalidRequest
-from streamml.gateway.open_inference import encode_response, infer_response, read_infer
+from streamml.gateway.open_inference import infer_response, read_infer
+from streamml.gateway.tensors import encode_response
 from streamml.settings import GatewaySettings
 
 LIMITS = GatewaySettings(max_records=10)

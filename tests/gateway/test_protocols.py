@@ -4,6 +4,7 @@ which are the registered model's own; the bodies ``mlflow models serve`` takes g
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from streamml.models.inference import records_to_frame
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
 from tests.conftest import make_settings
-from tests.helpers import process_env, start_worker
+from tests.helpers import load_route, process_env, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,7 @@ def native_predictions(url: str, route: str, rows: list[dict[str, Any]]) -> list
 
 
 def models_own(registry: ModelRegistry, route: str, rows: list[dict[str, Any]]) -> list[str]:
-    model = registry.load(registry.resolve(route))
+    model = asyncio.run(load_route(registry, route))
     return [str(label) for label in model.estimator.predict(records_to_frame(rows, model.schema))]
 
 
@@ -122,7 +123,7 @@ def test_tritons_client_speaks_to_every_route(
     assert client.is_server_ready()
     for route in ROUTES:
         metadata = client.get_model_metadata(route)
-        schema = shared_registry.schema(shared_registry.resolve(route))
+        schema = asyncio.run(load_route(shared_registry, route)).schema
         assert [tensor["name"] for tensor in metadata["inputs"]] == schema.names
         assert metadata["versions"] == ["1"]
         assert client.is_model_ready(route)
@@ -153,7 +154,7 @@ def test_mlflow_models_serve_and_streamml_answer_the_same_bodies_alike(
     served: tuple[str, Settings], shared_registry: ModelRegistry, tmp_path: Path
 ) -> None:
     url, _ = served
-    model_dir = shared_registry.download(shared_registry.resolve("lightgbm"))
+    model_dir = shared_registry.artifacts.model(asyncio.run(shared_registry.resolver.resolve("lightgbm")))
     serve = MlflowServe(tmp_path / "serve", model_dir, workers=1).start()
     try:
         split = FRAME.to_dict(orient="split")
@@ -184,7 +185,7 @@ def test_refusals_on_the_protocols_keep_the_limits_and_auth_and_publish_nothing(
     start_gateway: Callable[..., tuple[str, Settings]],
 ) -> None:
     url, settings = start_gateway(
-        STREAMML_API_KEYS="sk-protocols",
+        STREAMML_GATEWAY_API_KEYS="sk-protocols",
         STREAMML_GATEWAY_DEFAULT_ROUTE="svm",
         STREAMML_GATEWAY_MAX_BODY_BYTES="4096",
     )
@@ -226,4 +227,4 @@ def test_refusals_on_the_protocols_keep_the_limits_and_auth_and_publish_nothing(
     named = httpx.post(url + "/v2/models/svm/infer", json={"inputs": [tensor]}, headers=key)
     assert "record 0" in named.json()["error"]
     assert "Designation" in named.json()["error"]
-    assert Redis.from_url(settings.redis_url()).xlen(settings.streams.stream) == 0
+    assert Redis.from_url(settings.redis_url()).xlen(settings.stream.name) == 0

@@ -31,7 +31,7 @@ async def test_seed_example_is_accepted_for_every_route(
             assert body["stream_id"]
             assert body["missing_features"]["Mental Fatigue Score"] == 1
             assert "Designation" not in body["missing_features"]
-    assert await redis.xlen(settings.streams.stream) == 3
+    assert await redis.xlen(settings.stream.name) == 3
 
 
 async def test_published_entry_uses_the_signature_names(
@@ -43,7 +43,7 @@ async def test_published_entry_uses_the_signature_names(
             json={"data": [{"resource-allocation": 3, "WFH setup available": "Yes", "GENDER": "Male"}]},
         )
     assert response.status_code == 202
-    entries: Any = await redis.xrange(settings.streams.stream)
+    entries: Any = await redis.xrange(settings.stream.name)
     [(_, fields)] = entries
     assert fields[b"route"] == b"knn"
     assert fields[b"records"] == b'[{"Resource Allocation":3.0,"WFH Setup Available":"Yes","Gender":"Male"}]'
@@ -101,7 +101,7 @@ async def test_invalid_requests_are_rejected_and_publish_nothing(
     for name in names:
         assert name in text, text
     assert "Traceback" not in response.text
-    assert await redis.xlen(settings.streams.stream) == 0
+    assert await redis.xlen(settings.stream.name) == 0
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
@@ -118,7 +118,7 @@ async def test_non_finite_numbers_are_rejected_naming_record_and_field(
     assert problem["record"] == 1
     assert problem["field"] == "Team Size"
     assert "finite" in problem["message"]
-    assert await redis.xlen(settings.streams.stream) == 0
+    assert await redis.xlen(settings.stream.name) == 0
 
 
 async def test_unknown_route_is_404_listing_the_routes(
@@ -131,7 +131,7 @@ async def test_unknown_route_is_404_listing_the_routes(
     assert "xgboost" in message
     for route in ("svm", "knn", "lightgbm"):
         assert route in message
-    assert await redis.xlen(settings.streams.stream) == 0
+    assert await redis.xlen(settings.stream.name) == 0
 
 
 async def test_missing_model_parameter_is_422(
@@ -213,7 +213,7 @@ async def test_ready_needs_a_live_worker(
 
         await drain(settings, redis, shared_registry)  # a worker's heartbeat lasts after it drains
 
-        await redis.zadd(keys.workers_heartbeat_key(settings.streams.stream), {"someone": time.time()})
+        await redis.zadd(keys.workers_heartbeat_key(settings.stream.name), {"someone": time.time()})
         ready = await client.get("/ready")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["models"]["svm"] == "SVC v1"
@@ -226,7 +226,7 @@ async def test_ready_is_503_while_a_route_cannot_resolve_whatever_its_error_says
     contain " v" (here from the model's name) still means not ready."""
     routes = {"svm": "models:/SVC@champion", "ghost": "models:/Ghost v2@champion"}
     registry = ModelRegistry(tracking_uri, routes, trusted_types=DEFAULT_TRUSTED_TYPES)
-    await redis.zadd(keys.workers_heartbeat_key(settings.streams.stream), {"someone": time.time()})
+    await redis.zadd(keys.workers_heartbeat_key(settings.stream.name), {"someone": time.time()})
     async with gateway_client(settings, redis, registry) as client:
         response = await client.get("/ready")
     assert response.status_code == 503, response.text
@@ -241,7 +241,7 @@ async def test_synchronous_predict_waits_for_the_worker(
 ) -> None:
     import asyncio
 
-    from streamml.stream.worker import Worker
+    from streamml.worker.loop import Worker
 
     worker = Worker(redis, shared_registry, settings, consumer="sync-worker")
     running = asyncio.create_task(worker.run())
@@ -266,7 +266,7 @@ async def test_synchronous_predict_times_out_with_504(
         response = await client.post("/predict?model=svm", json=SEED_EXAMPLE)
     assert response.status_code == 504
     assert "/predictions/" in response.json()["error"]["message"]
-    assert await redis.xlen(settings.streams.stream) == 1  # still queued: it will be predicted
+    assert await redis.xlen(settings.stream.name) == 1  # still queued: it will be predicted
 
 
 async def test_backlog_over_the_limit_is_429_with_retry_after(
@@ -282,7 +282,7 @@ async def test_backlog_over_the_limit_is_429_with_retry_after(
     assert statuses == [202, 202, 429, 429]
     assert refused.headers["Retry-After"] == "1"
     assert refused.json()["error"]["code"] == "overloaded"
-    assert await redis.xlen(settings.streams.stream) == 2
+    assert await redis.xlen(settings.stream.name) == 2
 
 
 async def test_redis_down_is_503_with_retry_after_not_500(
@@ -325,7 +325,7 @@ async def test_idempotency_key_returns_the_first_response_and_publishes_once(
     assert other_body.status_code == 422
     assert "Idempotency-Key" in other_body.text
     assert fresh_key.json()["request_id"] != first.json()["request_id"]
-    assert await redis.xlen(settings.streams.stream) == 2
+    assert await redis.xlen(settings.stream.name) == 2
 
 
 async def test_a_refused_request_does_not_burn_its_idempotency_key(

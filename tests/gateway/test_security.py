@@ -172,7 +172,7 @@ async def test_hostile_input_is_refused_clearly_and_publishes_nothing(
     for word in words:
         assert word in text, text
     assert "Traceback" not in response.text
-    assert await redis.xlen(settings.streams.stream) == 0
+    assert await redis.xlen(settings.stream.name) == 0
 
 
 async def test_oversized_body_is_413_before_it_is_read(
@@ -188,7 +188,7 @@ async def test_oversized_body_is_413_before_it_is_read(
     chunked = await client.post("/predict_stream?model=svm", content=chunks(), headers=JSON)
     assert declared.status_code == chunked.status_code == 413
     assert "larger than" in chunked.json()["error"]["message"]
-    assert await redis.xlen(settings.streams.stream) == 0
+    assert await redis.xlen(settings.stream.name) == 0
 
 
 async def test_every_response_carries_a_request_id_for_the_logs(client: httpx.AsyncClient) -> None:
@@ -233,7 +233,7 @@ async def test_keys_are_required_everywhere_but_health(
     )
     assert wrong.status_code == 401
     assert "not valid" in wrong.json()["error"]["message"]
-    assert await redis.xlen(settings.streams.stream) == 0
+    assert await redis.xlen(settings.stream.name) == 0
 
 
 async def test_keys_are_limited_to_routes_and_read_only_use(
@@ -251,7 +251,7 @@ async def test_keys_are_limited_to_routes_and_read_only_use(
         await keyed.post("/predict_stream?model=svm", content=GOOD, headers=JSON | read_only)
     ).status_code == 403
     assert (await keyed.get("/models", headers=read_only)).status_code == 200
-    assert await redis.xlen(settings.streams.stream) == 1
+    assert await redis.xlen(settings.stream.name) == 1
 
 
 async def test_a_client_reads_only_its_own_results(

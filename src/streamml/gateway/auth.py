@@ -1,6 +1,7 @@
 """Who may call the gateway: API keys, and the per-client rate limit.
 
-API keys are configured as JSON (``STREAMML_API_KEYS`` or the file ``STREAMML_API_KEYS_FILE``):
+API keys are configured as JSON (``STREAMML_GATEWAY_API_KEYS``, or the file
+``STREAMML_GATEWAY_API_KEYS_FILE``):
 
     [{"name": "team-a", "key": "sk-...", "routes": ["svm", "knn"]},
      {"name": "dashboard", "sha256": "<hex of the key>", "read_only": true}]

@@ -15,9 +15,9 @@ from importlib import resources
 from redis.exceptions import RedisError
 
 from streamml.models.registry import ModelRegistry
+from streamml.monitoring.observer import ModelInUse, Snapshot, StreamObserver
+from streamml.rollout.drift_monitor import drift_reports
 from streamml.settings import DriftSettings
-from streamml.stream.drift import drift_reports
-from streamml.stream.observe import ModelInUse, Snapshot, StreamObserver
 
 SNAPSHOT_EVERY_S = 1.0
 
@@ -48,7 +48,7 @@ class SnapshotHub:
             if self.drift is not None and snap.redis == "ok":
                 try:
                     snap.drift = await drift_reports(
-                        self.observer.redis, self.registry, self.observer.stream, self.drift
+                        self.observer.redis, self.registry, self.observer.topology, self.drift
                     )
                 except (RedisError, OSError) as exc:
                     snap.redis = f"unreachable ({type(exc).__name__})"
@@ -56,11 +56,13 @@ class SnapshotHub:
 
     async def _models(self) -> list[ModelInUse]:
         out = []
-        for route in self.registry.routes:
-            status = await self.registry.status(route)
-            alias = self.registry.targets[route].alias or ""
+        resolver = self.registry.resolver
+        for route in resolver.routes:
+            status = await resolver.status(route)
+            target = resolver.target(route)
+            alias = target.alias or ""
             if status.ref is None:
-                out.append(ModelInUse(route, self.registry.targets[route].name, "", alias, status.error))
+                out.append(ModelInUse(route, target.name, "", alias, status.error))
             else:
                 out.append(
                     ModelInUse(route, status.ref.name, status.ref.version, alias, status.refresh_error)

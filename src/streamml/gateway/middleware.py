@@ -1,9 +1,10 @@
 """ASGI middlewares of the gateway: the body-size limit (before a body is read), the response headers
 (security headers, and a request id for the logs), and the HTTP metrics."""
+# The body limit raises inside the endpoint's read of the body, so the endpoint's route class answers
+# it in its protocol's shape (streamml.gateway.http_errors.shaped_route).
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -11,8 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from streamml.errors import PayloadTooLarge
-from streamml.gateway.errors import error_document
-from streamml.gateway.metrics import GatewayMetrics
+from streamml.gateway.gateway_metrics import GatewayMetrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,8 +31,10 @@ SECURITY_HEADERS = [
 
 
 class BodyLimitMiddleware:
-    """413 before a body larger than ``limit`` bytes is read: by Content-Length when declared, else
-    (chunked bodies) as soon as the bytes received pass the limit."""
+    """:class:`PayloadTooLarge` (413) when an endpoint starts reading a body larger than ``limit``
+    bytes: at once when the declared Content-Length is over it, else (chunked bodies) as soon as the
+    bytes received pass it. An endpoint that refuses a request before reading its body (an unknown
+    route, a missing key) answers that instead."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -42,16 +44,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _send_error(
-                    scope, send, 413, PayloadTooLarge.code, f"the body is larger than {self.limit} bytes"
-                )
-                return
+        declared = next((value for name, value in scope.get("headers", []) if name == b"content-length"), b"")
+        over = declared.isdigit() and int(declared) > self.limit
         received = 0
 
         async def limited_receive() -> Message:
             nonlocal received
+            if over:
+                raise PayloadTooLarge(f"the body is larger than {self.limit} bytes")
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -88,18 +88,6 @@ class ResponseHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-async def _send_error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps(error_document(scope.get("path", ""), status, code, message, [])).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class MetricsMiddleware:

@@ -1,5 +1,6 @@
-"""MLflow's scoring protocol (``POST /invocations`` of ``mlflow models serve``): its request bodies read
-into records, and its error body.
+"""MLflow's scoring protocol, as ``mlflow models serve`` speaks it: ``POST /invocations`` (the default
+route) and ``POST /models/{route}/invocations``, ``GET /ping``, ``GET /version``; its request bodies read
+into records, and its error body ``{"error_code", "message"}``.
 
 The four JSON formats MLflow documents for a model with a tabular signature — ``dataframe_split``,
 ``dataframe_records``, ``instances`` (records), ``inputs`` (records, or columns of values) — with an
@@ -13,10 +14,18 @@ from __future__ import annotations
 
 import csv
 import io
+from importlib import metadata
 from typing import Any
 
-from streamml.errors import InvalidRequest, Problem, UnsupportedMediaType
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from streamml.errors import InvalidRequest, NotFound, Problem, UnsupportedMediaType
+from streamml.gateway.context import AdmittedKey, Context, error_policy, replay_headers
+from streamml.gateway.http_errors import error_responses, shaped_route
 from streamml.gateway.intake import check_records, parse_json_body
+from streamml.gateway.openapi import path_parameters, request_body
 from streamml.settings import GatewaySettings
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -38,10 +47,93 @@ ERROR_CODES = {
 """HTTP status -> the ``error_code`` MLflow's REST errors use for it (``mlflow.protos.databricks``)."""
 
 
-def error_body(status: int, message: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
+def error_body(status: int, code: str, message: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
     """MLflow's error shape, ``{"error_code", "message"}``, with streamml's ``problems`` beside it
     (every record and field that is wrong; MLflow's clients read the first two keys)."""
     return {"error_code": ERROR_CODES.get(status, "INTERNAL_ERROR"), "message": message, "problems": problems}
+
+
+class MlflowErrorResponse(BaseModel):
+    """An error on MLflow's scoring endpoints, in MLflow's shape (with streamml's problems beside)."""
+
+    error_code: str
+    message: str
+    problems: list[dict[str, Any]] = Field(default_factory=list)
+
+
+MLFLOW_ERRORS = error_responses(MlflowErrorResponse)
+RECORD_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": True}
+INVOCATION_BODY = request_body(
+    {
+        "type": "object",
+        "description": f"Exactly one of {', '.join(FORMATS)}, as to `mlflow models serve`.",
+        "properties": {
+            "dataframe_split": {
+                "type": "object",
+                "required": ["columns", "data"],
+                "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "data": {"type": "array", "items": {"type": "array"}},
+                    "index": {"type": "array"},
+                },
+            },
+            "dataframe_records": {"type": "array", "items": RECORD_SCHEMA},
+            "instances": {"type": "array", "items": RECORD_SCHEMA},
+            "inputs": {
+                "oneOf": [
+                    {"type": "array", "items": RECORD_SCHEMA},
+                    {"type": "object", "additionalProperties": {"type": "array"}},
+                ]
+            },
+            "params": {"type": "object"},
+        },
+    },
+    **{CSV: {"schema": {"type": "string", "description": "A header row, then one record per row."}}},
+)
+
+router = APIRouter(route_class=shaped_route(error_body, error_policy), tags=["mlflow"])
+
+
+@router.get("/ping", response_class=PlainTextResponse)
+async def ping() -> PlainTextResponse:
+    """Liveness, as ``mlflow models serve`` answers it: 200, an empty line. (MLflow labels that line
+    ``application/json``, which it is not; here it is ``text/plain``. Its clients read the status.)"""
+    return PlainTextResponse("\n")
+
+
+@router.get("/version", response_class=PlainTextResponse)
+async def version() -> PlainTextResponse:
+    """The MLflow version this gateway speaks the scoring protocol of (MLflow's server answers its own)."""
+    return PlainTextResponse(metadata.version("mlflow"))
+
+
+@router.post("/invocations", responses=MLFLOW_ERRORS, openapi_extra=INVOCATION_BODY)
+@router.post(
+    "/models/{route}/invocations",
+    responses=MLFLOW_ERRORS,
+    openapi_extra=INVOCATION_BODY | path_parameters("route"),
+)
+async def invocations(request: Request, context: Context, key: AdmittedKey) -> JSONResponse:
+    """MLflow's scoring protocol on the path's ``route``, or on the default route
+    (``STREAMML_GATEWAY_DEFAULT_ROUTE``) at ``/invocations``: ``{"predictions": [...]}``, through the
+    stream."""
+    route = request.path_params.get("route") or context.settings.default_route
+    if route is None:
+        raise NotFound(
+            "POST /invocations serves the route STREAMML_GATEWAY_DEFAULT_ROUTE names, and none is set; "
+            "set it, or post to /models/{route}/invocations"
+        )
+    model = await context.submission.admit(route, key)  # 404/403 before the body is read
+    records = read_invocation(await request.body(), request.headers.get("content-type", ""), context.settings)
+    accepted, document = await context.predict(
+        model, records, key, idempotency_key=request.headers.get("idempotency-key")
+    )
+    served = document["model"]
+    headers = replay_headers(accepted) | {
+        "X-Model-Name": served["name"],
+        "X-Model-Version": served["version"],
+    }
+    return JSONResponse({"predictions": document["predictions"]}, headers=headers)
 
 
 def read_invocation(raw: bytes, content_type: str, limits: GatewaySettings) -> list[Any]:

@@ -10,16 +10,21 @@ one BYTES tensor of labels, ``predictions``.
 
 from __future__ import annotations
 
-import math
-import struct
-from collections.abc import Iterator
+from importlib import metadata
 from typing import Any
 
-import numpy as np
-import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from streamml.errors import InvalidRequest, Problem
+from streamml.errors import NotFound
+from streamml.gateway.context import AdmittedKey, Context, error_policy, replay_headers
+from streamml.gateway.http_errors import error_responses, shaped_route
 from streamml.gateway.intake import check_records, parse_json_body
+from streamml.gateway.openapi import path_parameters, request_body
+from streamml.gateway.operations import readiness
+from streamml.gateway.tensors import Chunks, encode_response, invalid, read_tensor
+from streamml.models.refs import ModelRef
 from streamml.models.schema import InputSchema
 from streamml.settings import GatewaySettings
 
@@ -36,25 +41,17 @@ SIGNATURE_DATATYPES = {
 }
 """An MLflow signature's column type -> the tensor datatype the metadata announces for it."""
 
-NUMPY_DTYPES = {
-    "BOOL": "?",
-    "INT8": "<i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "UINT8": "<u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "FP32": "<f4",
-    "FP64": "<f8",
-}
-"""Fixed-size datatypes and their little-endian layout in the binary extension."""
 
-
-def error_body(message: str) -> dict[str, str]:
-    """The protocol's error shape (what Triton's client reads)."""
+def error_body(status: int, code: str, message: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """The protocol's error shape, ``{"error": message}`` (what Triton's client reads); the message
+    names the record and field."""
     return {"error": message}
+
+
+class OpenInferenceErrorResponse(BaseModel):
+    """An error under ``/v2``, in the Open Inference Protocol's shape."""
+
+    error: str
 
 
 def model_metadata(route: str, name: str, version: str, schema: InputSchema) -> dict[str, Any]:
@@ -95,58 +92,33 @@ class InferRequest:
         self.binary_output = binary_output
 
 
-def encode_response(response: dict[str, Any], *, binary: bool) -> tuple[bytes, dict[str, str]]:
-    """The response body and its headers: all JSON, or (``binary``) a JSON header followed by the
-    labels as length-prefixed bytes, as the binary tensor data extension has it."""
-    if not binary:
-        return orjson.dumps(response), {"Content-Type": "application/json"}
-    [output] = response["outputs"]
-    data = b"".join(struct.pack("<I", len(raw)) + raw for raw in (label.encode() for label in output["data"]))
-    header = response | {
-        "outputs": [
-            {k: v for k, v in output.items() if k != "data"} | {"parameters": {"binary_data_size": len(data)}}
-        ]
-    }
-    encoded = orjson.dumps(header)
-    return encoded + data, {
-        "Content-Type": "application/octet-stream",
-        "Inference-Header-Content-Length": str(len(encoded)),
-    }
-
-
 def read_infer(raw: bytes, header_length: str | None, limits: GatewaySettings) -> InferRequest:
     """The request's records, or a 413/422 naming the tensor (and record) that is wrong."""
     json_part, binary = raw, b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(raw):
-            raise _invalid(
-                "Inference-Header-Content-Length must be the JSON header's size in bytes", "header"
-            )
+            raise invalid("Inference-Header-Content-Length must be the JSON header's size in bytes", "header")
         json_part, binary = raw[: int(header_length)], raw[int(header_length) :]
     body = parse_json_body(json_part, limits)
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise _invalid("the body must be an object with a non-empty 'inputs' list of tensors", "inputs")
+        raise invalid("the body must be an object with a non-empty 'inputs' list of tensors", "inputs")
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise _invalid("'id' must be a string", "id")
+        raise invalid("'id' must be a string", "id")
     binary_output = _binary_output(body.get("parameters"), body.get("outputs"))
-    chunks = _Chunks(binary)
-    columns = [_tensor(index, tensor, chunks, limits) for index, tensor in enumerate(body["inputs"])]
+    chunks = Chunks(binary)
+    columns = [read_tensor(index, tensor, chunks, limits) for index, tensor in enumerate(body["inputs"])]
     if chunks.left:
-        raise _invalid(f"{chunks.left} bytes of binary data follow the tensors that declared theirs", "body")
+        raise invalid(f"{chunks.left} bytes of binary data follow the tensors that declared theirs", "body")
     rows = {len(values) for _, values in columns}
     if len(rows) != 1:
-        raise _invalid("every input tensor must hold one value per row, and as many rows", "inputs")
+        raise invalid("every input tensor must hold one value per row, and as many rows", "inputs")
     records = [
         {name: value for name, values in columns if (value := values[row]) is not None}
         for row in range(rows.pop())
     ]
     check_records(records, limits)
     return InferRequest(records, request_id, binary_output)
-
-
-def _invalid(message: str, field: str) -> InvalidRequest:
-    return InvalidRequest([Problem(message, field=field)])
 
 
 def _binary_output(parameters: Any, outputs: Any) -> bool:
@@ -156,10 +128,10 @@ def _binary_output(parameters: Any, outputs: Any) -> bool:
     if outputs is None:
         return wanted
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        raise _invalid("'outputs' must be a list of {name} objects", "outputs")
+        raise invalid("'outputs' must be a list of {name} objects", "outputs")
     unknown = [o.get("name") for o in outputs if o.get("name") != OUTPUT]
     if unknown:
-        raise _invalid(f"no output {unknown[0]!r}: this model has one output, {OUTPUT!r}", "outputs")
+        raise invalid(f"no output {unknown[0]!r}: this model has one output, {OUTPUT!r}", "outputs")
     for output in outputs:
         own = output.get("parameters")
         if isinstance(own, dict) and isinstance(own.get("binary_data"), bool):
@@ -167,85 +139,115 @@ def _binary_output(parameters: Any, outputs: Any) -> bool:
     return wanted
 
 
-class _Chunks:
-    """The binary data after the JSON header, handed out in the order the tensors declare it."""
+# -- the endpoints ---------------------------------------------------------------------------------
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.offset = 0
+TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "examples": ["FP64", "INT64", "BYTES"]},
+        "data": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+INFER_BODY = request_body(
+    {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "items": TENSOR_SCHEMA},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+            "parameters": {"type": "object"},
+        },
+    }
+)
+V2_ERRORS = error_responses(OpenInferenceErrorResponse)
+VERSIONED = "/versions/{version}"
+VERSION_PARAMETER = path_parameters("version")
+"""The versioned paths' extra parameter (read from ``request.path_params``: one function serves both)."""
 
-    @property
-    def left(self) -> int:
-        return len(self.data) - self.offset
-
-    def take(self, size: int, name: str) -> bytes:
-        if size < 0 or size > self.left:
-            raise _invalid(f"tensor {name!r}: binary_data_size {size} is more than the bytes sent", name)
-        chunk = self.data[self.offset : self.offset + size]
-        self.offset += size
-        return chunk
-
-
-def _tensor(index: int, tensor: Any, chunks: _Chunks, limits: GatewaySettings) -> tuple[str, list[Any]]:
-    """(name, one value per row, None where missing) of one input tensor."""
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-        raise _invalid(f"input {index} must be an object with a 'name'", f"inputs.{index}")
-    name: str = tensor["name"]
-    shape, datatype = tensor.get("shape"), tensor.get("datatype")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise _invalid(f"tensor {name!r}: 'shape' must be a list of sizes, rows first", name)
-    if math.prod(shape[1:]) != 1:
-        raise _invalid(f"tensor {name!r}: shape {shape} is not one column ([rows] or [rows, 1])", name)
-    if shape[0] > limits.max_records:
-        raise _invalid(f"tensor {name!r}: {shape[0]} rows; at most {limits.max_records}", name)
-    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in NUMPY_DTYPES):
-        raise _invalid(f"tensor {name!r}: unknown datatype {datatype!r}", name)
-    parameters = tensor.get("parameters") or {}
-    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
-    if size is not None:
-        if not isinstance(size, int):
-            raise _invalid(f"tensor {name!r}: binary_data_size must be an integer", name)
-        values = _from_binary(name, datatype, chunks.take(size, name))
-    elif "data" in tensor:
-        values = list(_flat(tensor["data"]))
-    else:
-        raise _invalid(f"tensor {name!r} has neither 'data' nor binary data", name)
-    if len(values) != shape[0]:
-        raise _invalid(f"tensor {name!r}: {len(values)} values for shape {shape}", name)
-    return name, [_missing_as_none(v) for v in values]
+router = APIRouter(route_class=shaped_route(error_body, error_policy), tags=["open inference protocol"])
 
 
-def _flat(data: Any) -> Iterator[Any]:
-    if isinstance(data, list):
-        for item in data:
-            yield from _flat(item)
-    else:
-        yield data
+@router.get("/v2")
+async def server_metadata() -> dict[str, Any]:
+    return {
+        "name": "streamml",
+        "version": metadata.version("streamml"),
+        "extensions": ["binary_tensor_data"],
+        "protocol_version": PROTOCOL_VERSION,
+    }
 
 
-def _from_binary(name: str, datatype: str, chunk: bytes) -> list[Any]:
-    if datatype == "BYTES":
-        values, offset = [], 0
-        while offset < len(chunk):
-            if offset + 4 > len(chunk):
-                raise _invalid(f"tensor {name!r}: a BYTES element's length is cut short", name)
-            [length] = struct.unpack_from("<I", chunk, offset)
-            offset += 4
-            if offset + length > len(chunk):
-                raise _invalid(f"tensor {name!r}: a BYTES element is cut short", name)
-            element = chunk[offset : offset + length]
-            offset += length
-            try:
-                values.append(element.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise _invalid(f"tensor {name!r}: a BYTES element is not UTF-8 text", name) from None
-        return values
-    dtype = np.dtype(NUMPY_DTYPES[datatype])
-    if len(chunk) % dtype.itemsize:
-        raise _invalid(f"tensor {name!r}: {len(chunk)} bytes is not a whole number of {datatype}", name)
-    return list(np.frombuffer(chunk, dtype=dtype).tolist())
+@router.get("/v2/health/live")
+async def server_live() -> dict[str, bool]:
+    return {"live": True}
 
 
-def _missing_as_none(value: Any) -> Any:
-    """NaN in a number tensor is a missing value (as in a pandas frame): the model imputes it."""
-    return None if isinstance(value, float) and math.isnan(value) else value
+@router.get("/v2/health/ready", responses=V2_ERRORS | {503: {"description": 'Not ready: {"ready": false}.'}})
+async def server_ready(request: Request, context: Context, key: AdmittedKey) -> JSONResponse:
+    """Ready as ``GET /ready`` is: Redis reachable, every route resolvable, a worker seen recently."""
+    ok, _ = await readiness(context)
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+
+@router.get("/v2/models/{route}", responses=V2_ERRORS)
+@router.get("/v2/models/{route}" + VERSIONED, responses=V2_ERRORS, openapi_extra=VERSION_PARAMETER)
+async def model_metadata_endpoint(
+    request: Request, context: Context, route: str, key: AdmittedKey
+) -> dict[str, Any]:
+    """The route's model: the version it resolves to, one input tensor per signature column."""
+    model = await _served(request, context, route, key)
+    return model_metadata(route, model.name, model.version, await context.submission.schema(model))
+
+
+@router.get("/v2/models/{route}/ready", responses=V2_ERRORS)
+@router.get("/v2/models/{route}" + VERSIONED + "/ready", responses=V2_ERRORS, openapi_extra=VERSION_PARAMETER)
+async def model_ready(request: Request, context: Context, route: str, key: AdmittedKey) -> dict[str, Any]:
+    """Ready when the route resolves to a model version."""
+    model = await _served(request, context, route, key)
+    return {"name": route, "version": model.version, "ready": True}
+
+
+@router.post("/v2/models/{route}/infer", responses=V2_ERRORS, openapi_extra=INFER_BODY)
+@router.post(
+    "/v2/models/{route}" + VERSIONED + "/infer",
+    responses=V2_ERRORS,
+    openapi_extra=INFER_BODY | VERSION_PARAMETER,
+)
+async def infer(request: Request, context: Context, route: str, key: AdmittedKey) -> Response:
+    """One inference request: one tensor per feature column in, the ``predictions`` tensor out."""
+    model = await _served(request, context, route, key)
+    read = read_infer(
+        await request.body(), request.headers.get("inference-header-content-length"), context.settings
+    )
+    accepted, document = await context.predict(
+        model, read.records, key, idempotency_key=request.headers.get("idempotency-key")
+    )
+    served = document["model"]
+    body = infer_response(
+        route,
+        served["version"],
+        served["name"],
+        read.request_id,
+        document["predictions"],
+        document["request_id"],
+    )
+    content, headers = encode_response(body, binary=read.binary_output)
+    return Response(content, headers=replay_headers(accepted) | headers)
+
+
+async def _served(request: Request, context: Context, route: str, key: AdmittedKey) -> ModelRef:
+    """The version ``route`` resolves to now; 404 for another version in the path (only the served
+    one answers)."""
+    model = await context.submission.admit(route, key)
+    version = request.path_params.get("version")
+    if version is not None and version != model.version:
+        raise NotFound(
+            f"model {route!r} serves version {model.version} ({model.name}); "
+            f"version {version!r} is not served here"
+        )
+    return model

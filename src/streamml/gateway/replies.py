@@ -15,9 +15,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from streamml import keys
 from streamml.errors import PredictionTimeout
-from streamml.stream.broker import Broker
+from streamml.stream.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +29,9 @@ LISTEN_POLL_S = 0.5
 class ReplyHub:
     """One pub/sub subscription per gateway process, waking the requests waiting on ``/predict``."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.channel = keys.replies_channel(broker.stream)
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self.channel = publisher.topology.replies
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -52,7 +51,7 @@ class ReplyHub:
     async def _listen(self) -> None:
         while not self._stopping.is_set():
             try:
-                async with self.broker.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self.publisher.slots.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
                     while not self._stopping.is_set():
                         message = await pubsub.get_message(timeout=LISTEN_POLL_S)
@@ -71,7 +70,7 @@ class ReplyHub:
         deadline = loop.time() + timeout_s
         try:
             while True:
-                document = await self.broker.result(request_id)
+                document = await self.publisher.result(request_id)
                 if document and document.get("status") == "done":
                     return document
                 remaining = deadline - loop.time()

@@ -1,10 +1,12 @@
 """The submission service: the business step between any entry point and the stream.
 
-``submit`` checks the route (and that the caller may use it), validates the records against the
-route's model signature, honours an ``Idempotency-Key`` (begin, then finish with the response, or
-release when nothing was published), applies back-pressure, and publishes. The HTTP routes, the
-producer's ``--via redis`` and the benchmarks all submit through it; none writes an entry by hand.
-Nothing here knows HTTP: refusals are domain errors, which the gateway maps to status codes.
+``admit`` checks the route (and that the caller may use it) and resolves it to the model version that
+serves it now, once per request; ``submit`` validates the records against that version's signature
+(or takes a batch a protocol's reader validated), honours an ``Idempotency-Key`` (begin, then finish
+with the response, or release when nothing was published), applies back-pressure, and publishes. The
+HTTP endpoints, the producer's ``--via redis`` and the benchmarks all submit through it; none writes an
+entry by hand. Nothing here knows HTTP: refusals are domain errors, which the gateway maps to status
+codes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streamml import keys
 from streamml.errors import (
     BrokerUnavailable,
     Forbidden,
@@ -31,11 +32,11 @@ from streamml.errors import (
     StreammlError,
 )
 from streamml.gateway.auth import ApiKey
-from streamml.gateway.intake import read_batch
+from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
 from streamml.models.schema import InputSchema, ValidatedBatch
-from streamml.settings import GatewaySettings
-from streamml.stream.broker import Broker
+from streamml.stream.publisher import Publisher
+from streamml.stream.topology import StreamTopology
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ class BacklogGate:
     """Back-pressure: refuse new work while the stream's backlog is over the limit. The reading is
     reused for ``max_age_s`` so a busy gateway asks Redis a few times a second, not per request."""
 
-    def __init__(self, broker: Broker, limit: int, max_age_s: float) -> None:
-        self.broker = broker
+    def __init__(self, publisher: Publisher, limit: int, max_age_s: float) -> None:
+        self.publisher = publisher
         self.limit = limit
         self.max_age_s = max_age_s
         self._backlog = 0
@@ -90,7 +91,7 @@ class BacklogGate:
     async def check(self) -> None:
         loop = asyncio.get_running_loop()
         if loop.time() - self._read_at >= self.max_age_s:
-            self._backlog = await self.broker.backlog()
+            self._backlog = await self.publisher.backlog()
             self._read_at = loop.time()
         if self._backlog >= self.limit:
             raise Overloaded(
@@ -105,18 +106,14 @@ class IdempotencyStore:
     ``begin`` reserves a key (SET NX) or returns what its first use recorded; ``finish`` stores the
     response; ``release`` frees a key whose request was refused, so it may be used again."""
 
-    def __init__(self, redis: Redis, stream: str, ttl_s: int, broker: Broker | None = None) -> None:
-        """With ``broker``, a key is kept under the hash tag of the partition its requests go to."""
+    def __init__(self, redis: Redis, topology: StreamTopology, ttl_s: int) -> None:
+        """A key is kept under the hash tag of the partition its requests go to."""
         self.redis = redis
-        self.stream = stream
+        self.topology = topology
         self.ttl_s = ttl_s
-        self.broker = broker
 
     def _name(self, key: str) -> str:
-        if self.broker is None:
-            return keys.idempotency_key(self.stream, key)
-        partition = self.broker.partitions[self.broker.partition_for(key)]
-        return keys.idempotency_key(partition.stream, key)
+        return self.topology.partition_for(key).idempotency_key(key)
 
     async def begin(self, key: str, fingerprint: str) -> dict[str, Any] | None:
         """None: the key is ours now, go on; else the record of its first use."""
@@ -151,71 +148,62 @@ class IdempotencyStore:
 
 class Submission:
     def __init__(
-        self, broker: Broker, registry: ModelRegistry, gate: BacklogGate, idempotency: IdempotencyStore
+        self, publisher: Publisher, registry: ModelRegistry, gate: BacklogGate, idempotency: IdempotencyStore
     ) -> None:
-        self.broker = broker
+        self.publisher = publisher
+        self.topology = publisher.topology
         self.registry = registry
         self.gate = gate
         self.idempotency = idempotency
 
-    def require_route(self, route: str, key: ApiKey | None) -> None:
-        """An unknown route is refused before anything else (UnknownRoute), then a key that may not
-        send to it (Forbidden)."""
-        self.registry.target(route)
+    async def admit(self, route: str, key: ApiKey | None) -> ModelRef:
+        """The model version that serves ``route`` now. Refused before anything else: an unknown route
+        (UnknownRoute), then a key that may not send to it (Forbidden), then a route that does not
+        resolve (ModelUnavailable)."""
+        self.registry.resolver.target(route)
         if key is not None and not key.may_predict(route):
             raise Forbidden(f"the API key {key.name!r} may not send requests to model {route!r}")
+        return await self.registry.resolver.resolve(route)
+
+    async def schema(self, model: ModelRef) -> InputSchema:
+        """The input schema requests to ``model`` are validated against."""
+        return await self.registry.catalog.schema(model)
 
     async def submit(
         self,
-        route: str,
+        model: ModelRef,
         records: Sequence[Any],
         key: ApiKey | None,
         *,
         reply: bool = False,
         idempotency_key: str | None = None,
     ) -> Accepted:
-        """Validate, deduplicate, gate and publish one request; every refusal publishes nothing."""
-        self.require_route(route, key)
-        batch = (await self._schema(route)).validate(records)
-        return await self._publish(route, batch, key, reply=reply, idempotency_key=idempotency_key)
+        """Validate the records against ``model``'s schema, deduplicate, gate and publish one request;
+        every refusal publishes nothing."""
+        batch = (await self.schema(model)).validate(records)
+        return await self.submit_batch(model, batch, key, reply=reply, idempotency_key=idempotency_key)
 
-    async def submit_json(
+    async def submit_batch(
         self,
-        route: str,
-        body: bytes,
-        key: ApiKey | None,
-        *,
-        limits: GatewaySettings,
-        reply: bool = False,
-        idempotency_key: str | None = None,
-    ) -> Accepted:
-        """:meth:`submit` for a ``{"data": [...]}`` JSON body, read within ``limits``."""
-        self.require_route(route, key)
-        batch = read_batch(body, await self._schema(route), limits)
-        return await self._publish(route, batch, key, reply=reply, idempotency_key=idempotency_key)
-
-    async def _schema(self, route: str) -> InputSchema:
-        return await self.registry.aschema(await self.registry.aresolve(route))
-
-    async def _publish(
-        self,
-        route: str,
+        model: ModelRef,
         batch: ValidatedBatch,
         key: ApiKey | None,
         *,
-        reply: bool,
-        idempotency_key: str | None,
+        reply: bool = False,
+        idempotency_key: str | None = None,
     ) -> Accepted:
+        """:meth:`submit` for records a protocol's reader has validated already."""
+        route = model.route
         fingerprint = ""
         if idempotency_key is not None:
             fingerprint = hashlib.sha256(route.encode() + orjson.dumps(batch.records)).hexdigest()
             first = await self.idempotency.begin(idempotency_key, fingerprint)
             if first is not None:
                 return _replay(first, fingerprint)
-        request_id = self.broker.new_request_id(self.broker.partition_for(idempotency_key))
+        request_id = self.topology.new_request_id(self.topology.partition_for(idempotency_key))
         try:
             await self.gate.check()
-            stream_id = await self.broker.publish(
+            stream_id = await self.publisher.publish(
                 request_id, route, batch.records, reply=reply, owner=key.name if key else ""
             )
         except NotDurable:

@@ -2,7 +2,7 @@
 
 Per request: one counter and one histogram in the middleware, one counter where a request is accepted
 or refused. The stream's state (length, lag, pending, dead letters, consumers) and the model each route
-resolves to come from the last :class:`~streamml.stream.observe.Snapshot` (refreshed at most once a
+resolves to come from the last :class:`~streamml.monitoring.observer.Snapshot` (refreshed at most once a
 second, when ``/metrics`` or the dashboard asks), never from Redis per request.
 """
 
@@ -19,8 +19,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from streamml.errors import BrokerUnavailable, ModelUnavailable, Overloaded, RateLimited, StreammlError
-from streamml.stream.metrics import build_info
-from streamml.stream.observe import Snapshot
+from streamml.monitoring.build_info import build_info
+from streamml.monitoring.observer import Snapshot
 
 DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REFUSAL_REASONS: dict[type[StreammlError], str] = {
