@@ -1,5 +1,5 @@
 """``python -m streamml`` runs the CLI (how `streamml up` starts its children)."""
 
-from streamml.cli import app
+from streamml.cli.main import app
 
 app()
