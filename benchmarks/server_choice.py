@@ -19,7 +19,7 @@ from pathlib import Path
 from streamml.bench import wrk
 from streamml.bench.e2e_run import complete_records
 from streamml.bench.endtoend import StreammlStack, bodies, streamml_body
-from streamml.bench.processes import usage
+from streamml.bench.usage import usage
 from streamml.local.demo import local_demo_registry
 from streamml.local.services import EmbeddedRedis, ManagedProcess, free_port, wait_until_healthy
 from streamml.settings import DEFAULT_TRUSTED_TYPES

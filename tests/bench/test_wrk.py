@@ -16,9 +16,10 @@ import pytest
 from streamml.bench import wrk
 from streamml.local.services import free_port
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"),
+]
 
 
 class Answers(http.server.BaseHTTPRequestHandler):

@@ -11,16 +11,15 @@ from rich.console import Console
 from streamml.local.live import watch
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from streamml.stream.broker import Broker
-from tests.helpers import drain
+from tests.helpers import drain, publisher_for
 
 RECORDS = [{"Designation": 2.0}, {"Sleep Hours": 6.0}]
 
 
 async def _predicted(settings: Settings, redis: Redis, registry: ModelRegistry) -> None:
-    broker = Broker(redis, settings.streams)
+    publisher = publisher_for(settings, redis)
     for index in range(3):
-        await broker.publish(f"r{index}", "knn", RECORDS)
+        await publisher.publish(f"r{index}", "knn", RECORDS)
     await drain(settings, redis, registry)
 
 

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from streamml.local.services import free_port
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_worker_that_gives_up_on_redis_exits_3_saying_why(tmp_path: Path, tracking_uri: str) -> None:

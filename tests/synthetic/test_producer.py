@@ -23,6 +23,7 @@ def accounted(stats: ProducerStats) -> int:
     return stats.records_accepted + stats.records_rejected + stats.dropped_capacity + stats.dropped_backoff
 
 
+@pytest.mark.integration
 async def test_holds_200_records_per_second_over_mixed_routes(
     start_gateway: StartGateway, redis: Redis
 ) -> None:
@@ -35,7 +36,7 @@ async def test_holds_200_records_per_second_over_mixed_routes(
     assert stats.records_rejected == 0, summary["rejections"]
     assert stats.dropped_backoff == 0
     assert accounted(stats) == 2000  # anything not sent (slots busy while warming up) is counted
-    entries: Any = await redis.xrange(settings.streams.stream)
+    entries: Any = await redis.xrange(settings.stream.name)
     assert len(entries) == stats.records_accepted
     routes = Counter(fields[b"route"].decode() for _, fields in entries)
     assert routes["lightgbm"] / len(entries) == pytest.approx(0.5, abs=0.06)
@@ -43,6 +44,7 @@ async def test_holds_200_records_per_second_over_mixed_routes(
     assert routes["knn"] / len(entries) == pytest.approx(0.25, abs=0.06)
 
 
+@pytest.mark.integration
 async def test_backs_off_on_429_and_counts_what_it_could_not_send(
     start_gateway: StartGateway, redis: Redis
 ) -> None:
@@ -53,7 +55,7 @@ async def test_backs_off_on_429_and_counts_what_it_could_not_send(
 
     # The limit is soft: requests already past the check when the backlog filled still publish.
     assert 20 <= stats.records_accepted <= 20 + config.concurrency
-    assert await redis.xlen(settings.streams.stream) == stats.records_accepted  # a 429 publishes nothing
+    assert await redis.xlen(settings.stream.name) == stats.records_accepted  # a 429 publishes nothing
     assert stats.rejections.get("429 overloaded", 0) >= 1
     assert stats.backoffs >= 1
     assert stats.dropped_backoff > 0  # sends due while backing off are counted, not silently lost
@@ -81,7 +83,7 @@ async def test_straight_to_the_stream_goes_through_the_submission_service(
     assert 100 <= stats.records_accepted <= 400  # at most the backlog limit, one request at a time
     assert stats.rejections["429 overloaded"] >= 100  # refused by back-pressure, as over HTTP
     assert accounted(stats) == 2000
-    entries: Any = await redis.xrange(settings.streams.stream)
+    entries: Any = await redis.xrange(settings.stream.name)
     decoded = [decode_entry(sid.decode(), fields) for sid, fields in entries]
     assert [e.request_id for e in decoded] == stats.accepted_ids
     assert all(len(e.records) == 100 and e.route == "svm" for e in decoded)

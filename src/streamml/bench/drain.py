@@ -21,13 +21,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from streamml.models.inference import records_to_frame
+from streamml.models.inference import LoadedModel, records_to_frame
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
-from streamml.stream.broker import Broker
-from streamml.stream.worker import Worker
+from streamml.stream.publisher import Publisher
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
+from streamml.worker.loop import Worker
 
 
 @dataclass
@@ -52,14 +52,15 @@ class DrainResult:
     shares_of_all_runs: list[float]
 
 
-async def _fill(broker: Broker, route: str, records: list[dict[str, Any]], per_entry: int) -> None:
-    """The stream filled beforehand, through the broker's public publish (the entry format is its)."""
+async def _fill(publisher: Publisher, route: str, records: list[dict[str, Any]], per_entry: int) -> None:
+    """The stream filled beforehand, through the publisher (the entry format is its)."""
+    topology = publisher.topology
     requests = [
-        (broker.new_request_id(broker.partition_for(None)), route, records[start : start + per_entry])
+        (topology.new_request_id(topology.partition_for(None)), route, records[start : start + per_entry])
         for start in range(0, len(records), per_entry)
     ]
     for start in range(0, len(requests), FILL_CHUNK):
-        await broker.publish_many(requests[start : start + FILL_CHUNK])
+        await publisher.publish_many(requests[start : start + FILL_CHUNK])
 
 
 FILL_CHUNK = 1000
@@ -79,25 +80,24 @@ async def drain_once(
     """Seconds and CPU seconds for one worker (this process) to drain the pre-filled stream
     (``configure`` adjusts the worker's settings)."""
     settings = Settings.load(state_dir)
-    settings.metrics = metrics
+    settings.general.metrics = metrics
     if configure is not None:
         configure(settings)
-    settings.streams.stream = f"bench-{uuid.uuid4().hex[:8]}"
-    settings.streams.results_stream = f"{settings.streams.stream}:predictions"
+    settings.stream.name = f"bench-{uuid.uuid4().hex[:8]}"
+    settings.stream.results = f"{settings.stream.name}:predictions"
     settings.worker.batch_entries = max(1, 4096 // per_entry)
     redis = Redis.from_url(redis_url)
     try:
-        broker = Broker(redis, settings.streams)
-        await broker.ensure_group()
-        await _fill(broker, route, records, per_entry)
         worker = Worker(redis, registry, settings, consumer="bench")
+        await worker.consumer.ensure_groups()
+        await _fill(Publisher.of(redis, settings.stream), route, records, per_entry)
         cpu_before = time.process_time()
         started = time.perf_counter()
         stats = await worker.run(burst=True)
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
         assert stats.records == len(records), (stats.records, len(records))
-        await redis.delete(settings.streams.stream, settings.streams.results_stream)
+        await redis.delete(settings.stream.name, settings.stream.results)
         return seconds, cpu
     finally:
         await redis.aclose()
@@ -113,7 +113,7 @@ async def naive_rate(
         for record in records:
             await redis.xadd(stream, {"route": route, "records": json.dumps([record])})
         await redis.xgroup_create(stream, "naive", id="0")
-        ref = registry.resolve(route)
+        ref = await registry.resolver.resolve(route)
         started = time.perf_counter()
         done = 0
         while True:
@@ -121,7 +121,7 @@ async def naive_rate(
             if not reply:
                 break
             entry_id, fields = reply[0][1][0]
-            model = await asyncio.to_thread(registry._load_uncached, ref)  # per entry, as it was
+            model = await registry.loader.load_fresh(ref)  # per entry, as it was
             model.predict(json.loads(fields[b"records"]))
             await redis.xack(stream, "naive", entry_id)
             done += 1
@@ -149,7 +149,7 @@ class ModelSpeed:
 def model_speed(registry: ModelRegistry, route: str, records: list[dict[str, Any]]) -> ModelSpeed:
     """The model's speeds. A first call is not timed (its first pass was a third slower: lazy
     initialisation and cold caches), which the harness's ceiling did not do before."""
-    model = registry.load(registry.resolve(route))
+    model = asyncio.run(_loaded(registry, route))
     batches = [records[start : start + 4096] for start in range(0, len(records), 4096)]
     frames = [records_to_frame(batch, model.schema) for batch in batches]
     estimator = model.estimator
@@ -163,6 +163,10 @@ def model_speed(registry: ModelRegistry, route: str, records: list[dict[str, Any
     )
 
 
+async def _loaded(registry: ModelRegistry, route: str) -> LoadedModel:
+    return await registry.loader.load(await registry.resolver.resolve(route))
+
+
 def _rate(predict: Callable[[Any], Any], batches: list[Any], records: int) -> float:
     predict(batches[0])  # warm-up, not timed
     started = time.perf_counter()
@@ -173,7 +177,7 @@ def _rate(predict: Callable[[Any], Any], batches: list[Any], records: int) -> fl
 
 REPEATS = 3
 """Each drain runs this many times, each right after a measurement of the model's own speed, and the
-median pair is reported: this VM's speed drifts by up to 2x between minutes (shared cores), so a drain
+median pair is reported: a shared machine's speed drifts by up to 2x between minutes, so a drain
 is compared with a ceiling taken at the same time, never with one from another minute."""
 
 
@@ -188,8 +192,7 @@ def run(
     results = []
     with tempfile.TemporaryDirectory() as state:
         for route in routes:
-            ref = registry.resolve(route)
-            registry.load(ref)  # loading is start-up cost, not drain time
+            loaded = asyncio.run(_loaded(registry, route))  # loading is start-up cost, not drain time
             naive = asyncio.run(naive_rate(redis_url, registry, route, records[:naive_n]))
             for per_entry in (1, 100):
                 runs = []
@@ -204,7 +207,7 @@ def run(
                 results.append(
                     DrainResult(
                         route=route,
-                        model=f"{ref.name} v{ref.version}",
+                        model=f"{loaded.name} v{loaded.version}",
                         records=total,
                         records_per_entry=per_entry,
                         seconds=round(seconds, 3),

@@ -26,7 +26,7 @@ from streamml.synthetic.profile import Profile
 
 OPEN_LOOP_RATE = 1000.0
 SOAK_RATE = 500.0
-"""The steady-memory run's rate (and issue 6's open loop's): half the open loop's, for five minutes."""
+"""The steady-memory run's rate: half the open loop's, for five minutes."""
 
 
 def complete_records(count: int) -> list[dict[str, Any]]:
@@ -84,12 +84,13 @@ def run(
 ) -> dict[str, Any]:
     records = complete_records(50_000)
     registry = ModelRegistry(tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)
-    ref = registry.resolve(route)
-    model_dir = registry.download(ref)
+    ref = asyncio.run(registry.resolver.resolve(route))
+    model_dir = registry.artifacts.model(ref)
     outcomes: list[Outcome] = []
 
     # Both systems stay up and each scenario runs on one right after the other, so that a ratio compares
-    # runs a minute apart at most (this VM's speed drifts); the idle one polls, and costs next to nothing.
+    # runs a minute apart at most (a shared machine's speed drifts); the idle one polls, and costs next
+    # to nothing.
     stack = StreammlStack(
         root / "streamml", redis_url, tracking_uri, workers=workers, metrics=metrics, default_route=route
     ).start()

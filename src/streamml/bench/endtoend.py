@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from streamml import keys
 from streamml.bench import loadgen, wrk
-from streamml.bench.processes import Meter, usage
+from streamml.bench.usage import Meter, usage
 from streamml.local.services import ManagedProcess, free_port, wait_until_healthy
 from streamml.pacing import percentiles
 
@@ -116,11 +116,11 @@ class StreammlStack:
             "REDIS_URL": redis_url,
             "MLFLOW_TRACKING_URI": tracking_uri,
             "STREAMML_STATE_DIR": str(root / "state"),
-            "STREAMML_STREAM": self.stream,
-            "STREAMML_RESULTS_STREAM": self.results_stream,
+            "STREAMML_STREAM_NAME": self.stream,
+            "STREAMML_STREAM_RESULTS": self.results_stream,
             # Every result of a run must still be in the results stream when it is read back.
-            "STREAMML_RESULTS_MAXLEN": "5000000",
-            "STREAMML_RESULT_TTL_S": str(RESULT_TTL_S),
+            "STREAMML_STREAM_RESULTS_MAXLEN": "5000000",
+            "STREAMML_STREAM_RESULT_TTL_S": str(RESULT_TTL_S),
             "STREAMML_METRICS": "true" if metrics else "false",
             # One client sends everything here; the per-client limit is for the internet, not for this.
             "STREAMML_GATEWAY_RATE_LIMIT_PER_S": "0",

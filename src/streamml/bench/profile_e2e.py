@@ -24,7 +24,7 @@ from streamml.bench import wrk
 from streamml.bench.e2e_run import complete_records
 from streamml.bench.endtoend import StreammlStack, bodies, streamml_body
 from streamml.bench.harness import services
-from streamml.bench.processes import usage
+from streamml.bench.usage import usage
 
 TOP = 25
 TOTAL_SCAN = 400

@@ -4,6 +4,7 @@ MLFLOW_TRACKING_URI set (without it, demo models are trained into a temporary sq
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -29,6 +30,10 @@ def per_call_ms(call: Callable[[], Any], budget_s: float = 0.5) -> float:
     return (time.perf_counter() - started) * 1000.0 / calls
 
 
+async def load(registry: ModelRegistry, route: str) -> LoadedModel:
+    return await registry.loader.load(await registry.resolver.resolve(route))
+
+
 def main() -> None:
     route = sys.argv[1] if len(sys.argv) > 1 else "lightgbm"
     sizes = [int(a) for a in sys.argv[2:]] or [1, 100, 4096]
@@ -43,7 +48,7 @@ def main() -> None:
             trusted_types=DEFAULT_TRUSTED_TYPES,
         )
     registry = ModelRegistry(uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)
-    model = registry.load(registry.resolve(route))
+    model = asyncio.run(load(registry, route))
     print(f"{route}: {model.name} v{model.version}; mean ms per call")
     print(
         f"{'rows':>6} {'frame':>8} {'sklearn pipeline':>17} {'of it: preprocess':>18} {'model':>8} |"

@@ -19,8 +19,8 @@ from redis.asyncio import Redis, RedisCluster
 from streamml.local.cluster import LocalCluster
 from streamml.local.services import EmbeddedRedis
 from streamml.settings import StreamSettings
-from streamml.stream.broker import Broker
 from streamml.stream.durable import DurableWriter
+from streamml.stream.publisher import Publisher
 
 PUBLISHES = 4000
 IN_FLIGHT = 32
@@ -29,15 +29,17 @@ RECORD = [{"Designation": 2, "Sleep Hours": 5.6}]
 
 async def cpu_per_publish(client: Any, partitions: int, path: str) -> tuple[float, float]:
     """(CPU µs per publish in this process, publishes per second)."""
-    broker = Broker(client, StreamSettings(stream=f"cost-{time.time_ns()}", stream_partitions=partitions))
+    settings = StreamSettings(name=f"cost-{time.time_ns()}", partitions=partitions)
+    publisher = Publisher.of(client, settings, cluster=isinstance(client, RedisCluster))
     if path == "cluster pipeline":
-        broker.nodes = None  # every command through redis-py's cluster client
+        publisher.slots.nodes = None  # every command through redis-py's cluster client
     elif path == "pinned connection":
-        broker.durable = DurableWriter("memory", 1000)
-    await broker.check_partitions()
+        publisher.durable = DurableWriter("memory", 1000)
+    await publisher.check()
+    topology = publisher.topology
 
     async def one() -> None:
-        await broker.publish(broker.new_request_id(broker.partition_for(None)), "svm", RECORD)
+        await publisher.publish(topology.new_request_id(topology.partition_for(None)), "svm", RECORD)
 
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(PUBLISHES // IN_FLIGHT):

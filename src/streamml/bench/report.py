@@ -33,8 +33,7 @@ def machine() -> dict[str, Any]:
 
 
 def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(target, measured, met, note) rows for the targets (issue 15's, and issue 6's that still stand)
-    the report has figures for."""
+    """(target, measured, met, note) rows for the benchmark's targets the report has figures for."""
     return _drain_targets(report.get("drain", {}).get("results", [])) + _e2e_targets(report.get("endtoend"))
 
 
@@ -342,9 +341,8 @@ def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
             "",
             f"Redis `used_memory` went from {first['redis_used_memory']:.1f} MB to "
             f"{last['redis_used_memory']:.1f} MB: it holds every result document for "
-            f"`STREAMML_RESULT_TTL_S` ({p.get('result_ttl_s', '?')} s in this run) and the results stream "
-            "up to its cap (raised for the "
-            "benchmark so that every result can be read back), so it grows by design until those limits "
-            "take over.",
+            f"`STREAMML_STREAM_RESULT_TTL_S` ({p.get('result_ttl_s', '?')} s in this run) and the results "
+            "stream up to its cap (raised for the benchmark so that every result can be read back), so it "
+            "grows by design until those limits take over.",
         ]
     return out

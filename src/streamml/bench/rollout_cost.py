@@ -3,7 +3,7 @@ then on, the default), and with a challenger shadowing every request (sample 1.0
 
 The champion and the challenger are two LightGBM versions of a model registered under a name of the
 benchmark's own (trained on different generated rows), so a registry given with MLFLOW_TRACKING_URI
-keeps its models where they are. Configurations alternate within each repeat (this VM's speed drifts
+keeps its models where they are. Configurations alternate within each repeat (a shared machine's speed drifts
 between minutes), and the median of each is reported with CPU microseconds per record.
 """
 
@@ -63,7 +63,12 @@ def register_pair(tracking_uri: str) -> str:
 
     from streamml.local.demo import training_frame
     from streamml.models.drift import TRAINING_PROFILE_ARTIFACT
-    from streamml.models.training import build_pipelines, features_and_labels, model_signature
+    from streamml.models.training import (
+        build_pipelines,
+        features_and_labels,
+        model_signature,
+        pinned_requirements,
+    )
     from streamml.synthetic.profile import training_profile
 
     name = f"streamml-bench-shadow-{uuid.uuid4().hex[:6]}"
@@ -85,6 +90,7 @@ def register_pair(tracking_uri: str) -> str:
                 registered_model_name=name,
                 serialization_format="skops",
                 skops_trusted_types=list(DEFAULT_TRUSTED_TYPES),
+                pip_requirements=pinned_requirements("LightGBM_Classifier"),
             )
             mlflow.log_text(training_profile(features, labels).to_json(), TRAINING_PROFILE_ARTIFACT)
     client.set_registered_model_alias(name, "champion", "1")
@@ -108,10 +114,7 @@ def run(*, redis_url: str, tracking_uri: str, quick: bool, metrics: bool = True)
         for challenger in (False, True)
     }
     for registry in registries.values():  # loads and the first alias lookups are start-up, not drain
-        for ref in (registry.resolve(ROUTE), registry.challenger(ROUTE)):
-            if ref is not None:
-                registry.load(ref)
-                registry.reference(ref)
+        asyncio.run(_warm(registry))
     results = []
     with tempfile.TemporaryDirectory() as state:
         for per_entry in (1, 100):
@@ -155,9 +158,16 @@ def run(*, redis_url: str, tracking_uri: str, quick: bool, metrics: bool = True)
     }
 
 
+async def _warm(registry: ModelRegistry) -> None:
+    for ref in (await registry.resolver.resolve(ROUTE), await registry.resolver.challenger(ROUTE)):
+        if ref is not None:
+            await registry.loader.load(ref)
+            await registry.catalog.reference(ref)
+
+
 def _configure(config: Config) -> Callable[[Settings], None]:
     def configure(settings: Settings) -> None:
-        settings.shadow_sample = config.shadow_sample
+        settings.rollout.shadow_sample = config.shadow_sample
         settings.drift.enabled = config.drift
 
     return configure

@@ -27,11 +27,11 @@ import redis
 
 from streamml import keys
 from streamml.bench import wrk
-from streamml.bench.processes import Meter
+from streamml.bench.usage import Meter
 from streamml.local.cluster import LocalCluster
 from streamml.local.services import EmbeddedRedis, ManagedProcess, free_port, wait_until_healthy
 from streamml.models.training import FEATURES
-from streamml.settings import DEFAULT_CLUSTER_PARTITIONS
+from streamml.stream.topology import CLUSTER_PARTITIONS
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
 
@@ -112,10 +112,10 @@ def run_e2e(
         "REDIS_URL": topology.url,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "STREAMML_STATE_DIR": str(root / stream),
-        "STREAMML_STREAM": stream,
-        "STREAMML_RESULTS_STREAM": f"{stream}:predictions",
+        "STREAMML_STREAM_NAME": stream,
+        "STREAMML_STREAM_RESULTS": f"{stream}:predictions",
         "STREAMML_REDIS_CLUSTER": "true" if topology.cluster else "false",
-        "STREAMML_DURABILITY": durability,
+        "STREAMML_STREAM_DURABILITY": durability,
         "STREAMML_GATEWAY_MAX_BACKLOG": "10000000",
         # One client sends everything here; the per-client limit is for the internet, not for this.
         "STREAMML_GATEWAY_RATE_LIMIT_PER_S": "0",
@@ -146,7 +146,7 @@ def run_e2e(
             if topology.cluster
             else redis.Redis.from_url(topology.url)
         )
-        count = DEFAULT_CLUSTER_PARTITIONS if topology.cluster else 1
+        count = CLUSTER_PARTITIONS if topology.cluster else 1
         streams = [keys.partition_name(stream, p, count) for p in range(count)]
         pids = {"gateway": gateway.pid, **{p.name: p.pid for p in pool}, **topology.nodes}
         meter = Meter(pids)
@@ -229,7 +229,9 @@ def main(tracking_uri: str, *, quick: bool, repeats: int = 3) -> dict[str, Any]:
                 )
         durability: dict[str, list[dict[str, Any]]] = {"memory": [], "fsync": [], "replica": []}
         with with_replica(root) as (topology, _):
-            for _ in range(1 if quick else repeats):  # alternate: this VM's speed drifts between minutes
+            for _ in range(
+                1 if quick else repeats
+            ):  # alternate: a shared machine's speed drifts between minutes
                 for mode in durability:
                     durability[mode].append(
                         run_e2e(

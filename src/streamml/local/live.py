@@ -14,9 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from streamml.local.processes import make_redis
+from streamml.monitoring.observer import Snapshot, StreamObserver
 from streamml.settings import Settings
-from streamml.stream.broker import Broker
-from streamml.stream.observe import Snapshot, StreamObserver
+from streamml.stream.status import StreamStatus
 
 CLASS_STYLES = {"Low": "green", "Medium": "yellow", "High": "red"}
 
@@ -103,7 +103,8 @@ async def watch(
     """Show a snapshot every ``every_s`` until ``stop(elapsed_s)`` returns an exit code: the live
     panel in a terminal, a line per interval otherwise (``plain``, or stdout not a terminal)."""
     redis = make_redis(settings)
-    observer = StreamObserver(redis, Broker(redis, settings.streams))
+    status = StreamStatus.of(redis, settings.stream, cluster=settings.redis.cluster)
+    observer = StreamObserver(redis, status)
     started = time.monotonic()
     live = None if plain or not console.is_terminal else Live(console=console, auto_refresh=False)
     try:

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.asyncio import Redis, RedisCluster
 
 from streamml.errors import RedisUnreachable
-from streamml.gateway.metrics import MULTIPROCESS_DIR
-from streamml.models.registry import ModelRef, ModelRegistry
+from streamml.gateway.gateway_metrics import MULTIPROCESS_DIR
+from streamml.models.refs import ModelRef
+from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
-from streamml.stream.batch import WorkerStats
-from streamml.stream.metrics import WorkerMetrics
-from streamml.stream.worker import Worker
+from streamml.stream.publisher import Publisher
 from streamml.synthetic.producer import Submit
+from streamml.worker.batch import WorkerStats
+from streamml.worker.loop import Worker
+from streamml.worker.worker_metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -55,7 +57,7 @@ def make_registry(
         cache_dir=cache,
         fast_path=settings.mlflow.fast_path,
         on_load=on_load,
-        challenger_alias=settings.mlflow.challenger_alias,
+        challenger_alias=settings.rollout.challenger_alias,
     )
 
 
@@ -91,8 +93,8 @@ def check_exposure(settings: Settings) -> str | None:
         return None
     if gateway.host not in LOOPBACK_HOSTS and not gateway.insecure:
         raise SystemExit(
-            f"refusing to serve on {gateway.host} without API keys: set STREAMML_API_KEYS (or "
-            "STREAMML_API_KEYS_FILE), or pass --insecure if the network in front of it is trusted"
+            f"refusing to serve on {gateway.host} without API keys: set STREAMML_GATEWAY_API_KEYS (or "
+            "STREAMML_GATEWAY_API_KEYS_FILE), or pass --insecure if the network in front of it is trusted"
         )
     return f"no API keys configured: anyone who can reach {gateway.host}:{gateway.port} may call the gateway"
 
@@ -130,10 +132,14 @@ def run_gateway(settings: Settings, *, log_level: str = "info", processes: int =
 def gateway_app(settings: Settings | None = None) -> FastAPI:
     """The gateway app with its Redis client and registry (uvicorn's factory in each process)."""
     from streamml.gateway.app import create_app
-    from streamml.stream.broker import Broker
 
     settings = settings or Settings.load()
-    return create_app(settings, Broker(make_redis(settings), settings.streams), make_registry(settings))
+    return create_app(settings, make_publisher(settings), make_registry(settings))
+
+
+def make_publisher(settings: Settings) -> Publisher:
+    """The gateway's publisher on a client of the configured Redis."""
+    return Publisher.of(make_redis(settings), settings.stream, cluster=settings.redis.cluster)
 
 
 def freeze_startup_heap() -> None:
@@ -216,22 +222,21 @@ async def direct_submission(settings: Settings) -> AsyncIterator[Submit]:
     """Submit to the stream without HTTP (``streamml produce --via redis``), through the service the
     gateway uses: the same validation, back-pressure and entry format."""
     from streamml.gateway.submission import BacklogGate, IdempotencyStore, Submission
-    from streamml.stream.broker import Broker
 
-    redis = make_redis(settings)
-    broker = Broker(redis, settings.streams)
+    publisher = make_publisher(settings)
     gateway = settings.gateway
     submission = Submission(
-        broker,
+        publisher,
         make_registry(settings),
-        BacklogGate(broker, gateway.max_backlog, gateway.backlog_check_s),
-        IdempotencyStore(redis, broker.stream, gateway.idempotency_ttl_s, broker),
+        BacklogGate(publisher, gateway.max_backlog, gateway.backlog_check_s),
+        IdempotencyStore(publisher.slots.redis, publisher.topology, gateway.idempotency_ttl_s),
     )
 
     async def submit(route: str, records: list[dict[str, Any]]) -> str:
-        return (await submission.submit(route, records, None)).request_id
+        model = await submission.admit(route, None)
+        return (await submission.submit(model, records, None)).request_id
 
     try:
         yield submit
     finally:
-        await redis.aclose()
+        await publisher.slots.redis.aclose()

@@ -173,7 +173,7 @@ class Stack:
             f"Prometheus   prometheus --config.file={prometheus_config}",
             f"MLflow       {tracking_uri}",
             f"Redis        {redis_shown}   (password in {password})",
-            f"stream       {self.settings.streams.stream}, group {self.settings.streams.group}, "
+            f"stream       {self.settings.stream.name}, group {self.settings.stream.group}, "
             f"{len(metrics_ports)} workers",
             f"predictions  {self.settings.predictions_csv()}",
             f"logs         {self.state / 'logs'}",
@@ -181,7 +181,7 @@ class Stack:
             "",
             f"try: curl -X POST '{gateway_url}/predict_stream?model=svm' -H 'Content-Type: application/json' "
             '-d \'{"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]}\'',
-            f'     {find_redis_cli()} -p {port} -a "$(cat {password})" xlen {self.settings.streams.stream}',
+            f'     {find_redis_cli()} -p {port} -a "$(cat {password})" xlen {self.settings.stream.name}',
         ]
         self.console.print(Panel("\n".join(lines), title="streamml is up (Ctrl-C stops everything)"))
 
