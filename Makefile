@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint format typecheck unit bench compose-smoke clean
+.PHONY: demo test check lint format typecheck unit integration bench compose-smoke clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,17 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/streamml up $(ARGS)
 
-## test: fast static checks first, then the suite against real Redis and MLflow
-test: check
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+## test: the whole suite, cheapest first: lint and types, then the unit tests, then the integration tests
+## (a failure stops it there)
+test: check unit integration
+
+## unit: the tests that start no server process (the run's one Redis and sqlite registry only); minutes
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+## integration: the tests that start gateways, workers, MLflow and Redis servers of their own
+integration: $(STAMP)
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 check: lint typecheck
 

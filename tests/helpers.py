@@ -16,12 +16,16 @@ from redis.asyncio import Redis
 from streamml.gateway.app import create_app
 from streamml.local.demo import training_frame
 from streamml.local.services import ManagedProcess
+from streamml.models.inference import LoadedModel
 from streamml.models.registry import ModelRegistry
-from streamml.models.training import features_and_labels
+from streamml.models.training import features_and_labels, pinned_requirements
 from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
-from streamml.stream.batch import WorkerStats
-from streamml.stream.broker import Broker
-from streamml.stream.worker import Worker
+from streamml.stream.consumer import Consumer, RawEntry
+from streamml.stream.nodes import SlotClients
+from streamml.stream.publisher import Publisher
+from streamml.stream.topology import StreamTopology
+from streamml.worker.batch import WorkerStats
+from streamml.worker.loop import Worker
 
 SEED_EXAMPLE = {"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]}
 """The example from the original project's README, exactly as a user types it."""
@@ -32,11 +36,33 @@ async def gateway_client(
     settings: Settings, redis: Redis, registry: ModelRegistry
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real FastAPI app (lifespan included) over ASGI, publishing to the test's stream."""
-    app = create_app(settings, Broker(redis, settings.streams), registry)
+    app = create_app(settings, publisher_for(settings, redis), registry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield client
+
+
+async def load_route(registry: ModelRegistry, route: str) -> LoadedModel:
+    """The model a route resolves to now, loaded (as a worker holds it)."""
+    return await registry.loader.load(await registry.resolver.resolve(route))
+
+
+def publisher_for(settings: Settings, redis: Redis) -> Publisher:
+    """A publisher on the test's stream."""
+    return Publisher.of(redis, settings.stream, cluster=settings.redis.cluster)
+
+
+def consumer_for(settings: Settings, redis: Redis, name: str = "test-consumer") -> Consumer:
+    """A consumer of the test's stream, as a worker named ``name`` would hold it."""
+    return Consumer(SlotClients(redis), StreamTopology.of(settings.stream), name)
+
+
+async def read_new(settings: Settings, redis: Redis, consumer: str, count: int) -> list[RawEntry]:
+    """Deliver up to ``count`` new entries of the test's (single) stream to ``consumer``, as a worker
+    that then dies would have them: pending, never acknowledged."""
+    reader = consumer_for(settings, redis, consumer)
+    return await reader.read_new(reader.topology.partitions[0], count)
 
 
 async def drain(
@@ -54,8 +80,8 @@ def process_env(settings: Settings, tracking_uri: str, **extra: str) -> dict[str
         "REDIS_URL": settings.redis_url(),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "STREAMML_STATE_DIR": str(settings.state_dir),
-        "STREAMML_STREAM": settings.streams.stream,
-        "STREAMML_RESULTS_STREAM": settings.streams.results_stream,
+        "STREAMML_STREAM_NAME": settings.stream.name,
+        "STREAMML_STREAM_RESULTS": settings.stream.results,
         **extra,
     }
 
@@ -99,6 +125,7 @@ def register(
             registered_model_name=name,
             serialization_format="skops",
             skops_trusted_types=list(DEFAULT_TRUSTED_TYPES),
+            pip_requirements=pinned_requirements("LightGBM_Classifier"),  # any demo pipeline's, stated
         )
     return str(info.registered_model_version)
 

@@ -11,54 +11,45 @@ import ast
 import re
 import sys
 import tomllib
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "streamml"
-LEAVES = {"settings", "keys", "errors", "pacing"}
+LEAVES = {"settings", "settings_reference", "keys", "errors", "pacing"}
 """Top-level modules everything may use; they import nothing of streamml's but each other."""
 
+PACKAGES = (
+    "models",
+    "stream",
+    "rollout",
+    "worker",
+    "monitoring",
+    "gateway",
+    "synthetic",
+    "local",
+    "bench",
+    "cli",
+)
+"""From the bottom up: a package may import only packages before it (and not all of those: FORBIDDEN)."""
+
+EVERY_PACKAGE = {f"streamml.{p}" for p in PACKAGES}
+HTTP = {"fastapi", "starlette"}
 FORBIDDEN: dict[str, set[str]] = {
     # package -> modules it must never import (prefix match on the dotted name)
-    "models": {
-        "redis",
-        "fastapi",
-        "starlette",
-        "streamml.gateway",
-        "streamml.stream",
-        "streamml.synthetic",
-        "streamml.local",
-        "streamml.bench",
-        "streamml.cli",
+    "models": {"redis", *HTTP, *(EVERY_PACKAGE - {"streamml.models"})},
+    "stream": {*HTTP, *(EVERY_PACKAGE - {"streamml.stream"})},  # the transport knows no models
+    "rollout": {*HTTP, *{f"streamml.{p}" for p in PACKAGES[3:]}},
+    "worker": {*HTTP, *{f"streamml.{p}" for p in ("gateway", "synthetic", "local", "bench", "cli")}},
+    "monitoring": {
+        *HTTP,
+        *{f"streamml.{p}" for p in ("worker", "gateway", "synthetic", "local", "bench", "cli")},
     },
-    "stream": {
-        "fastapi",
-        "starlette",
-        "streamml.gateway",
-        "streamml.synthetic",
-        "streamml.local",
-        "streamml.bench",
-        "streamml.cli",
-    },
-    "gateway": {
-        "streamml.stream.worker",
-        "streamml.stream.sinks",
-        "streamml.synthetic",
-        "streamml.local",
-        "streamml.bench",
-        "streamml.cli",
-    },
-    "synthetic": {
-        "redis",
-        "fastapi",
-        "streamml.gateway",
-        "streamml.stream",
-        "streamml.local",
-        "streamml.bench",
-        "streamml.cli",
-    },
+    "gateway": {f"streamml.{p}" for p in ("worker", "synthetic", "local", "bench", "cli")},
+    "synthetic": {"redis", *HTTP, *(EVERY_PACKAGE - {"streamml.synthetic", "streamml.models"})},
     "local": {"streamml.bench", "streamml.cli"},
+    "bench": {"streamml.cli"},
 }
 
 
@@ -97,9 +88,40 @@ def test_package_imports_only_what_its_layer_allows(package: str) -> None:
 
 def test_leaf_modules_import_only_other_leaves() -> None:
     others = {f"streamml.{p.name}" for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    others |= {"streamml.cli"}
     paths = [PACKAGE / f"{leaf}.py" for leaf in sorted(LEAVES)]
     assert violations(paths, others) == []
+
+
+def test_every_top_level_module_is_a_leaf_or_the_entry_point() -> None:
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+    assert modules == LEAVES
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} - {"data"}
+    assert packages == set(PACKAGES)
+
+
+def test_nothing_imports_the_command_line_but_the_entry_point() -> None:
+    paths = [p for p in PACKAGE.rglob("*.py") if "cli" not in p.relative_to(PACKAGE).parts[:1]]
+    assert [v for v in violations(paths, {"streamml.cli"}) if not v.startswith("__main__.py")] == []
+
+
+def test_only_the_bench_command_imports_the_benchmarks_and_only_when_it_runs() -> None:
+    """The benchmarks need the 'bench' extra: every other command works from a plain install."""
+    for path in modules_of("cli"):
+        tree = ast.parse(path.read_text())
+        top_level = {
+            n.module
+            for n in tree.body
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("streamml.bench")
+        }
+        assert top_level == set(), f"{path.name} imports {top_level} when the CLI starts"
+        if path.name != "benchmark.py":
+            assert violations([path], {"streamml.bench"}) == []
+
+
+def test_one_module_per_name_across_the_tree() -> None:
+    """Two metrics.py (or errors.py) make a reader hold the package in mind to know which is meant."""
+    names = Counter(p.stem for p in PACKAGE.rglob("*.py") if p.stem != "__init__")
+    assert sorted(name for name, count in names.items() if count > 1) == []
 
 
 def module_graph() -> dict[str, set[str]]:
@@ -197,3 +219,27 @@ def test_every_declared_dependency_is_imported_and_every_import_is_declared() ->
     imported = third_party_imports() | run_as_programs()
     assert sorted(set(declared) - imported) == []
     assert sorted(imported - set(declared)) == []
+
+
+def documented_modules() -> dict[str, set[str]]:
+    """Package -> the module names docs/architecture.md's package table lists for it."""
+    text = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
+    table = text.split("## Packages", 1)[1].split("\n\n", 2)[2].split("\n\n", 1)[0]
+    out: dict[str, set[str]] = {}
+    package = ""
+    for row in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        package = cells[0].strip("`/") or package
+        out.setdefault(package, set()).update(re.findall(r"`([a-z0-9_]+/?)`", cells[1]))
+    return out
+
+
+def test_the_architecture_document_lists_every_module_of_every_package() -> None:
+    documented = documented_modules()
+    for package in ("(top)", *PACKAGES):
+        folder = PACKAGE if package == "(top)" else PACKAGE / package
+        modules = {p.stem for p in folder.glob("*.py")} - {"__init__", "__main__"}
+        if package != "(top)":  # its sub-packages, and their modules
+            modules |= {f"{p.name}/" for p in folder.iterdir() if (p / "__init__.py").exists()}
+            modules |= {p.stem for p in folder.glob("*/*.py")} - {"__init__"}
+        assert modules - documented.get(package, set()) == set(), package
