@@ -80,6 +80,14 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
 
 
+@pytest.fixture(scope="session")
+def zoo(tracking_uri: str) -> Any:
+    """The model zoo (tests/models/zoo.py) registered in the session's registry."""
+    from tests.models.zoo import register_zoo
+
+    return register_zoo(tracking_uri)
+
+
 def make_settings(tmp_path: Path, redis_url: str, tracking_uri: str) -> Settings:
     settings = Settings.load(tmp_path / "state")
     settings.redis.url = redis_url

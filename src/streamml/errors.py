@@ -62,9 +62,12 @@ class ModelUnavailable(StreammlError):
 
 
 class ModelLoadError(ModelUnavailable):
-    """The model artifact exists but cannot be loaded safely (wrong format, untrusted types)."""
+    """The model version exists but this worker cannot serve it, and trying again will not change that:
+    an artifact that would run code without the opt-in, untrusted types, a kind without a loader, a
+    library missing. Its requests fail at once (``FailureReason.MODEL_NOT_SERVABLE``)."""
 
-    code = "model_load_failed"
+    code = "model_not_servable"
+    retry_later = False
 
 
 class BrokerUnavailable(StreammlError):
@@ -145,6 +148,25 @@ class NotFound(StreammlError):
     code = "not_found"
 
 
+class UnsupportedOutput(StreammlError):
+    """The request asks a model for an output it does not have (probabilities of a regressor, say)."""
+
+    code = "unsupported_output"
+
+
+class PredictionFailed(StreammlError):
+    """The request was accepted, then dead-lettered: a worker could not predict it (``reason`` says why,
+    as its dead letter does). A client waiting on it gets this at once, not a timeout."""
+
+    code = "prediction_failed"
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.code = reason or self.code
+        self.retry_later = reason == FailureReason.MODEL_LOAD_FAILED.value
+        super().__init__(message)
+
+
 class PredictionTimeout(StreammlError):
     """The prediction was not written within the synchronous wait."""
 
@@ -163,7 +185,12 @@ class FailureReason(StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     """The entry names a route this worker has no model for."""
     MODEL_LOAD_FAILED = "model_load_failed"
-    """The route's model could not be resolved or loaded (registry down, untrusted artifact...)."""
+    """The route's model could not be resolved or downloaded now (the registry or its store is down)."""
+    MODEL_NOT_SERVABLE = "model_not_servable"
+    """The route's model version cannot be served by this worker (an artifact that would run code
+    without the opt-in, a kind streamml has no loader for, a library missing): no retry mends it."""
+    UNSUPPORTED_OUTPUT = "unsupported_output"
+    """The request asks for an output its model does not have (probabilities of a regressor)."""
     PREDICTION_FAILED = "prediction_failed"
     """The model raised while predicting the entry's records (isolated from the rest of its batch)."""
 
@@ -174,7 +201,13 @@ class FailureReason(StrEnum):
 
 
 _PERMANENT = frozenset(
-    {FailureReason.INVALID_PAYLOAD, FailureReason.UNSUPPORTED_FORMAT, FailureReason.UNKNOWN_MODEL}
+    {
+        FailureReason.INVALID_PAYLOAD,
+        FailureReason.UNSUPPORTED_FORMAT,
+        FailureReason.UNKNOWN_MODEL,
+        FailureReason.MODEL_NOT_SERVABLE,
+        FailureReason.UNSUPPORTED_OUTPUT,
+    }
 )
 
 

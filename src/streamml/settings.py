@@ -176,6 +176,13 @@ class MlflowSettings(Group):
     fast_path: bool = True
     """Run imputers, scalers and one-hot encoders with numpy instead of through scikit-learn (same
     labels, checked at load; docs/architecture.md#inference). ``false`` always calls the pipeline."""
+    allow_pickle: bool | list[str] = False
+    """Also load models whose artifact runs code when it is loaded — pickle or cloudpickle, a custom
+    ``python_function`` model — as ``mlflow models serve`` does: ``true`` for every route, or a JSON list
+    of routes. Whoever can write to the registry can then run code in the workers (docs/security.md)."""
+    requirements: Literal["warn", "refuse", "ignore"] = "warn"
+    """When a model's logged requirements name versions other than the worker's: log which (``warn``),
+    refuse to serve it (``refuse``), or say nothing (``ignore``)."""
     experiment: str = "streamml-demo-models"
     """Experiment `streamml train` logs its runs and holdout metrics to."""
 

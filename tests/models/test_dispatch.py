@@ -10,8 +10,9 @@ from typing import Any
 
 from streamml.errors import FailureReason
 from streamml.models.dispatch import predict_batch
-from streamml.models.inference import records_to_frame
+from streamml.models.inference import EstimatorModel, records_to_frame
 from streamml.models.registry import ModelRegistry
+from streamml.output_kinds import PREDICT
 from streamml.settings import DEFAULT_TRUSTED_TYPES
 from tests.helpers import load_route
 
@@ -21,6 +22,7 @@ class Request:
     route: str
     records: list[dict[str, Any]] = field(default_factory=list)
     request_id: str = ""
+    output: str = PREDICT
 
 
 GOOD: list[dict[str, Any]] = [
@@ -47,6 +49,7 @@ async def test_one_predict_per_model_version_and_labels_in_request_order(
         # one call per version: every request of the group carries the same call's timings
         assert len({(s.predicted_ms, s.predict_ms) for s in group}) == 1
     model = await load_route(shared_registry, "svm")
+    assert isinstance(model, EstimatorModel)
     expected = [str(x) for x in model.estimator.predict(records_to_frame(GOOD, model.schema))]
     assert all(s.labels == expected for s in scored if s.model.name == "SVC")
 

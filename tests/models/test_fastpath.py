@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 from streamml.models.fastpath import compile_pipeline
-from streamml.models.inference import records_to_frame
+from streamml.models.inference import EstimatorModel, records_to_frame
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES
 from streamml.synthetic.producer import record_stream
@@ -44,11 +44,12 @@ async def test_fast_path_matches_scikit_learn_on_every_record(
     shared_registry: ModelRegistry, route: str
 ) -> None:
     model = await load_route(shared_registry, route)
+    assert isinstance(model, EstimatorModel)
     assert model.fast is not None, "the demo pipelines use only steps the fast path knows"
     records = generated(3000)
     expected = [str(x) for x in model.estimator.predict(records_to_frame(records, model.schema))]
-    assert model.predict(records) == expected
-    assert model.predict(records[:1]) == expected[:1]  # and one record at a time, the latency case
+    assert model.predict(records).values == expected
+    assert model.predict(records[:1]).values == expected[:1]  # and one record at a time, the latency case
 
 
 async def test_fast_path_can_be_turned_off(tracking_uri: str) -> None:
@@ -56,8 +57,9 @@ async def test_fast_path_can_be_turned_off(tracking_uri: str) -> None:
         tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES, fast_path=False
     )
     model = await load_route(registry, "lightgbm")
+    assert isinstance(model, EstimatorModel)
     assert model.fast is None
-    assert model.predict(generated(50)) == [
+    assert model.predict(generated(50)).values == [
         str(x) for x in model.estimator.predict(records_to_frame(generated(50), model.schema))
     ]
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from streamml.errors import ModelUnavailable
+from streamml.errors import ModelLoadError, ModelUnavailable
 from streamml.models.artifacts import Artifacts
 from streamml.models.drift import TRAINING_PROFILE_ARTIFACT, Reference
 from streamml.models.loader import ModelLoader
 from streamml.models.refs import ModelRef
 from streamml.models.schema import InputSchema
+from streamml.models.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +33,38 @@ class ModelCatalog:
         self._client = client
         self.artifacts = artifacts
         self.loader = loader
-        self._schemas: dict[Key, InputSchema] = {}
+        self._schemas: dict[Key, InputSchema | None] = {}
+        self._schema_reads: SingleFlight[Key, InputSchema | None] = SingleFlight()
         self._references: dict[Key, Reference | None] = {}
         self._incompatible: dict[tuple[str, str, str], str | None] = {}
 
-    async def schema(self, ref: ModelRef) -> InputSchema:
-        """The input schema of a model version (its MLflow signature); :class:`ModelUnavailable` when
-        it cannot be read."""
+    async def schema(self, ref: ModelRef) -> InputSchema | None:
+        """The input schema of a model version (its MLflow signature; None when it was logged without
+        one); :class:`ModelUnavailable` when it cannot be read."""
         key = (ref.name, ref.version)
-        cached = self._schemas.get(key)
-        if cached is None:
+        if key not in self._schemas:
             loaded = self.loader.loaded(ref)
-            cached = loaded.schema if loaded is not None else await asyncio.to_thread(self._read_schema, ref)
-            self._schemas[key] = cached
-        return cached
+            if loaded is not None:
+                self._schemas[key] = loaded.schema
+            else:
+                read = partial(asyncio.to_thread, self._read_schema, ref)
+                self._schemas[key] = await self._schema_reads.run(key, read)
+        return self._schemas[key]
 
-    def _read_schema(self, ref: ModelRef) -> InputSchema:
+    def _read_schema(self, ref: ModelRef) -> InputSchema | None:
         from mlflow.models import Model
 
         try:
             # Only the MLmodel file: the gateway needs the signature, not the model.
             signature = Model.load(self.artifacts.model(ref, "MLmodel")).signature
-            return InputSchema.from_mlflow_signature(signature)
         except Exception as exc:
             raise ModelUnavailable(f"cannot read the signature of {ref.uri}: {exc}") from exc
+        if signature is None or signature.inputs is None:
+            return None  # logged without one: records are taken as they come
+        try:
+            return InputSchema.from_mlflow_signature(signature)
+        except ValueError as exc:
+            raise ModelLoadError(f"cannot serve {ref.uri}: {exc}") from exc
 
     async def reference(self, ref: ModelRef) -> Reference | None:
         """The training data's profile logged with a model version (its drift reference), or None when
@@ -77,8 +87,11 @@ class ModelCatalog:
                 return None, True
             path = self.artifacts.of_run(run_id, TRAINING_PROFILE_ARTIFACT)
             document = json.loads(Path(path).read_text("utf-8"))
-            names = (self._schemas.get((ref.name, ref.version)) or self._read_schema(ref)).names
-            return Reference.from_profile(document, names), True
+            key = (ref.name, ref.version)
+            schema = self._schemas[key] if key in self._schemas else self._read_schema(ref)
+            if schema is None:
+                return None, True  # no signature: no columns to compare
+            return Reference.from_profile(document, schema.names), True
         except MlflowException as exc:
             if exc.error_code in _ABSENT:
                 return None, True  # not logged with this version
@@ -97,15 +110,15 @@ class ModelCatalog:
 
     async def _compare(self, champion: ModelRef, challenger: ModelRef) -> str | None:
         old, new = await self.schema(champion), await self.schema(challenger)
-        if old.as_dict() != new.as_dict():
-            added = sorted(set(new.names) - set(old.names))
-            removed = sorted(set(old.names) - set(new.names))
+        if (old.as_dict() if old else None) != (new.as_dict() if new else None):
+            old_names, new_names = set(old.names if old else []), set(new.names if new else [])
+            added, removed = sorted(new_names - old_names), sorted(old_names - new_names)
             detail = (
                 f"added {added}, removed {removed}" if added or removed else "types or required flags differ"
             )
             return f"its input signature differs from the champion's ({detail})"
-        old_classes = (await self.loader.load(champion)).classes
-        new_classes = (await self.loader.load(challenger)).classes
+        old_classes = (await self.loader.load(champion)).labels
+        new_classes = (await self.loader.load(challenger)).labels
         if old_classes != new_classes:
             return f"its output classes {new_classes} differ from the champion's {old_classes}"
         return None

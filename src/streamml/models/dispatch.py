@@ -25,12 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
-from streamml.errors import FailureReason, ModelUnavailable, UnknownRoute
+from streamml.errors import FailureReason, ModelLoadError, ModelUnavailable, UnknownRoute, UnsupportedOutput
 from streamml.models.inference import LoadedModel
 from streamml.models.loader import ModelLoader
 from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
 from streamml.models.traffic import Rollout, in_canary, in_shadow_sample
+from streamml.output_kinds import PREDICT
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ the work itself (~0.1 ms on the numpy path). Larger ones go to a thread so the l
 
 
 class Scorable(Protocol):
-    """What dispatch needs of a request: which route, and the validated records."""
+    """What dispatch needs of a request: which route, the validated records, and what it asks for
+    (``output_kinds.PREDICT`` or ``PROBA``)."""
 
     @property
     def route(self) -> str: ...
@@ -52,6 +54,9 @@ class Scorable(Protocol):
     @property
     def records(self) -> list[dict[str, Any]]: ...
 
+    @property
+    def output(self) -> str: ...
+
 
 R = TypeVar("R", bound=Scorable)
 
@@ -59,16 +64,18 @@ R = TypeVar("R", bound=Scorable)
 @dataclass(frozen=True)
 class ShadowLabels:
     model: ModelRef
-    labels: list[str]
+    labels: list[Any]
 
 
 @dataclass(frozen=True)
 class Scored(Generic[R]):
-    """A request's labels, one per record, and the model version that made them."""
+    """A request's predictions, one JSON value per record, and the model version that made them."""
 
     request: R
     model: ModelRef
-    labels: list[str]
+    labels: list[Any]
+    """One value per record, with the model's types (a label, a number, an object of columns, a list
+    of probabilities)."""
     predicted_ms: float
     """Epoch ms when the predict call returned."""
     predict_ms: float
@@ -77,6 +84,12 @@ class Scored(Generic[R]):
     """Answered by the challenger (``model``) as part of the route's canary share."""
     shadow: ShadowLabels | None = None
     """The challenger's labels for the same records (shadow scoring), never returned to the client."""
+    categorical: bool = False
+    """The values are class labels: counted by class, compared label by label with a challenger's."""
+    columns: list[str] | None = None
+    """The model answered a dict of arrays: MLflow's protocol lays the answer out as one object of lists."""
+    classes: list[Any] | None = None
+    """With probabilities: the class each position of a record's list stands for."""
 
 
 @dataclass(frozen=True)
@@ -132,23 +145,24 @@ async def predict_batch(
 
 @dataclass
 class _Group(Generic[R]):
-    """Requests that one model version scores in one predict call."""
+    """Requests that one model version scores in one call (its predict, or its predict_proba)."""
 
     ref: ModelRef
     canary: bool
+    output: str
     members: list[R] = field(default_factory=list)
 
 
 @dataclass
 class _Plan(Generic[R]):
-    groups: dict[tuple[str, str, bool], _Group[R]] = field(default_factory=dict)
+    groups: dict[tuple[str, str, bool, str], _Group[R]] = field(default_factory=dict)
     champions: dict[str, ModelRef] = field(default_factory=dict)
     """Route -> its champion, which answers what the route's canary cannot."""
     failed: list[Unscored[R]] = field(default_factory=list)
 
     def add(self, ref: ModelRef, canary: bool, request: R) -> None:
-        key = (ref.name, ref.version, canary)
-        self.groups.setdefault(key, _Group(ref, canary)).members.append(request)
+        key = (ref.name, ref.version, canary, request.output)
+        self.groups.setdefault(key, _Group(ref, canary, request.output)).members.append(request)
 
     def to_champion(self, requests: Sequence[R]) -> None:
         """A canary never fails a request: what the challenger could not answer, the champion answers."""
@@ -193,7 +207,7 @@ async def _choose(registry: ModelRegistry, route: str, canary_share: float) -> _
     except UnknownRoute as exc:
         return _RouteChoice(failure=(FailureReason.UNKNOWN_MODEL, exc))
     except ModelUnavailable as exc:
-        return _RouteChoice(failure=(FailureReason.MODEL_LOAD_FAILED, exc))
+        return _RouteChoice(failure=(load_failure(exc), exc))
     if canary_share <= 0:
         return _RouteChoice(champion)
     challenger = await registry.resolver.challenger(route)
@@ -230,11 +244,11 @@ async def _score(
                 if canary:
                     plan.to_champion(group.members)
                 else:
-                    failed += [Unscored(r, FailureReason.MODEL_LOAD_FAILED, exc) for r in group.members]
+                    failed += [Unscored(r, load_failure(exc), exc) for r in group.members]
                 continue
             count = sum(len(r.records) for r in group.members)
             done, poison = await _run(
-                predict_isolating, model, group.ref, group.members, canary, records=count
+                predict_isolating, model, group.ref, group.members, canary, group.output, records=count
             )
             scored += done
             if canary:
@@ -259,29 +273,54 @@ async def _run(
     return await asyncio.to_thread(function, model, ref, members, *args)
 
 
+def load_failure(exc: ModelUnavailable) -> FailureReason:
+    """A version this worker cannot serve fails its requests at once; one it cannot reach now, later."""
+    return (
+        FailureReason.MODEL_NOT_SERVABLE
+        if isinstance(exc, ModelLoadError)
+        else FailureReason.MODEL_LOAD_FAILED
+    )
+
+
 def predict_isolating(
-    model: LoadedModel, ref: ModelRef, requests: Sequence[R], canary: bool = False
+    model: LoadedModel, ref: ModelRef, requests: Sequence[R], canary: bool = False, output: str = PREDICT
 ) -> tuple[list[Scored[R]], list[Unscored[R]]]:
-    """One predict call for all requests; if it fails, split in halves until the bad ones are found."""
+    """One call for all requests; if it fails, split in halves until the bad ones are found (a request
+    for an output the model does not have fails whole: no half of it would do better)."""
     records = [record for request in requests for record in request.records]
     started = time.perf_counter()
     try:
-        labels = model.predict(records)
+        outputs = model.outputs(records, output)
+    except UnsupportedOutput as exc:
+        return [], [Unscored(r, FailureReason.UNSUPPORTED_OUTPUT, exc) for r in requests]
     except Exception as exc:
         if len(requests) == 1:
             return [], [Unscored(requests[0], FailureReason.PREDICTION_FAILED, exc)]
         middle = len(requests) // 2
-        left = predict_isolating(model, ref, requests[:middle], canary)
-        right = predict_isolating(model, ref, requests[middle:], canary)
+        left = predict_isolating(model, ref, requests[:middle], canary, output)
+        right = predict_isolating(model, ref, requests[middle:], canary, output)
         return left[0] + right[0], left[1] + right[1]
     predicted_ms = time.time() * 1000.0
     elapsed_ms = (time.perf_counter() - started) * 1000.0
+    categorical = output == PREDICT and outputs.categorical
     out: list[Scored[R]] = []
     offset = 0
     for request in requests:
-        count = len(request.records)
-        out.append(Scored(request, ref, labels[offset : offset + count], predicted_ms, elapsed_ms, canary))
-        offset += count
+        values = outputs.values[offset : offset + len(request.records)]
+        offset += len(request.records)
+        out.append(
+            Scored(
+                request,
+                ref,
+                values,
+                predicted_ms,
+                elapsed_ms,
+                canary,
+                categorical=categorical,
+                columns=outputs.columns,
+                classes=outputs.classes,
+            )
+        )
     return out, []
 
 
@@ -298,7 +337,9 @@ async def _shadow_champions(
     for ref, done in champions:
         by_route: dict[str, list[Scored[R]]] = {}
         for result in done:
-            by_route.setdefault(result.request.route, []).append(result)
+            # A challenger shadows class labels (compared label by label), not probabilities or values.
+            if result.request.output == PREDICT and result.categorical:
+                by_route.setdefault(result.request.route, []).append(result)
         for route, results in by_route.items():
             challenger = await registry.resolver.challenger(route)
             if challenger is None or challenger.version == ref.version:
@@ -344,11 +385,11 @@ async def _shadow(
 
 def _predict_timed(
     model: LoadedModel, ref: ModelRef, results: Sequence[Scored[Any]]
-) -> tuple[list[str], float]:
+) -> tuple[list[Any], float]:
     records = [record for result in results for record in result.request.records]
     started = time.perf_counter()
-    labels = model.predict(records)
-    return labels, (time.perf_counter() - started) * 1000.0
+    outputs = model.predict(records)
+    return outputs.values, (time.perf_counter() - started) * 1000.0
 
 
 def _records(results: Sequence[Scored[Any]]) -> int:

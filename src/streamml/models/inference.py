@@ -1,62 +1,159 @@
-"""A loaded model version: validated records in, class labels out, in one predict call.
+"""A loaded model version: validated records in, one prediction per record out, in one call.
 
 :mod:`streamml.models.dispatch` decides which records go to which loaded model and when a call runs in a
-thread; this module only turns records into the model's input (the checked numpy path of
-:mod:`streamml.models.fastpath`, else a frame for the scikit-learn pipeline) and calls it. ``predict``
+thread; a :class:`LoadedModel` turns records into the model's input (a frame with the signature's column
+types, or the checked numpy path of :mod:`streamml.models.fastpath`) and calls it. Each kind of model
+(:mod:`streamml.models.kinds`) answers as MLflow's own ``python_function`` wrapper of that kind answers,
+so a served prediction equals ``mlflow.pyfunc.load_model(uri).predict`` on the same frame. ``predict``
 blocks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from streamml.models.schema import NUMERIC_TYPES, InputSchema
+from streamml.errors import UnsupportedOutput
+from streamml.models.outputs import Outputs, from_model_output
+from streamml.models.refs import ModelRef
+from streamml.models.schema import InputSchema
+from streamml.output_kinds import PROBA
 
 if TYPE_CHECKING:
     from streamml.models.fastpath import FastPipeline
 
+DTYPES = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
+"""An MLflow column type -> the numpy type a frame holds it as (as MLflow's schema enforcement does)."""
+
 
 @dataclass
 class LoadedModel:
-    """A deserialized model version and the schema its inputs follow."""
+    """A model version ready to predict. Subclasses call the model as its kind's MLflow wrapper does."""
 
     route: str
     name: str
     version: str
-    estimator: Any
-    schema: InputSchema
+    schema: InputSchema | None
+    """The signature's inputs; None for a model logged without one (records are taken as they come)."""
+    kind: str = ""
+    """The kind of artifact it was loaded from (``streamml.models.kinds``), for logs and load states."""
+    executes_code: bool = False
+    """Loading it ran code from the artifact (pickle, a custom python_function): allowed per route only."""
+    classes: list[Any] | None = field(default=None)
+    """The labels a classifier answers, in the order of its probabilities; None when it does not say."""
+
+    def frame(self, records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+        return records_to_frame(records, self.schema)
+
+    def predict(self, records: Sequence[dict[str, Any]]) -> Outputs:
+        """One predict call for all ``records``: one value per record."""
+        return from_model_output(self.call(self.frame(records)), len(records))
+
+    def call(self, frame: pd.DataFrame) -> Any:
+        """The model's own predict on a frame, returned as the model returns it."""
+        raise NotImplementedError
+
+    @property
+    def has_proba(self) -> bool:
+        return False
+
+    def predict_proba(self, records: Sequence[dict[str, Any]]) -> Outputs:
+        """Class probabilities, one list per record, with the classes they stand for."""
+        raise UnsupportedOutput(f"{self.name} v{self.version} has no predict_proba: ask for its predictions")
+
+    def outputs(self, records: Sequence[dict[str, Any]], output: str) -> Outputs:
+        return self.predict_proba(records) if output == PROBA else self.predict(records)
+
+    @property
+    def labels(self) -> list[str]:
+        """The classes as text, sorted: what a challenger must share with its champion."""
+        return sorted(str(c) for c in self.classes) if self.classes is not None else []
+
+
+@dataclass
+class EstimatorModel(LoadedModel):
+    """A scikit-learn-API estimator (a scikit-learn pipeline, an LGBM or XGB classifier or regressor):
+    ``predict`` on a frame, ``predict_proba`` where it has one."""
+
+    estimator: Any = None
     fast: FastPipeline | None = None
     """The checked numpy path (:mod:`streamml.models.fastpath`), when the pipeline's steps allow one."""
 
-    @property
-    def classes(self) -> list[str]:
-        """The labels the model can answer, sorted (empty if the estimator does not say)."""
-        classes = getattr(self.estimator, "classes_", None)
-        return sorted(str(c) for c in classes) if classes is not None else []
+    @classmethod
+    def of(
+        cls,
+        ref: ModelRef,
+        schema: InputSchema | None,
+        estimator: Any,
+        *,
+        kind: str,
+        executes_code: bool = False,
+        fast: FastPipeline | None = None,
+    ) -> EstimatorModel:
+        """``estimator`` loaded for ``ref``, with the classes it was fitted on (``classes_``), if any."""
+        classes = getattr(estimator, "classes_", None)
+        return cls(
+            ref.route,
+            ref.name,
+            ref.version,
+            schema,
+            kind=kind,
+            executes_code=executes_code,
+            classes=list(classes) if classes is not None else None,
+            estimator=estimator,
+            fast=fast,
+        )
 
-    def predict(self, records: Sequence[dict[str, Any]]) -> list[str]:
-        """One predict call for all ``records``; absent features become NaN for the imputers."""
+    def predict(self, records: Sequence[dict[str, Any]]) -> Outputs:
         if self.fast is not None:
-            labels = self.fast.predict(records)
-        else:
-            labels = self.estimator.predict(records_to_frame(records, self.schema))
-        return [str(label) for label in labels]
+            return from_model_output(self.fast.predict(records), len(records))
+        return super().predict(records)
+
+    def call(self, frame: pd.DataFrame) -> Any:
+        return self.estimator.predict(frame)
+
+    @property
+    def has_proba(self) -> bool:
+        return callable(getattr(self.estimator, "predict_proba", None))
+
+    def predict_proba(self, records: Sequence[dict[str, Any]]) -> Outputs:
+        if not self.has_proba:
+            return super().predict_proba(records)
+        probabilities = from_model_output(self.estimator.predict_proba(self.frame(records)), len(records))
+        return Outputs(probabilities.values, classes=[_plain_class(c) for c in self.classes or []])
 
 
-def records_to_frame(records: Sequence[dict[str, Any]], schema: InputSchema) -> pd.DataFrame:
-    """Build the model's input frame column by column (much cheaper than per-row DataFrame work)."""
+def _plain_class(label: Any) -> Any:
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def records_to_frame(records: Sequence[dict[str, Any]], schema: InputSchema | None) -> pd.DataFrame:
+    """The model's input frame, built column by column (much cheaper than per-row DataFrame work) with
+    the signature's types: numbers as their numpy type (NaN where absent; an integer column with a gap
+    stays float, as pandas keeps it), booleans, datetimes parsed from ISO 8601, strings as objects.
+    Without a schema: the records' own columns, as pandas reads them."""
+    if schema is None:
+        return pd.DataFrame.from_records(list(records))
     columns: dict[str, Any] = {}
     nan = float("nan")
     for column in schema.columns:
         name = column.name
-        if column.type in NUMERIC_TYPES:
-            values = [record.get(name, nan) for record in records]
-            columns[name] = np.asarray(values, dtype=np.float64)
+        values = [record.get(name, nan) for record in records]
+        if column.type in DTYPES:
+            dtype = DTYPES[column.type]
+            try:
+                columns[name] = np.asarray(values, dtype=dtype)
+            except (TypeError, ValueError):  # an integer column with a gap: NaN needs a float
+                columns[name] = np.asarray(values, dtype=np.float64)
+        elif column.type == "boolean" and all(isinstance(v, bool) for v in values):
+            columns[name] = np.asarray(values, dtype=bool)
+        elif column.type == "datetime":
+            present = [None if v is nan else v for v in values]
+            columns[name] = pd.to_datetime(pd.Series(present, dtype=object), format="ISO8601").to_numpy()
         else:
-            columns[name] = pd.array([record.get(name, nan) for record in records], dtype=object)
+            columns[name] = pd.array(values, dtype=object)
     return pd.DataFrame(columns, columns=schema.names)

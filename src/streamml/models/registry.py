@@ -3,8 +3,9 @@ versions, the challenger), the :class:`ModelLoader` (download, safe load, the lo
 :class:`ModelCatalog` (schemas, drift references, compatibility). :class:`ModelRegistry` builds the three
 on one MLflow client and hands them out; each caller uses the one it needs.
 
-Models are loaded only in formats that run no code when loaded, with an allow-list of extra types that
-comes from our settings, not from the artifact (:mod:`streamml.models.kinds`).
+Models are loaded in formats that run no code when loaded, with an allow-list of extra types that comes
+from our settings, not from the artifact; artifacts that run code (pickle, custom ``python_function``
+models) only where the operator allowed it (:mod:`streamml.models.kinds`, :mod:`streamml.models.loader`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 from streamml.models.artifacts import Artifacts
 from streamml.models.catalog import ModelCatalog
 from streamml.models.kinds import default_kinds
-from streamml.models.loader import ModelLoader
+from streamml.models.loader import AllowCode, ModelLoader
 from streamml.models.refs import ModelRef
 from streamml.models.resolver import AliasResolver
 
@@ -36,6 +38,8 @@ class ModelRegistry:
         fast_path: bool = True,
         on_load: Callable[[ModelRef, float], None] | None = None,
         challenger_alias: str | None = None,
+        allow_code: AllowCode = False,
+        requirements: Literal["warn", "refuse", "ignore"] = "warn",
     ) -> None:
         from mlflow import MlflowClient  # mlflow is slow to import; only processes that need it pay
 
@@ -53,6 +57,8 @@ class ModelRegistry:
         self.loader = ModelLoader(
             self.artifacts,
             default_kinds(trusted_types, fast_path=fast_path),
+            allow_code=allow_code,
+            requirements=requirements,
             failure_memory_s=alias_refresh_s,
             clock=clock,
             on_load=on_load,

@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import chain
 from typing import Annotated, Any
 
@@ -71,9 +72,10 @@ class InputSchema:
 
     @classmethod
     def from_mlflow_signature(cls, signature: Any) -> InputSchema:
-        """Build from ``mlflow.models.ModelSignature``; a model without one cannot be validated."""
+        """Build from ``mlflow.models.ModelSignature`` (with named columns: a tensor signature is
+        refused, saying so)."""
         if signature is None or signature.inputs is None:
-            raise ValueError("the model has no input signature; log it with one")
+            raise ValueError("the model has no input signature")
         columns = []
         for spec in signature.inputs.inputs:
             if spec.name is None:
@@ -181,13 +183,27 @@ class InputSchema:
                     Problem(f"record {index}, field {column.name!r}: {error}", index, column.name)
                 )
                 continue
-            clean[column.name] = float(value) if column.type == "double" else value
+            clean[column.name] = _canonical(column, value)
         return clean
 
     def _hint(self, raw_name: str) -> str:
         lookup = {normalise_name(n): n for n in self.names}
         close = difflib.get_close_matches(normalise_name(raw_name), list(lookup), n=1, cutoff=0.6)
         return f"; did you mean {lookup[close[0]]!r}?" if close else ""
+
+
+def as_given(records: Sequence[Any]) -> ValidatedBatch:
+    """The records of a model without a signature: taken as they come, once each is an object."""
+    if not records:
+        raise InvalidRequest([Problem("'data' is empty: send at least one record", field="data")])
+    problems = [
+        Problem(f"record {index} must be an object of feature: value", record=index)
+        for index, record in enumerate(records)
+        if not isinstance(record, Mapping)
+    ]
+    if problems:
+        raise InvalidRequest(problems)
+    return ValidatedBatch([dict(record) for record in records], {})
 
 
 def _compile(columns: Sequence[Column], max_records: int, max_string_length: int) -> TypeAdapter[Any] | None:
@@ -208,6 +224,10 @@ def _compile(columns: Sequence[Column], max_records: int, max_string_length: int
     return TypeAdapter(body)
 
 
+LIMITS = {"float": 3.4028234663852886e38, "double": _BIG, "long": 2**63 - 1, "integer": 2**31 - 1}
+"""The largest magnitude each numeric column type holds (a float32, a double, an int64, an int32)."""
+
+
 def _type_error(column: Column, value: Any) -> str | None:
     """Why ``value`` does not fit ``column``, or None when it does."""
     kind = type(value).__name__
@@ -216,16 +236,33 @@ def _type_error(column: Column, value: Any) -> str | None:
             return f"expected a number, got {kind} {_show(value)}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"expected a finite number, got {value}"
-        if not -_BIG <= value <= _BIG:
-            return f"expected a number a double can hold, got {_show(value)}"
         if column.type in INTEGER_TYPES and isinstance(value, float) and not value.is_integer():
             return f"expected an integer, got {value}"
+        limit = LIMITS[column.type]
+        if not -limit - (column.type in INTEGER_TYPES) <= value <= limit:
+            return f"expected a number a {column.type} can hold, got {_show(value)}"
         return None
     if column.type in STRING_TYPES:
         return None if isinstance(value, str) else f"expected a string, got {kind} {_show(value)}"
     if column.type in BOOLEAN_TYPES:
         return None if isinstance(value, bool) else f"expected true or false, got {kind}"
+    if column.type == "datetime":
+        if not isinstance(value, str):
+            return f"expected a date and time in ISO 8601 (e.g. 2026-12-01T09:30:00), got {kind}"
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return f"expected a date and time in ISO 8601 (e.g. 2026-12-01T09:30:00), got {_show(value)}"
     return None
+
+
+def _canonical(column: Column, value: Any) -> Any:
+    """The value as the entry carries it: doubles and floats as floats, integers as ints."""
+    if column.type in ("double", "float"):
+        return float(value)
+    if column.type in INTEGER_TYPES:
+        return int(value)
+    return value
 
 
 def _show(value: Any) -> str:

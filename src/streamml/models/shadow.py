@@ -38,7 +38,7 @@ def increments(run: ShadowRun, results: Sequence[Scored[Any]]) -> dict[str, floa
     flips: Counter[tuple[str, str]] = Counter()
     for result in results:
         if result.shadow is not None and result.request.route == run.route and result.model == run.champion:
-            flips.update(zip(result.labels, result.shadow.labels, strict=True))
+            flips.update(zip(map(str, result.labels), map(str, result.shadow.labels), strict=True))
     compared = sum(flips.values())
     out: dict[str, float] = {
         "compared": compared,
