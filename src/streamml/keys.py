@@ -94,6 +94,12 @@ def shadow_pair_key(stream: str, route: str, champion: str, challenger: str) -> 
     return f"{stream}:shadow:{route}:{champion}:{challenger}"
 
 
+def model_states_key(stream: str) -> str:
+    """Hash of consumer -> the model version each route resolves to in that worker, and whether it
+    loaded (read by ``/ready``, ``streamml status`` and the dashboard)."""
+    return f"{stream}:models"
+
+
 def drift_key(stream: str, route: str) -> str:
     """Hash of consumer -> that worker's recent-records window of a route (``streamml drift``)."""
     return f"{stream}:drift:{route}"

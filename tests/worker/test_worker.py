@@ -244,7 +244,7 @@ async def test_poison_entries_are_dead_lettered_and_good_ones_predicted(
     await redis.xadd(stream, {"v": "1", "request_id": "no-route", "records": "[]"})
     await redis.xadd(stream, {"request_id": "no-version", "route": "knn", "records": orjson.dumps(RECORDS)})
     await redis.xadd(
-        stream, {"v": "2", "request_id": "from-the-future", "route": "knn", "records": orjson.dumps(RECORDS)}
+        stream, {"v": "99", "request_id": "from-the-future", "route": "knn", "records": orjson.dumps(RECORDS)}
     )
     await redis.xadd(
         stream, {"v": "1", "request_id": "unknown", "route": "xgboost", "records": orjson.dumps(RECORDS)}

@@ -133,7 +133,7 @@ class StreamObserver:
         if models is None:
             snap.registry = "not checked"  # the caller has no registry (the terminal view)
         elif any(m.error for m in models):
-            snap.registry = "some routes do not resolve"
+            snap.registry = "some routes cannot be served"
         try:
             await self._read(snap)
         except (RedisError, OSError) as exc:

@@ -22,6 +22,7 @@ from streamml.models.dispatch import Scored
 from streamml.models.drift import DriftWindow, Thresholds, WindowCounts, drift_report
 from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
+from streamml.output_kinds import PREDICT
 from streamml.settings import DriftSettings
 from streamml.stream.topology import StreamTopology
 
@@ -78,7 +79,7 @@ class DriftMonitor:
         """Add a batch's champion answers to their routes' windows."""
         by_route: dict[str, list[Scored[Any]]] = {}
         for result in results:
-            if not result.canary:
+            if not result.canary and result.request.output == PREDICT:
                 by_route.setdefault(result.request.route, []).append(result)
         for route, scored in by_route.items():
             model = scored[0].model
@@ -92,11 +93,13 @@ class DriftMonitor:
             for result in scored:
                 if result.model == model:
                     records += result.request.records
-                    labels += result.labels
+                    if result.categorical:  # the class mix: only a classifier's labels have one
+                        labels += map(str, result.labels)
             taken = current.admit(len(records), self.settings.max_records_per_s, time.monotonic())
             if taken < len(records):  # evenly spread over the batch
                 picks = [index * len(records) // taken for index in range(taken)]
-                records, labels = [records[i] for i in picks], [labels[i] for i in picks]
+                records = [records[i] for i in picks]
+                labels = [labels[i] for i in picks] if labels else []
             if records:
                 current.window.add(records, labels)
 

@@ -9,8 +9,12 @@ One entry per accepted request (it may carry many records), with fields:
     accepted_ms  gateway acceptance time, epoch milliseconds (latency is measured from here)
     reply        "1" when a client waits synchronously (POST /predict)
     owner        name of the API key that sent it (only with keys); only that key may read the result
+    out          "proba" when the request asks for class probabilities (format version 2 only)
 
-Only this module writes or reads that layout.
+An entry that asks for nothing but predictions is written as version 1, so a worker of the previous
+release still reads it; one that asks for probabilities is version 2, which such a worker dead-letters
+as ``unsupported_format`` instead of answering it with labels. Only this module writes or reads that
+layout.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from typing import Any
 import orjson
 
 from streamml.errors import FailureReason, InvalidEntry
+from streamml.output_kinds import OUTPUTS, PREDICT
 
 FORMAT_VERSION = "1"
 """Version of the entry layout (field ``v``); bumped on incompatible changes."""
-KNOWN_VERSIONS = frozenset({FORMAT_VERSION})
+OUTPUT_FORMAT_VERSION = "2"
+"""The version of an entry that asks for another output than the predictions (field ``out``)."""
+KNOWN_VERSIONS = frozenset({FORMAT_VERSION, OUTPUT_FORMAT_VERSION})
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Entry:
     reply: bool
     owner: str = ""
     """Name of the API key that sent the request ("" without keys); only it may read the result."""
+    output: str = PREDICT
+    """What the request asks of its model: ``predict`` (its predictions) or ``proba``."""
 
 
 def now_ms() -> float:
@@ -48,11 +57,17 @@ def now_ms() -> float:
 
 
 def encode_entry(
-    request_id: str, route: str, records: Sequence[dict[str, Any]], *, reply: bool, owner: str
+    request_id: str,
+    route: str,
+    records: Sequence[dict[str, Any]],
+    *,
+    reply: bool,
+    owner: str,
+    output: str = PREDICT,
 ) -> dict[str, str | bytes]:
     """The stream fields of a request accepted now."""
     fields: dict[str, str | bytes] = {
-        "v": FORMAT_VERSION,
+        "v": FORMAT_VERSION if output == PREDICT else OUTPUT_FORMAT_VERSION,
         "request_id": request_id,
         "route": route,
         "records": orjson.dumps(records),
@@ -62,6 +77,8 @@ def encode_entry(
         fields["reply"] = "1"
     if owner:
         fields["owner"] = owner
+    if output != PREDICT:
+        fields["out"] = output
     return fields
 
 
@@ -80,6 +97,9 @@ def decode_entry(stream_id: str, fields: dict[bytes, bytes]) -> Entry:
         records = orjson.loads(fields[b"records"])
         if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
             raise InvalidEntry("'records' is not a non-empty JSON list of objects")
+        output = fields.get(b"out", PREDICT.encode()).decode()
+        if output not in OUTPUTS:
+            raise InvalidEntry(f"unknown output {output!r} (field 'out')")
         return Entry(
             stream_id=stream_id,
             request_id=fields[b"request_id"].decode(),
@@ -88,6 +108,7 @@ def decode_entry(stream_id: str, fields: dict[bytes, bytes]) -> Entry:
             accepted_ms=float(fields.get(b"accepted_ms", b"0")),
             reply=fields.get(b"reply") == b"1",
             owner=fields.get(b"owner", b"").decode(),
+            output=output,
         )
     except KeyError as exc:
         raise InvalidEntry(f"missing field {exc.args[0]!r}") from exc

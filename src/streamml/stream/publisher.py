@@ -21,6 +21,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from streamml.errors import BrokerUnavailable
+from streamml.output_kinds import PREDICT
 from streamml.settings import StreamSettings
 from streamml.stream.durable import DurableWriter
 from streamml.stream.entry import encode_entry
@@ -69,14 +70,17 @@ class Publisher:
         *,
         reply: bool = False,
         owner: str = "",
+        output: str = PREDICT,
     ) -> str:
         """Record the request as pending and append its entry to its partition's stream, atomically.
         Returns the entry's stream id."""
-        [stream_id] = await self.publish_many([(request_id, route, records)], reply=reply, owner=owner)
+        [stream_id] = await self.publish_many(
+            [(request_id, route, records)], reply=reply, owner=owner, output=output
+        )
         return stream_id
 
     async def publish_many(
-        self, requests: Sequence[Request], *, reply: bool = False, owner: str = ""
+        self, requests: Sequence[Request], *, reply: bool = False, owner: str = "", output: str = PREDICT
     ) -> list[str]:
         """:meth:`publish` for many requests at once, one MULTI per partition (bulk loads, benchmarks).
         Returns the stream ids in order."""
@@ -98,7 +102,7 @@ class Publisher:
             commands: list[tuple[Any, ...]] = []
             for position in positions:
                 request_id, route, records = requests[position]
-                fields = encode_entry(request_id, route, records, reply=reply, owner=owner)
+                fields = encode_entry(request_id, route, records, reply=reply, owner=owner, output=output)
                 commands += [
                     ("HINCRBY", part.counters.accepted, route, len(records)),
                     ("SET", part.result_key(request_id), pending, "EX", self.result_ttl_s, "NX"),

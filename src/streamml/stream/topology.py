@@ -142,6 +142,10 @@ class StreamTopology:
         return keys.drift_key(self.name, route)
 
     @property
+    def model_states(self) -> str:
+        return keys.model_states_key(self.name)
+
+    @property
     def rate_limit_prefix(self) -> str:
         return keys.rate_limit_prefix(self.name)
 

@@ -27,7 +27,7 @@ from streamml.stream.deadletters import letter_fields
 from streamml.stream.entry import Entry, decode_entry, now_ms
 from streamml.stream.topology import Partition
 from streamml.worker.reconnect import REDIS_DOWN
-from streamml.worker.sinks import Result, Sink, WrittenBatch
+from streamml.worker.sinks import FailedRequest, Result, Sink, WrittenBatch
 from streamml.worker.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,18 @@ class Failure:
     fields: dict[bytes, bytes]
     reason: FailureReason
     error: BaseException
+
+    def told(self) -> FailedRequest | None:
+        """What its client is told once it is dead-lettered; None when the entry has no readable id."""
+        try:
+            request_id = self.fields[b"request_id"].decode()
+            route = self.fields.get(b"route", b"").decode()
+            owner = self.fields.get(b"owner", b"").decode()
+        except (KeyError, UnicodeDecodeError):
+            return None
+        reply = self.fields.get(b"reply") == b"1"
+        message = f"{type(self.error).__name__}: {self.error}"
+        return FailedRequest(request_id, self.stream_id, route, owner, reply, self.reason.value, message)
 
 
 @dataclass
@@ -119,7 +131,8 @@ class BatchHandler:
         ]
         await self._write(results)
         dead, retried = self._triage(failures, deliveries)
-        batch = WrittenBatch(results, now_ms(), dispatched.shadows, self.partition)
+        told = [told for failure in dead if (told := failure.told()) is not None]
+        batch = WrittenBatch(results, now_ms(), dispatched.shadows, self.partition, told)
         await self._settle(batch, dead, deliveries)
         if self.drift is not None:
             await self.drift.observe(results)
@@ -174,7 +187,8 @@ class BatchHandler:
             [r.request.stream_id for r in batch.results] + [f.stream_id for f in dead],
             letters,
             stage,
-            notices=[r.request.request_id for r in batch.results if r.request.reply],
+            notices=[r.request.request_id for r in batch.results if r.request.reply]
+            + [f.request_id for f in batch.failed if f.reply],
         )
 
     async def _write(self, results: list[Result]) -> None:

@@ -29,6 +29,7 @@ from redis.asyncio import Redis, RedisCluster
 from streamml.errors import ModelUnavailable, StreamGroupNotFound
 from streamml.models.registry import ModelRegistry
 from streamml.models.traffic import Rollout
+from streamml.monitoring.model_states import ModelStates
 from streamml.rollout.canary import CanaryStore
 from streamml.rollout.drift_monitor import DriftMonitor
 from streamml.settings import Settings
@@ -36,6 +37,7 @@ from streamml.stream.consumer import Consumer, RawEntry
 from streamml.stream.nodes import SlotClients, leaked_connection_error
 from streamml.stream.topology import StreamTopology
 from streamml.worker.batch import BatchHandler, WorkerStats
+from streamml.worker.loads import route_loads
 from streamml.worker.reconnect import REDIS_DOWN, Reconnect
 from streamml.worker.sinks import CsvSink, RedisSink, Sink
 from streamml.worker.worker_metrics import WorkerMetrics
@@ -101,6 +103,7 @@ class Worker:
             for part in self.topology.partitions
         ]
         self.canaries = CanaryStore(self.consumer.slots.redis, self.topology)
+        self.model_states = ModelStates(self.consumer.slots.redis, self.topology)
         self.drift_publish_s = settings.drift.publish_s
         self.shadow_sample = settings.rollout.shadow_sample
         self.rollout_refresh_s = settings.rollout.refresh_s
@@ -193,6 +196,7 @@ class Worker:
         if now >= self._due["heartbeat"]:
             self._due["heartbeat"] = now + self.config.heartbeat_s
             await self.consumer.heartbeat()
+            await self.model_states.publish(self.name, await route_loads(self.registry))
         if now >= self._due["rollout"]:
             await self._refresh_rollout()
         if now >= self._due["drift"] and self.drift is not None:
@@ -222,6 +226,7 @@ class Worker:
     async def _shutdown(self) -> None:
         try:
             await self.consumer.forget()
+            await self.model_states.forget(self.name)
             if self.drift is not None:  # its window still describes recent records
                 await self.drift.publish()
         except REDIS_DOWN:
@@ -244,7 +249,7 @@ class Worker:
             try:
                 await self.registry.loader.load(await self.registry.resolver.resolve(route))
             except ModelUnavailable as exc:
-                log.warning("cannot load the model of route %s yet: %s", route, exc)
+                log.warning("cannot load the model of route %s: %s", route, exc)
         # Models and libraries are loaded: keep the collector from walking them on every full pass.
         gc.collect()
         gc.freeze()

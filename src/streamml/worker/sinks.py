@@ -66,6 +66,34 @@ class VersionTally:
     """Its predict call's duration (one call per version and batch)."""
 
 
+@dataclass(frozen=True)
+class FailedRequest:
+    """A request of the batch that was dead-lettered: its client is told so at once."""
+
+    request_id: str
+    stream_id: str
+    route: str
+    owner: str
+    reply: bool
+    reason: str
+    message: str
+
+    def document(self, failed_ms: float) -> dict[str, Any]:
+        """What ``GET /predictions/{id}`` returns from now on (never ``pending`` again)."""
+        owner = {"owner": self.owner} if self.owner else {}
+        return owner | {
+            "status": "failed",
+            "request_id": self.request_id,
+            "stream_id": self.stream_id,
+            "model": {"route": self.route},
+            "error": {"code": self.reason, "message": self.message[:ERROR_MESSAGE_CHARS]},
+            "timings": {"failed_at": _iso(failed_ms)},
+        }
+
+
+ERROR_MESSAGE_CHARS = 500
+
+
 class WrittenBatch:
     """A batch's results as they are written: ``written_ms`` is when they are handed to Redis (latency
     runs from acceptance to then). The tallies are counted once, for every sink and the metrics."""
@@ -76,12 +104,15 @@ class WrittenBatch:
         written_ms: float,
         shadows: Sequence[ShadowRun],
         partition: Partition,
+        failed: Sequence[FailedRequest] = (),
     ) -> None:
         self.results = results
         self.written_ms = written_ms
         self.shadows = shadows
         self.partition = partition
         """The request stream partition the batch was read from (its Redis writes share its tag)."""
+        self.failed = failed
+        """Its dead-lettered requests (whose id could be read)."""
 
     @cached_property
     def records(self) -> int:
@@ -102,10 +133,12 @@ class WrittenBatch:
 
     @cached_property
     def classes(self) -> dict[tuple[str, str], int]:
-        """(route, label) -> records predicted with that label."""
+        """(route, label) -> records predicted with that label (class labels only: a regressor's
+        numbers are not counted by value)."""
         labels: dict[str, list[str]] = {}
         for result in self.results:
-            labels.setdefault(result.request.route, []).extend(result.labels)
+            if result.categorical:
+                labels.setdefault(result.request.route, []).extend(map(str, result.labels))
         return {(route, label): n for route, found in labels.items() for label, n in Tally(found).items()}
 
 
@@ -136,29 +169,40 @@ def written_latency_ms(result: Result, written_ms: float) -> float:
 
 
 def result_document(result: Result, written_ms: float) -> dict[str, Any]:
-    """What ``GET /predictions/{id}`` returns once the request is done."""
+    """What ``GET /predictions/{id}`` returns once the request is done: the predictions with the model's
+    types; ``columns`` when the model answered a dict of arrays, ``classes`` with probabilities."""
     entry = result.request
     owner = {"owner": entry.owner} if entry.owner else {}
-    return owner | {
-        "status": "done",
-        "request_id": entry.request_id,
-        "stream_id": entry.stream_id,
-        "model": {
-            "route": entry.route,
-            "name": result.model.name,
-            "version": result.model.version,
-            "canary": result.canary,
-        },
-        "records": len(result.labels),
-        "predictions": result.labels,
-        "timings": {
-            "accepted_at": _iso(entry.accepted_ms),
-            "predicted_at": _iso(result.predicted_ms),
-            "written_at": _iso(written_ms),
-            "latency_ms": round(written_latency_ms(result, written_ms), 3),
-            "batch_predict_ms": round(result.predict_ms, 3),
-        },
-    }
+    layout: dict[str, Any] = {}
+    if result.columns is not None:
+        layout["columns"] = result.columns
+    if result.classes is not None:
+        layout["classes"] = result.classes
+    return (
+        owner
+        | layout
+        | {
+            "status": "done",
+            "request_id": entry.request_id,
+            "stream_id": entry.stream_id,
+            "model": {
+                "route": entry.route,
+                "name": result.model.name,
+                "version": result.model.version,
+                "canary": result.canary,
+            },
+            "records": len(result.labels),
+            "output": entry.output,
+            "predictions": result.labels,
+            "timings": {
+                "accepted_at": _iso(entry.accepted_ms),
+                "predicted_at": _iso(result.predicted_ms),
+                "written_at": _iso(written_ms),
+                "latency_ms": round(written_latency_ms(result, written_ms), 3),
+                "batch_predict_ms": round(result.predict_ms, 3),
+            },
+        }
+    )
 
 
 class CsvSink:
@@ -188,8 +232,10 @@ class CsvSink:
             ):
                 # a non-empty JSON object always holds quotes, so always needs quoting
                 quoted = '"' + features.decode().replace('"', '""') + '"' if len(features) > 2 else "{}"
-                shadowed = f"{challenger},{label_field[shadow.labels[index]]}" if shadow else ","
-                lines.append(f"{head},{index},{model},{label_field[label]},{latency},{quoted},{shadowed}\n")
+                shadowed = f"{challenger},{label_field.cell(shadow.labels[index])}" if shadow else ","
+                lines.append(
+                    f"{head},{index},{model},{label_field.cell(label)},{latency},{quoted},{shadowed}\n"
+                )
         data = "".join(lines).encode()
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
@@ -247,6 +293,9 @@ class RedisSink:
                 fields["challenger_version"] = result.shadow.model.version
                 fields["challenger_predictions"] = orjson.dumps(result.shadow.labels)
             tx.xadd(part.results, fields, maxlen=self.results_maxlen, approximate=True)  # type: ignore[arg-type]
+        for failed in batch.failed:
+            document = orjson.dumps(failed.document(written_ms))
+            tx.set(part.result_key(failed.request_id), document, ex=self.result_ttl_s)
         stage_shadow(tx, part, batch.shadows, batch.results)
 
     def close(self) -> None:
@@ -278,12 +327,21 @@ def _csv_field(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-class _CsvLabels(dict[str, str]):
-    """Label -> its CSV field, computed once per label (a batch has a few labels and many rows)."""
+class _CsvLabels(dict[Any, str]):
+    """A prediction -> its CSV field: a label as its text, computed once per label (a batch has a few
+    labels and many rows); any other value (a number, a boolean, an object, a list) as its JSON."""
 
-    def __missing__(self, label: str) -> str:
-        self[label] = field = _csv_field(label)
+    def __missing__(self, key: Any) -> str:
+        value = key[1] if isinstance(key, tuple) else key
+        self[key] = field = _csv_field(value if isinstance(value, str) else orjson.dumps(value).decode())
         return field
+
+    def cell(self, value: Any) -> str:
+        if isinstance(value, str):
+            return self[value]
+        if isinstance(value, int | float):  # by type too: True, 1 and 1.0 are one dict key
+            return self[(type(value), value)]
+        return _csv_field(orjson.dumps(value).decode())
 
 
 def _csv_fields(*texts: str) -> str:
