@@ -24,7 +24,7 @@ FRAME = pd.DataFrame(RECORDS)
 
 def read(body: Any, content_type: str = "application/json") -> list[Any]:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return read_invocation(raw, content_type, LIMITS)
+    return read_invocation(raw, content_type, LIMITS).records
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from tritonclient.http import InferenceServerClient, InferInput, InferRequestedO
 from streamml.errors import InvalidRequest
 from streamml.gateway.open_inference import infer_response, read_infer
 from streamml.gateway.tensors import encode_response
+from streamml.output_kinds import PREDICT, PROBA
 from streamml.settings import GatewaySettings
 
 LIMITS = GatewaySettings(max_records=10)
@@ -47,12 +48,43 @@ def test_tritons_client_requests_give_one_record_per_row(binary: bool) -> None:
     assert read.request_id == "r-1"
 
 
-def test_the_one_output_may_be_asked_for_by_name_and_no_other() -> None:
+def test_naming_the_probabilities_output_asks_for_them_and_only_alone() -> None:
     body, length = triton_body(False, outputs=[InferRequestedOutput("predictions", binary_data=False)])
-    assert read_infer(body, length, LIMITS).records == RECORDS
+    read = read_infer(body, length, LIMITS)
+    assert (read.records, read.output) == (RECORDS, PREDICT)
     body, length = triton_body(False, outputs=[InferRequestedOutput("probabilities")])
-    with pytest.raises(InvalidRequest, match=r"'probabilities'.*'predictions'"):
+    assert read_infer(body, length, LIMITS).output == PROBA
+    both = [InferRequestedOutput("predictions"), InferRequestedOutput("probabilities")]
+    body, length = triton_body(False, outputs=both)
+    with pytest.raises(InvalidRequest, match="'probabilities' alone"):
         read_infer(body, length, LIMITS)
+
+
+def test_typed_predictions_go_back_as_typed_tensors_json_or_binary() -> None:
+    """Numbers as FP64, integers as INT64, booleans as BOOL, rows of columns as one tensor each,
+    probabilities as a two-dimensional FP64 tensor with the classes beside: Triton's client reads them."""
+    cases: list[tuple[dict[str, Any], dict[str, list[Any]]]] = [
+        ({"predictions": [1.5, 2.25]}, {"predictions": [1.5, 2.25]}),
+        ({"predictions": [3, 4]}, {"predictions": [3, 4]}),
+        ({"predictions": [True, False]}, {"predictions": [True, False]}),
+        ({"predictions": [{"band": "hi", "score": 0.5}, {"band": "lo", "score": 0.25}]},
+         {"band": [b"hi", b"lo"], "score": [0.5, 0.25]}),
+        ({"predictions": [[0.1, 0.9], [0.7, 0.3]], "classes": ["a", "b"]},
+         {"probabilities": [[0.1, 0.9], [0.7, 0.3]]}),
+    ]  # fmt: skip
+    for fields, expected in cases:
+        document = {"request_id": "q", "model": {"name": "M", "version": "1"}} | fields
+        response = infer_response(document, "route", None)
+        for binary in (True, False):
+            body, headers = encode_response(response, binary=binary)
+            result = InferenceServerClient.parse_response_body(
+                body, header_length=headers.get("Inference-Header-Content-Length")
+            )
+            for name, values in expected.items():
+                got = result.as_numpy(name).tolist()
+                wanted = [v.decode() if isinstance(v, bytes) and not binary else v for v in values]
+                assert got == wanted, (name, binary, got)
+    assert orjson.loads(infer_response(document, "route", None)["parameters"]["classes"]) == ["a", "b"]
 
 
 def test_nan_and_null_are_missing_values() -> None:
@@ -114,7 +146,12 @@ def test_binary_data_nobody_declared_is_refused() -> None:
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary extension", "json"])
 def test_tritons_client_reads_the_response_either_way(binary: bool) -> None:
-    response = infer_response("svm", "3", "SVC", "r-9", ["Low", "High"], "abc-0")
+    document = {
+        "request_id": "abc-0",
+        "model": {"route": "svm", "name": "SVC", "version": "3"},
+        "predictions": ["Low", "High"],
+    }
+    response = infer_response(document, "svm", "r-9")
     body, headers = encode_response(response, binary=binary)
     result = InferenceServerClient.parse_response_body(
         body, header_length=headers.get("Inference-Header-Content-Length")

@@ -66,7 +66,7 @@ def native_predictions(url: str, route: str, rows: list[dict[str, Any]]) -> list
 
 def models_own(registry: ModelRegistry, route: str, rows: list[dict[str, Any]]) -> list[str]:
     model = asyncio.run(load_route(registry, route))
-    return [str(label) for label in model.estimator.predict(records_to_frame(rows, model.schema))]
+    return [str(label) for label in model.call(records_to_frame(rows, model.schema))]
 
 
 def test_mlflows_scoring_client_gets_the_registered_models_predictions(
@@ -124,6 +124,7 @@ def test_tritons_client_speaks_to_every_route(
     for route in ROUTES:
         metadata = client.get_model_metadata(route)
         schema = asyncio.run(load_route(shared_registry, route)).schema
+        assert schema is not None
         assert [tensor["name"] for tensor in metadata["inputs"]] == schema.names
         assert metadata["versions"] == ["1"]
         assert client.is_model_ready(route)

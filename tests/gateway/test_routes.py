@@ -3,7 +3,9 @@ results, and the operational endpoints."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +14,7 @@ from redis.asyncio import Redis
 
 from streamml import keys
 from streamml.models.registry import ModelRegistry
-from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
+from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
 from tests.helpers import SEED_EXAMPLE, drain, gateway_client
 
 
@@ -342,3 +344,30 @@ async def test_a_refused_request_does_not_burn_its_idempotency_key(
         accepted = await client.post("/predict_stream?model=svm", json=SEED_EXAMPLE, headers=headers)
     assert accepted.status_code == 202
     assert "Idempotent-Replayed" not in accepted.headers
+
+
+async def test_a_started_gateway_has_its_routes_resolved_and_its_first_burst_asks_the_registry_nothing(
+    settings: Settings, redis: Redis, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calls to the real registry are counted (a spy that passes each one on)."""
+    from mlflow import MlflowClient
+
+    asked: Counter[str] = Counter()
+    for method in ("get_model_version_by_alias", "get_model_version_download_uri"):
+        real = getattr(MlflowClient, method)
+
+        def counted(self: Any, *args: Any, _real: Any = real, _name: str = method, **kwargs: Any) -> Any:
+            asked[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(MlflowClient, method, counted)
+    registry = ModelRegistry(tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)
+    async with gateway_client(settings, redis, registry) as client:
+        at_start = dict(asked)
+        burst = [
+            client.post(f"/predict_stream?model={route}", json=SEED_EXAMPLE)
+            for route in ["svm", "knn", "lightgbm"] * 10
+        ]
+        assert {response.status_code for response in await asyncio.gather(*burst)} == {202}
+    assert at_start == {"get_model_version_by_alias": 3, "get_model_version_download_uri": 3}
+    assert dict(asked) == at_start

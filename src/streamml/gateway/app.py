@@ -3,6 +3,7 @@ them, each protocol's router brings its endpoints (and its error shape)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from streamml.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, 
 from streamml.gateway.replies import ReplyHub
 from streamml.gateway.submission import BacklogGate, IdempotencyStore, Submission
 from streamml.models.registry import ModelRegistry
+from streamml.monitoring.model_states import ModelStates
 from streamml.monitoring.observer import StreamObserver
 from streamml.rollout.canary import CanaryStore
 from streamml.rollout.shadow_store import ShadowStore
@@ -29,6 +31,9 @@ from streamml.stream.publisher import Publisher
 from streamml.stream.status import StreamStatus
 
 log = logging.getLogger(__name__)
+
+PREPARE_TIMEOUT_S = 5.0
+"""How long the gateway waits at start for its routes' versions and schemas before it serves anyway."""
 
 
 def create_app(settings: Settings, publisher: Publisher, registry: ModelRegistry) -> FastAPI:
@@ -41,6 +46,10 @@ def create_app(settings: Settings, publisher: Publisher, registry: ModelRegistry
             await publisher.check()
         except (RedisError, OSError) as exc:
             log.warning("cannot check the partition count yet (%s); it is checked at the first publish", exc)
+        try:  # bounded: a registry that does not answer must not keep the gateway from starting
+            await asyncio.wait_for(context.submission.prepare(), PREPARE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("no answer from the registry in %ss: routes resolve at first use", PREPARE_TIMEOUT_S)
         context.replies.start()
         yield
         await context.replies.stop()
@@ -78,6 +87,7 @@ def build_context(settings: Settings, publisher: Publisher, registry: ModelRegis
     redis, topology = publisher.slots.redis, publisher.topology
     metrics = GatewayMetrics(registry.routes) if settings.metrics else None
     observer = StreamObserver(redis, StreamStatus(publisher.slots, topology))
+    states = ModelStates(redis, topology)
     return GatewayContext(
         settings=gateway,
         publisher=publisher,
@@ -87,9 +97,10 @@ def build_context(settings: Settings, publisher: Publisher, registry: ModelRegis
             registry,
             BacklogGate(publisher, gateway.max_backlog, gateway.backlog_check_s),
             IdempotencyStore(redis, topology, gateway.idempotency_ttl_s),
+            states,
         ),
         replies=ReplyHub(publisher),
-        snapshots=SnapshotHub(observer, registry, settings.drift if settings.drift.enabled else None),
+        snapshots=SnapshotHub(observer, registry, settings.drift if settings.drift.enabled else None, states),
         canaries=CanaryStore(redis, topology),
         shadows=ShadowStore(redis, topology),
         drift=settings.drift,
@@ -97,4 +108,5 @@ def build_context(settings: Settings, publisher: Publisher, registry: ModelRegis
         limiter=RateLimiter(redis, topology.rate_limit_prefix, gateway.rate_limit_per_s),
         metrics=metrics,
         errors=ErrorPolicy(gateway.retry_after_s, metrics.refused_for if metrics else None),
+        model_states=states,
     )

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from streamml.errors import PredictionFailed
 from streamml.gateway.auth import ApiKey, Authenticator, RateLimiter
 from streamml.gateway.dashboard import SnapshotHub
 from streamml.gateway.gateway_metrics import GatewayMetrics
@@ -24,6 +25,8 @@ from streamml.gateway.submission import Accepted, Submission
 from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
 from streamml.models.schema import ValidatedBatch
+from streamml.monitoring.model_states import ModelStates
+from streamml.output_kinds import PREDICT
 from streamml.rollout.canary import CanaryStore
 from streamml.rollout.shadow_store import ShadowStore
 from streamml.settings import DriftSettings, GatewaySettings
@@ -49,6 +52,8 @@ class GatewayContext:
     metrics: GatewayMetrics | None
     """None when metrics are off."""
     errors: ErrorPolicy
+    model_states: ModelStates
+    """What the workers report of each route's model version (loaded, or why not)."""
 
     async def accept(
         self,
@@ -58,27 +63,40 @@ class GatewayContext:
         *,
         reply: bool = False,
         idempotency_key: str | None = None,
+        output: str = PREDICT,
     ) -> Accepted:
         """Publish a batch a protocol's reader validated, and count it."""
         accepted = await self.submission.submit_batch(
-            model, batch, key, reply=reply, idempotency_key=idempotency_key
+            model, batch, key, reply=reply, idempotency_key=idempotency_key, output=output
         )
         self._count(accepted)
         return accepted
 
     async def predict(
-        self, model: ModelRef, records: list[Any], key: ApiKey | None, *, idempotency_key: str | None
+        self,
+        model: ModelRef,
+        records: list[Any],
+        key: ApiKey | None,
+        *,
+        idempotency_key: str | None,
+        output: str = PREDICT,
     ) -> tuple[Accepted, dict[str, Any]]:
         """What ``POST /predict`` does with records another protocol's endpoint has read: through the
         stream, waiting for the result document (504 after the configured timeout)."""
         accepted = await self.submission.submit(
-            model, records, key, reply=True, idempotency_key=idempotency_key
+            model, records, key, reply=True, idempotency_key=idempotency_key, output=output
         )
         self._count(accepted)
         return accepted, await self.wait(accepted)
 
     async def wait(self, accepted: Accepted) -> dict[str, Any]:
-        return await self.replies.wait(accepted.request_id, self.settings.predict_timeout_s)
+        """The request's result document once it is written; :class:`PredictionFailed` (with its dead
+        letter's reason) as soon as a worker gave up on it."""
+        document = await self.replies.wait(accepted.request_id, self.settings.predict_timeout_s)
+        if document.get("status") == "failed":
+            error = document.get("error") or {}
+            raise PredictionFailed(str(error.get("code", "")), str(error.get("message", "")))
+        return document
 
     def _count(self, accepted: Accepted) -> None:
         if not accepted.replayed and self.metrics is not None:

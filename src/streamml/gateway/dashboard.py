@@ -15,6 +15,7 @@ from importlib import resources
 from redis.exceptions import RedisError
 
 from streamml.models.registry import ModelRegistry
+from streamml.monitoring.model_states import ModelStates, RouteLoad, servable
 from streamml.monitoring.observer import ModelInUse, Snapshot, StreamObserver
 from streamml.rollout.drift_monitor import drift_reports
 from streamml.settings import DriftSettings
@@ -28,11 +29,17 @@ def page() -> str:
 
 class SnapshotHub:
     def __init__(
-        self, observer: StreamObserver, registry: ModelRegistry, drift: DriftSettings | None = None
+        self,
+        observer: StreamObserver,
+        registry: ModelRegistry,
+        drift: DriftSettings | None = None,
+        states: ModelStates | None = None,
     ) -> None:
         self.observer = observer
         self.registry = registry
         self.drift = drift
+        self.states = states
+        """What the workers report of each route's version: a version no worker can load is shown so."""
         self._lock = asyncio.Lock()
 
     async def current(self, max_age_s: float = SNAPSHOT_EVERY_S) -> Snapshot:
@@ -57,17 +64,26 @@ class SnapshotHub:
     async def _models(self) -> list[ModelInUse]:
         out = []
         resolver = self.registry.resolver
+        loads = await self._loads()
         for route in resolver.routes:
             status = await resolver.status(route)
             target = resolver.target(route)
             alias = target.alias or ""
             if status.ref is None:
                 out.append(ModelInUse(route, target.name, "", alias, status.error))
-            else:
-                out.append(
-                    ModelInUse(route, status.ref.name, status.ref.version, alias, status.refresh_error)
-                )
+                continue
+            ok, load_error = servable(loads.get(route, []), status.ref.version)
+            error = status.refresh_error if ok else f"no worker can load it: {load_error}"
+            out.append(ModelInUse(route, status.ref.name, status.ref.version, alias, error))
         return out
+
+    async def _loads(self) -> dict[str, list[RouteLoad]]:
+        if self.states is None:
+            return {}
+        try:
+            return await self.states.read()
+        except (RedisError, OSError):
+            return {}  # the snapshot says Redis is down
 
     async def stream(self) -> AsyncIterator[Snapshot]:
         """The recent history (so a new page draws its charts at once), then a snapshot a second."""

@@ -33,6 +33,7 @@ from streamml.errors import (
     Overloaded,
     PartitionCountMismatch,
     PayloadTooLarge,
+    PredictionFailed,
     PredictionTimeout,
     Problem,
     RateLimited,
@@ -40,6 +41,7 @@ from streamml.errors import (
     Unauthenticated,
     UnknownRoute,
     UnsupportedMediaType,
+    UnsupportedOutput,
 )
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,17 @@ ERROR_STATUS: dict[type[StreammlError], int] = {
     PartitionCountMismatch: 503,
     DurabilityUnsupported: 503,
     PredictionTimeout: 504,
+    UnsupportedOutput: 422,
 }
+FAILED_STATUS = {
+    "prediction_failed": 500,
+    "model_load_failed": 503,
+    "model_not_servable": 503,
+    "unknown_model": 503,
+    "unsupported_output": 422,
+}
+"""A request dead-lettered after it was accepted (:class:`PredictionFailed`), by its reason: the model
+failed on it, the worker cannot load or reach its model, or it asked for an output the model lacks."""
 
 
 class ErrorShape(Protocol):
@@ -107,6 +119,8 @@ def domain_error_response(
     """The answer to a domain error: its status from the table, ``Retry-After`` when it may pass, and a
     message that never carries a backing service's internals (those go to our log)."""
     status = next((s for t, s in ERROR_STATUS.items() if isinstance(exc, t)), 500)
+    if isinstance(exc, PredictionFailed):
+        status = FAILED_STATUS.get(exc.reason, 500)
     headers = {"Retry-After": str(retry_after_s)} if exc.retry_later else None
     if isinstance(exc, Unauthenticated):
         headers = {"WWW-Authenticate": 'Bearer realm="streamml"'}

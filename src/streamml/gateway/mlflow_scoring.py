@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -26,6 +27,7 @@ from streamml.gateway.context import AdmittedKey, Context, error_policy, replay_
 from streamml.gateway.http_errors import error_responses, shaped_route
 from streamml.gateway.intake import check_records, parse_json_body
 from streamml.gateway.openapi import path_parameters, request_body
+from streamml.output_kinds import PREDICT, PROBA
 from streamml.settings import GatewaySettings
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -124,35 +126,74 @@ async def invocations(request: Request, context: Context, key: AdmittedKey) -> J
             "set it, or post to /models/{route}/invocations"
         )
     model = await context.submission.admit(route, key)  # 404/403 before the body is read
-    records = read_invocation(await request.body(), request.headers.get("content-type", ""), context.settings)
+    read = read_invocation(await request.body(), request.headers.get("content-type", ""), context.settings)
     accepted, document = await context.predict(
-        model, records, key, idempotency_key=request.headers.get("idempotency-key")
+        model, read.records, key, idempotency_key=request.headers.get("idempotency-key"), output=read.output
     )
     served = document["model"]
     headers = replay_headers(accepted) | {
         "X-Model-Name": served["name"],
         "X-Model-Version": served["version"],
     }
-    return JSONResponse({"predictions": document["predictions"]}, headers=headers)
+    return JSONResponse(answer(document), headers=headers)
 
 
-def read_invocation(raw: bytes, content_type: str, limits: GatewaySettings) -> list[Any]:
-    """The records of an ``/invocations`` body, or a 413/415/422 naming what is wrong."""
+def answer(document: dict[str, Any]) -> dict[str, Any]:
+    """The body ``mlflow models serve`` would send for these predictions: a model that answered a dict
+    of arrays gets one object of lists; probabilities come with the classes they stand for."""
+    predictions = document["predictions"]
+    columns = document.get("columns")
+    if columns is not None:
+        predictions = {column: [value[column] for value in predictions] for column in columns}
+    body: dict[str, Any] = {"predictions": predictions}
+    if "classes" in document:
+        body["classes"] = document["classes"]
+    return body
+
+
+PREDICT_METHODS = {"predict": PREDICT, "predict_proba": PROBA}
+"""``params.predict_method`` -> what the request asks of its model."""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """An ``/invocations`` request read: its records, and what it asks of the model."""
+
+    records: list[Any]
+    output: str = PREDICT
+
+
+def read_invocation(raw: bytes, content_type: str, limits: GatewaySettings) -> Invocation:
+    """The records of an ``/invocations`` body (and ``params.predict_method``), or a 413/415/422
+    naming what is wrong."""
     media_type, _, parameters = content_type.partition(";")
     media_type = media_type.strip().lower()
     charset = parameters.partition("charset=")[2].strip().strip('"').lower()
     if charset not in ("", "utf-8", "utf8"):
         raise UnsupportedMediaType(f"only UTF-8 is accepted (got charset {charset!r})")
+    output = PREDICT
     if media_type == CSV:
         records = _csv_records(raw)
     elif media_type == JSON:
-        records = _json_records(parse_json_body(raw, limits))
+        body = parse_json_body(raw, limits)
+        records = _json_records(body)
+        output = _predict_method(body.get("params") or {})
     else:
         raise UnsupportedMediaType(
             f"send the body as {JSON} or {CSV}, as to mlflow models serve (got {media_type or 'none'!r})"
         )
     check_records(records, limits)
-    return records
+    return Invocation(records, output)
+
+
+def _predict_method(params: dict[str, Any]) -> str:
+    method = params.get("predict_method", "predict")
+    if method not in PREDICT_METHODS:
+        raise _invalid(
+            f"params.predict_method {method!r} is not one of {', '.join(PREDICT_METHODS)}",
+            "params.predict_method",
+        )
+    return PREDICT_METHODS[method]
 
 
 def _invalid(message: str, field: str) -> InvalidRequest:

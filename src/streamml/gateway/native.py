@@ -17,11 +17,18 @@ from streamml.gateway.context import AdmittedKey, Context, error_policy, replay_
 from streamml.gateway.http_errors import ErrorResponse, error_responses, native_error, shaped_route
 from streamml.gateway.intake import check_records, invalid, key_endings, kind_of, parse_json_body
 from streamml.gateway.submission import Accepted
-from streamml.models.schema import InputSchema, ValidatedBatch
+from streamml.models.schema import InputSchema, ValidatedBatch, as_given
+from streamml.output_kinds import PREDICT
 from streamml.settings import GatewaySettings
 
-ALLOWED_QUERY = frozenset({"model"})
+ALLOWED_QUERY = frozenset({"model", "output"})
 MODEL_QUERY = Query(description="Model route, e.g. svm, knn, lightgbm")
+OUTPUT_QUERY = Query(
+    default=PREDICT,
+    description="What to answer: the model's predictions (default), or a classifier's class "
+    "probabilities ('proba'), with the classes they stand for.",
+    pattern="^(predict|proba)$",
+)
 IDEMPOTENCY_HEADER = Header(
     default=None,
     alias="Idempotency-Key",
@@ -75,7 +82,10 @@ def check_envelope(*, content_type: str, query: Iterable[str]) -> None:
     of the request's query parameters."""
     unknown = sorted(set(query) - ALLOWED_QUERY)
     if unknown:
-        raise invalid(f"unknown query parameter {unknown[0]!r}; only 'model' is accepted", field=unknown[0])
+        raise invalid(
+            f"unknown query parameter {unknown[0]!r}; only 'model' and 'output' are accepted",
+            field=unknown[0],
+        )
     media_type = content_type.split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType(
@@ -83,9 +93,12 @@ def check_envelope(*, content_type: str, query: Iterable[str]) -> None:
         )
 
 
-def read_batch(raw: bytes, schema: InputSchema, limits: GatewaySettings) -> ValidatedBatch:
+def read_batch(raw: bytes, schema: InputSchema | None, limits: GatewaySettings) -> ValidatedBatch:
     """The records of a ``{"data": [...]}`` body validated against ``schema``, or a 413/422 naming
-    what is wrong. The common case takes the compiled validator; the rest the careful path."""
+    what is wrong. The common case takes the compiled validator; the rest the careful path. A model
+    without a signature takes its records as they come (JSON shape and limits checked)."""
+    if schema is None:
+        return as_given(read_records(raw, limits))
     return quick_batch(raw, schema, limits) or schema.validate(read_records(raw, limits))
 
 
@@ -129,13 +142,14 @@ def read_records(raw: bytes, limits: GatewaySettings) -> list[Any]:
 
 
 async def _accept(
-    request: Request, context: Context, route: str, key: AdmittedKey, *, reply: bool
+    request: Request, context: Context, route: str, key: AdmittedKey, output: str, *, reply: bool
 ) -> Accepted:
     model = await context.submission.admit(route, key)  # 404/403 before the body is read
     check_envelope(content_type=request.headers.get("content-type", ""), query=request.query_params.keys())
+    await context.submission.require_output(model, output)  # 422 before the body is read
     batch = read_batch(await request.body(), await context.submission.schema(model), context.settings)
     return await context.accept(
-        model, batch, key, reply=reply, idempotency_key=request.headers.get("idempotency-key")
+        model, batch, key, reply=reply, idempotency_key=request.headers.get("idempotency-key"), output=output
     )
 
 
@@ -151,10 +165,11 @@ async def predict_stream(
     context: Context,
     key: AdmittedKey,
     model: str = MODEL_QUERY,
+    output: str = OUTPUT_QUERY,
     idempotency_key: str | None = IDEMPOTENCY_HEADER,  # read by _accept; declared for OpenAPI and length
 ) -> JSONResponse:
     """Validate the records and queue them for prediction; poll ``status_url`` for the result."""
-    accepted = await _accept(request, context, model, key, reply=False)
+    accepted = await _accept(request, context, model, key, output, reply=False)
     return JSONResponse(accepted.as_dict(), status_code=202, headers=replay_headers(accepted))
 
 
@@ -164,10 +179,12 @@ async def predict(
     context: Context,
     key: AdmittedKey,
     model: str = MODEL_QUERY,
+    output: str = OUTPUT_QUERY,
     idempotency_key: str | None = IDEMPOTENCY_HEADER,
 ) -> JSONResponse:
-    """Queue the records and wait for their predictions (504 after the configured timeout)."""
-    accepted = await _accept(request, context, model, key, reply=True)
+    """Queue the records and wait for their predictions (504 after the configured timeout; the error of
+    a request a worker gave up on as soon as it did)."""
+    accepted = await _accept(request, context, model, key, output, reply=True)
     document = await context.wait(accepted)
     document["missing_features"] = accepted.missing_features
     return JSONResponse(document, headers=replay_headers(accepted))
@@ -178,12 +195,13 @@ async def predict(
     responses=ERROR_RESPONSES | {202: {"description": "Still queued: the body is {'status': 'pending'}."}},
 )
 async def prediction(context: Context, request_id: str, key: AdmittedKey) -> JSONResponse:
-    """The predictions once done (200), ``pending`` while queued (202), 404 if unknown or expired."""
+    """The predictions once done (200), ``pending`` while queued (202), ``failed`` with the reason and
+    a message once a worker gave up on it (200), 404 if unknown or expired."""
     document = await context.publisher.result(request_id)
     owner = document.pop("owner", "") if document else ""
     if document is None or (key is not None and owner != key.name):
         # Another key's request is reported as unknown: its existence is not ours to reveal.
         raise NotFound(f"no request {request_id!r} (never accepted, or its result expired)")
-    if document.get("status") != "done":
+    if document.get("status") not in ("done", "failed"):
         return JSONResponse({"status": "pending", "request_id": request_id}, status_code=202)
     return JSONResponse(document)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -22,13 +23,15 @@ from streamml.gateway.context import AdmittedKey, Context, error_policy, replay_
 from streamml.gateway.http_errors import error_responses, shaped_route
 from streamml.gateway.intake import check_records, parse_json_body
 from streamml.gateway.openapi import path_parameters, request_body
-from streamml.gateway.operations import readiness
-from streamml.gateway.tensors import Chunks, encode_response, invalid, read_tensor
+from streamml.gateway.operations import readiness, route_readiness
+from streamml.gateway.tensors import Chunks, encode_response, invalid, read_tensor, tensor
 from streamml.models.refs import ModelRef
 from streamml.models.schema import InputSchema
+from streamml.output_kinds import PREDICT, PROBA
 from streamml.settings import GatewaySettings
 
 OUTPUT = "predictions"
+PROBABILITIES = "probabilities"
 PROTOCOL_VERSION = "2"
 
 SIGNATURE_DATATYPES = {
@@ -54,28 +57,45 @@ class OpenInferenceErrorResponse(BaseModel):
     error: str
 
 
-def model_metadata(route: str, name: str, version: str, schema: InputSchema) -> dict[str, Any]:
+def model_metadata(route: str, name: str, version: str, schema: InputSchema | None) -> dict[str, Any]:
+    """The route's model: one input tensor per signature column (none listed for a model logged
+    without a signature: it takes the columns it is sent), and its outputs."""
+    columns = schema.columns if schema is not None else []
     return {
         "name": route,
         "versions": [version],
         "platform": "mlflow",
         "inputs": [
             {"name": c.name, "datatype": SIGNATURE_DATATYPES.get(c.type, "BYTES"), "shape": [-1]}
-            for c in schema.columns
+            for c in columns
         ],
-        "outputs": [{"name": OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [
+            {"name": OUTPUT, "datatype": "BYTES", "shape": [-1]},
+            {"name": PROBABILITIES, "datatype": "FP64", "shape": [-1, -1]},
+        ],
         "parameters": {"registered_model": name, "registered_version": version},
     }
 
 
-def infer_response(
-    route: str, version: str, name: str, request_id: str | None, labels: list[str], stream_request_id: str
-) -> dict[str, Any]:
+def infer_response(document: dict[str, Any], route: str, request_id: str | None) -> dict[str, Any]:
+    """The answer to an inference request from its result document: the ``predictions`` tensor with the
+    model's types (one tensor per column when the model answers rows of columns), or the
+    ``probabilities`` tensor with the classes in the response's parameters."""
+    model, predictions = document["model"], document["predictions"]
+    parameters: dict[str, Any] = {"registered_model": model["name"], "request_id": document["request_id"]}
+    if "classes" in document:
+        outputs = [tensor(PROBABILITIES, predictions)]
+        parameters["classes"] = orjson.dumps(document["classes"]).decode()
+    elif predictions and all(isinstance(p, dict) for p in predictions):
+        columns = document.get("columns") or list(predictions[0])
+        outputs = [tensor(column, [p.get(column) for p in predictions]) for column in columns]
+    else:
+        outputs = [tensor(OUTPUT, predictions)]
     response: dict[str, Any] = {
         "model_name": route,
-        "model_version": version,
-        "outputs": [{"name": OUTPUT, "datatype": "BYTES", "shape": [len(labels)], "data": labels}],
-        "parameters": {"registered_model": name, "request_id": stream_request_id},
+        "model_version": model["version"],
+        "outputs": outputs,
+        "parameters": parameters,
     }
     if request_id is not None:
         response["id"] = request_id
@@ -83,13 +103,20 @@ def infer_response(
 
 
 class InferRequest:
-    """An inference request read: its records, the client's ``id`` to echo, and whether the output is
-    wanted as binary data (Triton's client asks so unless told otherwise)."""
+    """An inference request read: its records, the client's ``id`` to echo, what it asks of the model,
+    and whether the output is wanted as binary data (Triton's client asks so unless told otherwise)."""
 
-    def __init__(self, records: list[dict[str, Any]], request_id: str | None, binary_output: bool) -> None:
+    def __init__(
+        self,
+        records: list[dict[str, Any]],
+        request_id: str | None,
+        binary_output: bool,
+        output: str = PREDICT,
+    ) -> None:
         self.records = records
         self.request_id = request_id
         self.binary_output = binary_output
+        self.output = output
 
 
 def read_infer(raw: bytes, header_length: str | None, limits: GatewaySettings) -> InferRequest:
@@ -106,6 +133,7 @@ def read_infer(raw: bytes, header_length: str | None, limits: GatewaySettings) -
     if request_id is not None and not isinstance(request_id, str):
         raise invalid("'id' must be a string", "id")
     binary_output = _binary_output(body.get("parameters"), body.get("outputs"))
+    output = _asked(body.get("outputs"))
     chunks = Chunks(binary)
     columns = [read_tensor(index, tensor, chunks, limits) for index, tensor in enumerate(body["inputs"])]
     if chunks.left:
@@ -118,7 +146,22 @@ def read_infer(raw: bytes, header_length: str | None, limits: GatewaySettings) -
         for row in range(rows.pop())
     ]
     check_records(records, limits)
-    return InferRequest(records, request_id, binary_output)
+    return InferRequest(records, request_id, binary_output, output)
+
+
+def _asked(outputs: Any) -> str:
+    """What the request names among the outputs: ``probabilities`` asks for them (alone), anything else
+    (or nothing) for the predictions."""
+    if outputs is None:
+        return PREDICT
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise invalid("'outputs' must be a list of {name} objects", "outputs")
+    names = [o.get("name") for o in outputs]
+    if PROBABILITIES in names:
+        if len(names) > 1:
+            raise invalid(f"ask for {PROBABILITIES!r} alone: it is another call of the model", "outputs")
+        return PROBA
+    return PREDICT
 
 
 def _binary_output(parameters: Any, outputs: Any) -> bool:
@@ -127,11 +170,6 @@ def _binary_output(parameters: Any, outputs: Any) -> bool:
     wanted = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
     if outputs is None:
         return wanted
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        raise invalid("'outputs' must be a list of {name} objects", "outputs")
-    unknown = [o.get("name") for o in outputs if o.get("name") != OUTPUT]
-    if unknown:
-        raise invalid(f"no output {unknown[0]!r}: this model has one output, {OUTPUT!r}", "outputs")
     for output in outputs:
         own = output.get("parameters")
         if isinstance(own, dict) and isinstance(own.get("binary_data"), bool):
@@ -206,10 +244,16 @@ async def model_metadata_endpoint(
 
 @router.get("/v2/models/{route}/ready", responses=V2_ERRORS)
 @router.get("/v2/models/{route}" + VERSIONED + "/ready", responses=V2_ERRORS, openapi_extra=VERSION_PARAMETER)
-async def model_ready(request: Request, context: Context, route: str, key: AdmittedKey) -> dict[str, Any]:
-    """Ready when the route resolves to a model version."""
+async def model_ready(request: Request, context: Context, route: str, key: AdmittedKey) -> JSONResponse:
+    """Ready when the route resolves to a model version that not every worker failed to load (503 with
+    the error otherwise)."""
     model = await _served(request, context, route, key)
-    return {"name": route, "version": model.version, "ready": True}
+    loads = (await context.model_states.read()).get(route, [])
+    ok, finding = await route_readiness(context, route, loads)
+    body: dict[str, Any] = {"name": route, "version": model.version, "ready": ok}
+    if not ok:
+        body["error"] = finding
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.post("/v2/models/{route}/infer", responses=V2_ERRORS, openapi_extra=INFER_BODY)
@@ -225,17 +269,9 @@ async def infer(request: Request, context: Context, route: str, key: AdmittedKey
         await request.body(), request.headers.get("inference-header-content-length"), context.settings
     )
     accepted, document = await context.predict(
-        model, read.records, key, idempotency_key=request.headers.get("idempotency-key")
+        model, read.records, key, idempotency_key=request.headers.get("idempotency-key"), output=read.output
     )
-    served = document["model"]
-    body = infer_response(
-        route,
-        served["version"],
-        served["name"],
-        read.request_id,
-        document["predictions"],
-        document["request_id"],
-    )
+    body = infer_response(document, route, read.request_id)
     content, headers = encode_response(body, binary=read.binary_output)
     return Response(content, headers=replay_headers(accepted) | headers)
 

@@ -18,6 +18,7 @@ from streamml.errors import BrokerUnavailable, NotFound
 from streamml.gateway.context import AdmittedKey, Context, GatewayContext, error_policy
 from streamml.gateway.dashboard import page
 from streamml.gateway.http_errors import ErrorResponse, error_responses, native_error, shaped_route
+from streamml.monitoring.model_states import RouteLoad, servable
 from streamml.monitoring.observer import dumps
 from streamml.rollout.drift_monitor import drift_reports
 
@@ -43,7 +44,8 @@ async def models(context: Context, key: AdmittedKey) -> dict[str, Any]:
             entry["error"] = status.error
         else:
             entry |= {"name": status.ref.name, "version": status.ref.version}
-            entry["inputs"] = (await context.registry.catalog.schema(status.ref)).as_dict()
+            schema = await context.registry.catalog.schema(status.ref)
+            entry["inputs"] = schema.as_dict() if schema is not None else None  # None: no signature
         out[route] = entry
     return {"models": out}
 
@@ -91,20 +93,37 @@ async def ready(context: Context, key: AdmittedKey) -> JSONResponse:
 
 
 async def readiness(context: GatewayContext) -> tuple[bool, dict[str, Any]]:
-    """Whether the gateway can answer predictions now, and each check's finding."""
+    """Whether the gateway can answer predictions now, and each check's finding: Redis, a live worker,
+    and every route's current version resolvable and loadable by some worker."""
     checks: dict[str, Any] = {}
+    loads: dict[str, list[RouteLoad]] = {}
     try:
         await context.publisher.slots.redis.ping()
         checks["workers"] = len(await context.publisher.live_workers(context.settings.worker_seen_s))
+        loads = await context.model_states.read()
         checks["redis"] = "ok"
     except (RedisError, OSError) as exc:
         checks["redis"] = f"unreachable ({type(exc).__name__})"
         checks["workers"] = 0
-    resolver = context.registry.resolver
-    statuses = [await resolver.status(route) for route in resolver.routes]
-    checks["models"] = {s.route: s.describe() for s in statuses}
-    ok = checks["redis"] == "ok" and checks["workers"] > 0 and all(s.resolvable for s in statuses)
+    models: dict[str, str] = {}
+    ok = checks["redis"] == "ok" and checks["workers"] > 0
+    for route in context.registry.resolver.routes:
+        servable_now, finding = await route_readiness(context, route, loads.get(route, []))
+        models[route] = finding
+        ok = ok and servable_now
+    checks["models"] = models
     return ok, checks
+
+
+async def route_readiness(context: GatewayContext, route: str, loads: list[RouteLoad]) -> tuple[bool, str]:
+    """Whether a route can be answered (its version resolves, and not every worker failed to load it)."""
+    status = await context.registry.resolver.status(route)
+    if status.ref is None:
+        return False, status.describe()
+    servable_now, error = servable(loads, status.ref.version)
+    if not servable_now:
+        return False, f"{status.describe()}: no worker can load it: {error}"
+    return True, status.describe()
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=ERROR_RESPONSES)

@@ -20,6 +20,8 @@ from streamml.stream.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
+FINISHED = frozenset({"done", "failed"})
+"""Result states a waiter stops at: written, or given up on (dead-lettered)."""
 REPLY_POLL_S = 0.5
 """While waiting, re-check the result this often in case a notice was missed."""
 LISTEN_POLL_S = 0.5
@@ -71,7 +73,7 @@ class ReplyHub:
         try:
             while True:
                 document = await self.publisher.result(request_id)
-                if document and document.get("status") == "done":
+                if document and document.get("status") in FINISHED:
                     return document
                 remaining = deadline - loop.time()
                 if remaining <= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +31,21 @@ from streamml.errors import (
     Overloaded,
     Problem,
     StreammlError,
+    UnsupportedOutput,
 )
 from streamml.gateway.auth import ApiKey
 from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
-from streamml.models.schema import InputSchema, ValidatedBatch
+from streamml.models.schema import InputSchema, ValidatedBatch, as_given
+from streamml.monitoring.model_states import LOADED, ModelStates
+from streamml.output_kinds import PREDICT
 from streamml.stream.publisher import Publisher
 from streamml.stream.topology import StreamTopology
+
+log = logging.getLogger(__name__)
+
+STATES_MAX_AGE_S = 1.0
+"""How long the workers' reported model states are reused before Redis is asked again."""
 
 
 @dataclass(frozen=True)
@@ -148,13 +157,34 @@ class IdempotencyStore:
 
 class Submission:
     def __init__(
-        self, publisher: Publisher, registry: ModelRegistry, gate: BacklogGate, idempotency: IdempotencyStore
+        self,
+        publisher: Publisher,
+        registry: ModelRegistry,
+        gate: BacklogGate,
+        idempotency: IdempotencyStore,
+        states: ModelStates | None = None,
     ) -> None:
         self.publisher = publisher
         self.topology = publisher.topology
         self.registry = registry
         self.gate = gate
         self.idempotency = idempotency
+        self.states = states
+        """What the workers report of each model version: a request for an output the served version
+        lacks is refused before anything is published."""
+
+    async def prepare(self) -> None:
+        """Resolve every route and read its model's schema, so the first requests do not wait on the
+        registry. A route that cannot be prepared now is logged and left to its first request (which
+        answers 503 saying why if the registry still cannot)."""
+
+        async def prepare_route(route: str) -> None:
+            try:
+                await self.schema(await self.registry.resolver.resolve(route))
+            except StreammlError as exc:
+                log.warning("route %s is not prepared: %s", route, exc)
+
+        await asyncio.gather(*(prepare_route(route) for route in self.registry.resolver.routes))
 
     async def admit(self, route: str, key: ApiKey | None) -> ModelRef:
         """The model version that serves ``route`` now. Refused before anything else: an unknown route
@@ -165,9 +195,23 @@ class Submission:
             raise Forbidden(f"the API key {key.name!r} may not send requests to model {route!r}")
         return await self.registry.resolver.resolve(route)
 
-    async def schema(self, model: ModelRef) -> InputSchema:
-        """The input schema requests to ``model`` are validated against."""
+    async def schema(self, model: ModelRef) -> InputSchema | None:
+        """The input schema requests to ``model`` are validated against (None: the model was logged
+        without a signature, and its records are taken as they come)."""
         return await self.registry.catalog.schema(model)
+
+    async def require_output(self, model: ModelRef, output: str) -> None:
+        """Refuse probabilities of a version the workers report has none (UnsupportedOutput); a version
+        no worker has loaded yet is let through (its worker answers the request as failed if so)."""
+        if output == PREDICT or self.states is None:
+            return
+        loads = (await self.states.read(max_age_s=STATES_MAX_AGE_S)).get(model.route, [])
+        known = [load for load in loads if load.version == model.version and load.state == LOADED]
+        if known and not any(load.proba for load in known):
+            raise UnsupportedOutput(
+                f"model {model.route!r} ({model.name} v{model.version}) has no predict_proba: "
+                "ask for its predictions"
+            )
 
     async def submit(
         self,
@@ -177,11 +221,15 @@ class Submission:
         *,
         reply: bool = False,
         idempotency_key: str | None = None,
+        output: str = PREDICT,
     ) -> Accepted:
         """Validate the records against ``model``'s schema, deduplicate, gate and publish one request;
         every refusal publishes nothing."""
-        batch = (await self.schema(model)).validate(records)
-        return await self.submit_batch(model, batch, key, reply=reply, idempotency_key=idempotency_key)
+        schema = await self.schema(model)
+        batch = schema.validate(records) if schema is not None else as_given(records)
+        return await self.submit_batch(
+            model, batch, key, reply=reply, idempotency_key=idempotency_key, output=output
+        )
 
     async def submit_batch(
         self,
@@ -191,12 +239,16 @@ class Submission:
         *,
         reply: bool = False,
         idempotency_key: str | None = None,
+        output: str = PREDICT,
     ) -> Accepted:
         """:meth:`submit` for records a protocol's reader has validated already."""
+        await self.require_output(model, output)
         route = model.route
         fingerprint = ""
         if idempotency_key is not None:
-            fingerprint = hashlib.sha256(route.encode() + orjson.dumps(batch.records)).hexdigest()
+            fingerprint = hashlib.sha256(
+                route.encode() + output.encode() + orjson.dumps(batch.records)
+            ).hexdigest()
             first = await self.idempotency.begin(idempotency_key, fingerprint)
             if first is not None:
                 return _replay(first, fingerprint)
@@ -204,7 +256,7 @@ class Submission:
         try:
             await self.gate.check()
             stream_id = await self.publisher.publish(
-                request_id, route, batch.records, reply=reply, owner=key.name if key else ""
+                request_id, route, batch.records, reply=reply, owner=key.name if key else "", output=output
             )
         except NotDurable:
             if idempotency_key is not None:  # published, not confirmed: a retry gets this same request

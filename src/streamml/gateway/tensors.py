@@ -35,23 +35,51 @@ def invalid(message: str, field: str) -> InvalidRequest:
     return InvalidRequest([Problem(message, field=field)])
 
 
+def tensor(name: str, values: list[Any]) -> dict[str, Any]:
+    """One output tensor of per-record values (each a scalar, or a list: a row of a 2-D tensor), with
+    the narrowest datatype that holds them all: BOOL, INT64, FP64, else BYTES (text; other values as
+    their JSON)."""
+    rows = len(values)
+    flat = [v for value in values for v in value] if values and isinstance(values[0], list) else values
+    shape = [rows, len(flat) // rows] if flat is not values and rows else [rows]
+    datatype = datatype_of(flat)
+    if datatype == "BYTES":
+        flat = [v if isinstance(v, str) else orjson.dumps(v).decode() for v in flat]
+    return {"name": name, "datatype": datatype, "shape": shape, "data": flat}
+
+
+def datatype_of(values: list[Any]) -> str:
+    if values and all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
 def encode_response(response: dict[str, Any], *, binary: bool) -> tuple[bytes, dict[str, str]]:
-    """The response body and its headers: all JSON, or (``binary``) a JSON header followed by the
-    labels as length-prefixed bytes, as the binary tensor data extension has it."""
+    """The response body and its headers: all JSON, or (``binary``) a JSON header followed by each
+    output's data as the binary tensor data extension has it (BYTES elements length-prefixed)."""
     if not binary:
         return orjson.dumps(response), {"Content-Type": "application/json"}
-    [output] = response["outputs"]
-    data = b"".join(struct.pack("<I", len(raw)) + raw for raw in (label.encode() for label in output["data"]))
-    header = response | {
-        "outputs": [
-            {k: v for k, v in output.items() if k != "data"} | {"parameters": {"binary_data_size": len(data)}}
-        ]
-    }
-    encoded = orjson.dumps(header)
-    return encoded + data, {
+    chunks, outputs = [], []
+    for output in response["outputs"]:
+        data = _to_binary(output["datatype"], output["data"])
+        chunks.append(data)
+        meta = {k: v for k, v in output.items() if k != "data"}
+        outputs.append(meta | {"parameters": meta.get("parameters", {}) | {"binary_data_size": len(data)}})
+    encoded = orjson.dumps(response | {"outputs": outputs})
+    return encoded + b"".join(chunks), {
         "Content-Type": "application/octet-stream",
         "Inference-Header-Content-Length": str(len(encoded)),
     }
+
+
+def _to_binary(datatype: str, data: list[Any]) -> bytes:
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(raw)) + raw for raw in (str(v).encode() for v in data))
+    return np.asarray(data, dtype=np.dtype(NUMPY_DTYPES[datatype])).tobytes()
 
 
 class Chunks:

@@ -13,10 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from streamml.errors import ModelUnavailable, UnknownRoute
 from streamml.models.refs import ModelRef, RouteStatus, RouteTarget
+from streamml.models.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class AliasResolver:
         self._resolved: dict[str, tuple[ModelRef, float]] = {}
         self._refresh_errors: dict[str, str] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._first: SingleFlight[str, ModelRef] = SingleFlight()
         self._challengers: dict[str, tuple[ModelRef | None, float]] = {}
 
     @property
@@ -71,8 +74,8 @@ class AliasResolver:
         resolved = self._resolved.get(route)
         if resolved is not None and self._fresh(resolved[1]):
             return resolved[0]
-        if resolved is None:
-            return await asyncio.to_thread(self._resolve_now, route)
+        if resolved is None:  # nothing in hand yet: everyone waits for the one first answer
+            return await self._first.run(route, partial(asyncio.to_thread, self._resolve_now, route))
         if route not in self._refreshing:
             refresh = self._refreshing[route] = asyncio.create_task(self._refresh(route))
             await asyncio.shield(refresh)  # a cancelled caller does not cancel the refresh
