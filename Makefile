@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint format typecheck unit integration bench compose-smoke clean
+.PHONY: demo serve test check lint format typecheck unit integration bench compose-smoke clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml requirements.lock
 ## demo: the whole pipeline on this machine (Redis, MLflow, models, gateway, workers, producer)
 demo: $(STAMP)
 	$(BIN)/streamml up $(ARGS)
+
+## serve: the models MODEL names (models:/Name@alias, or ROUTE=URI; several space-separated) from the
+## registry at MLFLOW_TRACKING_URI, read-only: Redis, gateway, workers
+serve: $(STAMP)
+	@test -n "$(MODEL)" || { echo 'make serve MODEL=models:/Name@alias (the registry: MLFLOW_TRACKING_URI)'; exit 2; }
+	$(BIN)/streamml serve $(MODEL) $(ARGS)
 
 ## test: the whole suite, cheapest first: lint and types, then the unit tests, then the integration tests
 ## (a failure stops it there)

@@ -18,9 +18,12 @@ def bench(
     routes: Annotated[
         str,
         typer.Option(
-            "--routes", metavar="ROUTES", help="Comma-separated routes; the first is also the end-to-end one."
+            "--routes",
+            metavar="ROUTES",
+            help="Comma-separated routes; the first is also the end-to-end one. booster and pyfunc are "
+            "other kinds of model the drain registers (a LightGBM booster, a custom PythonModel).",
         ),
-    ] = "lightgbm,svm,knn",
+    ] = "lightgbm,svm,knn,booster,pyfunc",
     only: Annotated[
         str | None,
         typer.Option("--only", metavar="drain|rollout|e2e", help="One part (default: all three)."),

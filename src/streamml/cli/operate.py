@@ -37,9 +37,19 @@ def status(
     plain: Annotated[bool, typer.Option("--plain", help="With --watch: a line per second.")] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Stream length, group lag and pending, consumers and their idle time, results stream length."""
+    """Stream length, group lag and pending, consumers and their idle time, results stream length, and
+    the model version each worker serves per route (loaded, or why not)."""
+    from dataclasses import asdict
+
+    from streamml.monitoring.model_states import ModelStates
     from streamml.stream.nodes import SlotClients
     from streamml.stream.status import StreamStatus
+
+    async def read(redis: Any, topology: Any, _: Any) -> dict[str, Any]:
+        report = await StreamStatus(SlotClients(redis), topology).status()
+        loads = await ModelStates(redis, topology).read()
+        report["models"] = {route: [asdict(load) for load in found] for route, found in loads.items()}
+        return report
 
     settings = load_settings(state_dir)
     if watch:
@@ -48,9 +58,7 @@ def status(
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(watch_live(settings, console, plain=plain))
         return
-    report: dict[str, Any] = on_redis(
-        state_dir, lambda redis, topology, _: StreamStatus(SlotClients(redis), topology).status()
-    )
+    report: dict[str, Any] = on_redis(state_dir, read)
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -77,6 +85,22 @@ def status(
                 str(part["dead_letters"]),
             )
         console.print(table)
+    _print_models(report["models"])
+
+
+def _print_models(models: dict[str, list[dict[str, Any]]]) -> None:
+    """Each route's version as the live workers hold it: loaded (as what), or the load error."""
+    table = Table("route", "model", "version", "workers", "state", title="models in the workers")
+    for route, loads in sorted(models.items()):
+        by_version: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for load in loads:
+            by_version.setdefault((load["name"], load["version"], load["state"]), []).append(load)
+        for (name, version, state), same in sorted(by_version.items()):
+            shown = state if state != "loaded" else f"loaded ({same[0]['kind']})"
+            if state == "failed":
+                shown = f"[red]failed:[/] {same[0]['error']}"
+            table.add_row(route, name, version, str(len(same)), shown)
+    console.print(table)
 
 
 def config(

@@ -69,6 +69,15 @@ Insecure = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+StackDuration = Annotated[
+    float | None, typer.Option("--duration", metavar="SECONDS", help="Stop after this many seconds.")
+]
+PlainPanel = Annotated[
+    bool,
+    typer.Option(
+        "--plain", help="A status line per interval instead of the live panel (automatic off a tty)."
+    ),
+]
 RouteFilter = Annotated[str | None, typer.Option("--route", metavar="ROUTE", help="Only this route.")]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
@@ -10,13 +11,26 @@ from streamml.cli.options import (
     Host,
     Insecure,
     LogLevel,
+    PlainPanel,
     Port,
+    StackDuration,
     StateDir,
     console,
     gateway_settings,
     load_settings,
     setting_option,
 )
+
+Models = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="[ROUTE=]URI",
+        help="Serve this registered model (models:/Name@alias or models:/Name/3) on ROUTE (default: its "
+        "name in lower case); repeatable. Replaces the configured routes.",
+    ),
+]
 
 
 def up(
@@ -26,38 +40,75 @@ def up(
     port: Port = None,
     host: Host = None,
     insecure: Insecure = False,
+    model: Models = None,
     rate: Annotated[
         float, typer.Option("--rate", metavar="RECORDS_PER_S", help="Producer records/s.")
     ] = 50.0,
     produce: Annotated[
-        bool, typer.Option("--produce/--no-produce", help="Run the synthetic producer.")
-    ] = True,
-    duration: Annotated[
-        float | None, typer.Option("--duration", metavar="SECONDS", help="Stop after this many seconds.")
+        bool | None,
+        typer.Option(
+            "--produce/--no-produce",
+            help="Run the synthetic producer of employee records (default: with the demo's routes only).",
+        ),
     ] = None,
+    duration: StackDuration = None,
     train_rows: Annotated[
         int,
         typer.Option("--train-rows", metavar="N", help="Synthetic rows to train missing demo models on."),
     ] = 20_000,
-    plain: Annotated[
-        bool,
-        typer.Option(
-            "--plain", help="A status line per interval instead of the live panel (automatic off a tty)."
-        ),
-    ] = False,
+    plain: PlainPanel = False,
     state_dir: StateDir = None,
     log_level: LogLevel = "info",
 ) -> None:
-    """Start everything: Redis, MLflow, demo models if absent, gateway, workers and producer."""
+    """Start everything: Redis, MLflow, the demo models if absent (with the demo's routes), gateway,
+    workers and the producer."""
+    from streamml.local.processes import configure_logging
+    from streamml.local.stack import Stack
+    from streamml.settings import DEFAULT_ROUTES
+
+    configure_logging(log_level)
+    settings = gateway_settings(state_dir, host, port, insecure)
+    if model:
+        settings.mlflow.routes = model_routes(model)
+    demo = settings.mlflow.routes == DEFAULT_ROUTES
+    producing = demo if produce is None else produce
+    stack = Stack(settings, console, train_rows=train_rows)
+    raise typer.Exit(
+        stack.run(workers=workers, rate=rate if producing else 0.0, duration=duration, plain=plain)
+    )
+
+
+def serve(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="MODEL",
+            help="A registered model to serve, models:/Name@alias or models:/Name/3, on the route named "
+            "by ROUTE=URI (default: the model's name in lower case); several may be given.",
+        ),
+    ],
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=1, metavar="N", help="Worker processes.")
+    ] = 2,
+    port: Port = None,
+    host: Host = None,
+    insecure: Insecure = False,
+    duration: StackDuration = None,
+    plain: PlainPanel = False,
+    state_dir: StateDir = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Serve models from an existing registry (MLFLOW_TRACKING_URI): Redis (embedded unless REDIS_URL
+    is set), the gateway, workers and the live panel. Nothing is trained, nothing written to the
+    registry."""
     from streamml.local.processes import configure_logging
     from streamml.local.stack import Stack
 
     configure_logging(log_level)
     settings = gateway_settings(state_dir, host, port, insecure)
-    stack = Stack(settings, console, train_rows=train_rows)
-    raise typer.Exit(
-        stack.run(workers=workers, rate=rate if produce else 0.0, duration=duration, plain=plain)
-    )
+    settings.mlflow.routes = model_routes(models)
+    stack = Stack(settings, console)
+    raise typer.Exit(stack.run(workers=workers, rate=0.0, duration=duration, plain=plain, serving=True))
 
 
 def api(
@@ -118,4 +169,24 @@ def worker(
         )
 
 
-COMMANDS = (up, api, worker)
+def model_routes(specs: list[str]) -> dict[str, str]:
+    """``churn=models:/Churn@champion`` or ``models:/Churn@champion`` (route ``churn``) -> routes."""
+    from streamml.models.refs import RouteTarget
+
+    routes: dict[str, str] = {}
+    for spec in specs:
+        route, equals, uri = spec.partition("=")
+        if not equals:
+            route, uri = "", spec
+        try:
+            target = RouteTarget.parse(uri)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        route = route or re.sub(r"[^a-z0-9]+", "-", target.name.lower()).strip("-")
+        if route in routes:
+            raise typer.BadParameter(f"route {route!r} is given twice: name one of them (ROUTE=URI)")
+        routes[route] = uri
+    return routes
+
+
+COMMANDS = (up, serve, api, worker)

@@ -58,6 +58,8 @@ def make_registry(
         fast_path=settings.mlflow.fast_path,
         on_load=on_load,
         challenger_alias=settings.rollout.challenger_alias,
+        allow_code=settings.mlflow.allow_pickle,
+        requirements=settings.mlflow.requirements,
     )
 
 

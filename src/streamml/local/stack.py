@@ -29,7 +29,7 @@ from streamml.local.services import (
     free_port,
     wait_until_healthy,
 )
-from streamml.settings import MLFLOW_URL_FILE, REDIS_URL_FILE, Settings
+from streamml.settings import DEFAULT_ROUTES, MLFLOW_URL_FILE, REDIS_URL_FILE, Settings
 
 MONITOR_EVERY_S = 2.0
 """A status line this often when the output is a log (``--plain``, or not a terminal)."""
@@ -50,19 +50,31 @@ class Stack:
         self.mlflow: EmbeddedMlflow | None = None
         self._stop = threading.Event()
 
-    def run(self, *, workers: int, rate: float, duration: float | None, plain: bool = False) -> int:
+    def run(
+        self, *, workers: int, rate: float, duration: float | None, plain: bool = False, serving: bool = False
+    ) -> int:
+        """Start everything and watch it until stopped. ``serving``: the routes' models come from an
+        existing registry (``streamml serve``): nothing is trained or written to it, and it must be
+        given (``MLFLOW_TRACKING_URI``). Otherwise the demo models are trained when the routes are the
+        demo's and a version is missing. ``rate`` > 0 runs the producer."""
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self._stop.set())
         self.state.mkdir(parents=True, exist_ok=True)
         try:
             warning = check_exposure(self.settings)  # before starting anything: it may refuse
+            if serving and not self.settings.mlflow.tracking_uri:
+                raise RuntimeError(
+                    "serving a registered model needs the registry that holds it: set MLFLOW_TRACKING_URI"
+                )
             redis_url, redis_shown = self._start_redis()
             tracking_uri = self._start_mlflow()
-            self._ensure_models(tracking_uri)
+            if not serving and self.settings.mlflow.routes == DEFAULT_ROUTES:
+                self._ensure_models(tracking_uri)
             env = dict(os.environ) | {
                 "REDIS_URL": redis_url,
                 "MLFLOW_TRACKING_URI": tracking_uri,
                 "STREAMML_STATE_DIR": str(self.state.resolve()),
+                "STREAMML_MLFLOW_ROUTES": json.dumps(self.settings.mlflow.routes),
             }
             gateway_url = self._start_gateway(env)
             metrics_ports = [free_port() for _ in range(workers)]
@@ -178,12 +190,27 @@ class Stack:
             f"predictions  {self.settings.predictions_csv()}",
             f"logs         {self.state / 'logs'}",
             f"producer     {f'{rate:g} records/s' if rate else 'off'}",
+            "routes       " + ", ".join(f"{r} -> {uri}" for r, uri in self.settings.mlflow.routes.items()),
             "",
-            f"try: curl -X POST '{gateway_url}/predict_stream?model=svm' -H 'Content-Type: application/json' "
-            '-d \'{"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, "Sleep_Hours": 7}]}\'',
+            *self._try_lines(gateway_url),
             f'     {find_redis_cli()} -p {port} -a "$(cat {password})" xlen {self.settings.stream.name}',
         ]
         self.console.print(Panel("\n".join(lines), title="streamml is up (Ctrl-C stops everything)"))
+
+    def _try_lines(self, gateway_url: str) -> list[str]:
+        """The first request to send: the demo's example, or a look at what a served model takes."""
+        if self.settings.mlflow.routes == DEFAULT_ROUTES:
+            return [
+                f"try: curl -X POST '{gateway_url}/predict_stream?model=svm' -H 'Content-Type: "
+                'application/json\' -d \'{"data": [{"Designation": 1.5, "Resource_Allocation": 1.7, '
+                '"Sleep_Hours": 7}]}\''
+            ]
+        route = next(iter(self.settings.mlflow.routes))
+        return [
+            f"try: curl {gateway_url}/models    (each route's version and the columns it takes)",
+            f"     curl -X POST '{gateway_url}/predict?model={route}' -H 'Content-Type: application/json' "
+            "-d '{\"data\": [{...}]}'",
+        ]
 
     # -- watch ---------------------------------------------------------------------------------
 
