@@ -21,7 +21,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from streamml.models.inference import LoadedModel, records_to_frame
+from streamml.bench import other_models
+from streamml.local.demo import training_frame
+from streamml.models.inference import EstimatorModel, LoadedModel, records_to_frame
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
 from streamml.stream.publisher import Publisher
@@ -152,14 +154,14 @@ def model_speed(registry: ModelRegistry, route: str, records: list[dict[str, Any
     model = asyncio.run(_loaded(registry, route))
     batches = [records[start : start + 4096] for start in range(0, len(records), 4096)]
     frames = [records_to_frame(batch, model.schema) for batch in batches]
-    estimator = model.estimator
-    steps = getattr(estimator, "steps", None)
-    prepare, classifier = (steps[0][1], steps[-1][1]) if steps and len(steps) == 2 else (None, estimator)
-    matrices = [prepare.transform(frame) if prepare is not None else frame for frame in frames]
+    own = _rate(model.call, frames, len(records))  # the model's predict, as its MLflow flavor calls it
+    classifier = own
+    steps = getattr(model.estimator, "steps", None) if isinstance(model, EstimatorModel) else None
+    if steps and len(steps) == 2:  # a pipeline: its last step alone, on the matrix its first prepared
+        prepare, last = steps[0][1], steps[-1][1]
+        classifier = _rate(last.predict, [prepare.transform(f) for f in frames], len(records))
     return ModelSpeed(
-        pipeline=_rate(estimator.predict, frames, len(records)),
-        classifier=_rate(classifier.predict, matrices, len(records)),
-        inference=_rate(model.predict, batches, len(records)),
+        pipeline=own, classifier=classifier, inference=_rate(model.predict, batches, len(records))
     )
 
 
@@ -188,7 +190,15 @@ def run(
     repeats = 1 if quick else REPEATS
     naive_n = 20 if quick else 100
     records = [r for r, _ in zip(record_stream(Profile.load(), seed=42), range(total), strict=False)]
-    registry = ModelRegistry(tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)
+    others: dict[str, str] = {}
+    if set(routes) & set(other_models.ROUTES):  # the other kinds of model, beside the demo's pipelines
+        others = other_models.register(tracking_uri, training_frame(None, 3000 if quick else 20_000, 0)[0])
+    registry = ModelRegistry(
+        tracking_uri,
+        DEFAULT_ROUTES | others,
+        trusted_types=DEFAULT_TRUSTED_TYPES,
+        allow_code=other_models.RUNS_CODE,
+    )
     results = []
     with tempfile.TemporaryDirectory() as state:
         for route in routes:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamml.models.inference import LoadedModel, records_to_frame
+from streamml.models.inference import EstimatorModel, LoadedModel, records_to_frame
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES
 from streamml.synthetic.producer import record_stream
@@ -59,6 +59,8 @@ def main() -> None:
 
 
 def profile_size(model: LoadedModel, size: int) -> str:
+    if not isinstance(model, EstimatorModel):
+        raise SystemExit(f"{model.name} is a {model.kind} model: this profile is of scikit-learn pipelines")
     records = [r for r, _ in zip(record_stream(Profile.load(), seed=1), range(size), strict=False)]
     pipeline = model.estimator
     preprocess, estimator = pipeline.steps[0][1], pipeline.steps[-1][1]

@@ -3,8 +3,10 @@ and one table per scenario. Rendered as Markdown for benchmarks/results/report.m
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ def machine() -> dict[str, Any]:
         pass
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
+        "measured_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "code": code_revision(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(memory_gb, 1),
@@ -30,6 +34,31 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": {name: metadata.version(name) for name in PACKAGES},
     }
+
+
+def code_revision() -> str:
+    """The commit the measured code is (marked when the checkout has uncommitted changes), or the
+    installed package's version outside a checkout."""
+    here = Path(__file__).resolve()
+    checkout = here.parents[3]
+    if here.parents[2].name != "src" or not (checkout / "pyproject.toml").is_file():
+        return f"streamml {metadata.version('streamml')}"  # installed, not run from a checkout
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"streamml {metadata.version('streamml')}"
+    return f"commit {commit}" + (" with uncommitted changes to src/" if changed else "")
 
 
 def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -179,8 +208,9 @@ def to_markdown(report: dict[str, Any], command: str) -> str:
     out = [
         "# Benchmark report",
         "",
-        f"Command: `{command}`. Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-        f"Python {m['python']}, {m['platform']}.",
+        f"Command: `{command}`, {m.get('measured_at', 'date not recorded')}, "
+        f"{m.get('code', 'code not recorded')}. Machine: {m['cpu']}, {m['cores']} cores, "
+        f"{m['memory_gib']} GiB, Python {m['python']}, {m['platform']}.",
         f"Versions: {versions}; redis-server {report.get('redis_server')}. Prometheus metrics in the "
         f"measured processes: {'on' if report.get('plan', {}).get('metrics', True) else 'off'}.",
         "What bounds each figure and how it was profiled: [../README.md](../README.md).",
