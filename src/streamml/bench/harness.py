@@ -42,7 +42,7 @@ class Plan:
     def for_ci(cls, routes: list[str]) -> Plan:
         # A low open-loop rate: `mlflow models serve` answers ~100/s, and what it cannot answer waits
         # out the client's timeout, which made the smoke run minutes longer at 1,000/s.
-        return cls(quick=True, routes=routes, duration_s=3.0, soak_s=0.0, open_loop_rate=100.0)
+        return cls(quick=True, routes=routes, duration_s=2.0, soak_s=0.0, open_loop_rate=100.0)
 
 
 @contextmanager

@@ -42,12 +42,13 @@ class ReplyHub:
         self._task = asyncio.create_task(self._listen())
 
     async def stop(self) -> None:
-        # A flag, not only cancel(): redis-py's pubsub read can swallow a cancellation.
+        # Cancelled, so a shutdown does not wait out the listener's poll; and a flag as well, because
+        # redis-py's pubsub read can swallow a cancellation (the flag then ends it at the next poll).
         self._stopping.set()
         if self._task:
-            try:
-                await asyncio.wait_for(self._task, timeout=2 * LISTEN_POLL_S)
-            except TimeoutError:
+            self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=2 * LISTEN_POLL_S)
+            if not done:
                 log.warning("reply listener did not stop in time")
 
     async def _listen(self) -> None:
