@@ -39,7 +39,7 @@ fi
 for ((i = 1; i <= runs; i++)); do
   for side in old new; do
     echo "=== $side ($([ "$side" = old ] && echo "$old" || echo "$new")) run $i, $(date -u +%H:%M:%S)"
-    (cd "$work/$side" && PATH="$work/$side-venv/bin:$venv/bin:$PATH" \
+    (cd "$work/$side" && COLUMNS=${COLUMNS:-180} PATH="$work/$side-venv/bin:$venv/bin:$PATH" \
       "$work/$side-venv/bin/python" -m streamml bench --quick --no-record "$@")
   done
 done

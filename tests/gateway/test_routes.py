@@ -4,15 +4,19 @@ results, and the operational endpoints."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
 from streamml import keys
+from streamml.gateway import mlflow_scoring, native, open_inference, operations
 from streamml.models.registry import ModelRegistry
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
 from tests.helpers import SEED_EXAMPLE, drain, gateway_client
@@ -371,3 +375,32 @@ async def test_a_started_gateway_has_its_routes_resolved_and_its_first_burst_ask
         assert {response.status_code for response in await asyncio.gather(*burst)} == {202}
     assert at_start == {"get_model_version_by_alias": 3, "get_model_version_download_uri": 3}
     assert dict(asked) == at_start
+
+
+def _calls(dependant: Any) -> Iterator[Any]:
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from _calls(dependency)
+
+
+def _runs_on_the_loop(call: Any) -> bool:
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(type(call).__call__)
+
+
+def test_no_route_dependency_runs_in_the_thread_pool() -> None:
+    """FastAPI runs a plain-function dependency in its thread pool: a thread hand-off on every request.
+    Every dependency of every route is a coroutine (or an object whose ``__call__`` is one)."""
+    routes = [
+        route
+        for module in (native, mlflow_scoring, open_inference, operations)
+        for route in module.router.routes
+        if isinstance(route, APIRoute)
+    ]
+    in_threads = {
+        f"{route.path}: {getattr(call, '__qualname__', type(call).__qualname__)}"
+        for route in routes
+        for call in _calls(route.dependant)
+        if not _runs_on_the_loop(call)
+    }
+    assert len(routes) > 20
+    assert not in_threads
