@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamml.errors import StreammlError
+from streamml.errors import InvalidRequest, StreammlError
 from streamml.gateway.native import quick_batch, read_batch, read_records
 from streamml.models.schema import Column, InputSchema, ValidatedBatch
 from streamml.settings import GatewaySettings
@@ -108,3 +108,12 @@ def test_for_any_body_the_answer_is_the_careful_paths(records: list[dict[str, An
     """NaN and Infinity written as JS literals, as json.dumps does; with spaces before colons or not."""
     body = json.dumps({"data": records}, separators=(",", " : ") if spaced else (",", ":")).encode()
     assert either(body) == careful(body)
+
+
+def test_a_required_feature_with_a_bad_value_is_named_once_for_its_value_not_as_missing() -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        SCHEMA.validate([{"Designation": "two"}, {"Gender": "F"}])
+    assert [(p.record, p.field, p.message) for p in raised.value.problems] == [
+        (0, "Designation", "record 0, field 'Designation': expected a number, got str 'two'"),
+        (1, "Designation", "record 1: required feature 'Designation' is missing"),
+    ]

@@ -123,11 +123,14 @@ class InputSchema:
             if not isinstance(record, Mapping):
                 problems.append(Problem(f"record {index} must be an object of feature: value", record=index))
                 continue
+            first_problem = len(problems)
             clean = self._validate_record(index, record, problems)
+            # a feature present with a bad value already has its problem: not "missing" as well
+            refused = {problem.field for problem in problems[first_problem:]}
             for column in self.columns:
                 if column.name not in clean:
                     missing[column.name] += 1
-                    if column.required:
+                    if column.required and column.name not in refused:
                         problems.append(
                             Problem(
                                 f"record {index}: required feature {column.name!r} is missing",
