@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from streamml.bench import mlserver
 from streamml.bench.endtoend import (
     RESULT_TTL_S,
     MlflowServe,
     Outcome,
+    Peer,
     Shape,
     StreammlStack,
-    run_mlflow,
+    run_peer,
     run_streamml,
+    runs,
     soak,
 )
 from streamml.models.registry import ModelRegistry
@@ -55,10 +60,24 @@ def shapes(concurrency: int, open_loop_rate: float = OPEN_LOOP_RATE) -> list[Sha
         ),
         Shape(
             "invocations",
-            "5. the identical request to both: POST /invocations, 1 record, closed loop",
+            "5. the identical request: POST /invocations, 1 record, closed loop",
             1,
             concurrency=concurrency,
-            identical=True,
+            identical="invocations",
+        ),
+        Shape(
+            "v2_single",
+            "6. the identical request: V2 infer, 1 record, closed loop",
+            1,
+            concurrency=concurrency,
+            identical="v2",
+        ),
+        Shape(
+            "v2_hundred",
+            "7. the identical request: V2 infer, 100 records, closed loop",
+            100,
+            concurrency=concurrency,
+            identical="v2",
         ),
     ]
 
@@ -66,6 +85,25 @@ def shapes(concurrency: int, open_loop_rate: float = OPEN_LOOP_RATE) -> list[Sha
 def _ratio(ours: Outcome, theirs: Outcome, key: str) -> float | None:
     mine, other = getattr(ours, key), getattr(theirs, key)
     return round(mine / other, 1) if other else None
+
+
+PEERS = ("mlflow", "mlserver")
+"""The peers streamml can be measured against: `mlflow models serve`, MLServer with adaptive batching."""
+
+
+def _start_peer(name: str, root: Path, model_dir: str, route: str, serve_workers: int) -> Peer:
+    if name == "mlflow":
+        return MlflowServe(root / "mlflow-serve", model_dir, workers=serve_workers).start()
+    if name == "mlserver":
+        venv = mlserver.environment()
+        return mlserver.MLServer(root / "mlserver", model_dir, name=route, venv=venv).start()
+    raise ValueError(f"unknown peer {name!r}: one of {', '.join(PEERS)}")
+
+
+def _peer_settings(peer: Peer, serve_workers: int) -> dict[str, str]:
+    if isinstance(peer, mlserver.MLServer):
+        return peer.versions()
+    return {"mlflow": metadata.version("mlflow"), "workers": str(serve_workers), "env_manager": "local"}
 
 
 def run(
@@ -81,48 +119,58 @@ def run(
     soak_s: float,
     metrics: bool = True,
     open_loop_rate: float = OPEN_LOOP_RATE,
+    peers: Sequence[str] = ("mlflow",),
 ) -> dict[str, Any]:
     records = complete_records(50_000)
     registry = ModelRegistry(tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES)
     ref = asyncio.run(registry.resolver.resolve(route))
     model_dir = registry.artifacts.model(ref)
     outcomes: list[Outcome] = []
+    # A protocol no peer speaks is not measured (streamml alone would have nothing to be compared to).
+    spoken = {"invocations" if name == "mlflow" else "v2" for name in peers}
+    scenarios = [s for s in shapes(concurrency, open_loop_rate) if s.identical in (None, *spoken)]
 
-    # Both systems stay up and each scenario runs on one right after the other, so that a ratio compares
-    # runs a minute apart at most (a shared machine's speed drifts); the idle one polls, and costs next
-    # to nothing.
+    # Every system stays up and each scenario runs on one right after the other, so that a ratio
+    # compares runs a minute apart at most (a shared machine's speed drifts); the idle ones poll, and
+    # cost next to nothing.
     stack = StreammlStack(
         root / "streamml", redis_url, tracking_uri, workers=workers, metrics=metrics, default_route=route
     ).start()
-    serve = None
+    started: list[Peer] = []
     memory = None
     try:
-        serve = MlflowServe(root / "mlflow-serve", model_dir, workers=serve_workers).start()
-        for shape in shapes(concurrency, open_loop_rate):
+        for name in peers:
+            started.append(_start_peer(name, root, model_dir, route, serve_workers))
+        for shape in scenarios:
             outcomes.append(asyncio.run(run_streamml(stack, route, records, shape, duration_s)))
-            outcomes.append(asyncio.run(run_mlflow(serve, records, shape, duration_s)))
-        serve.stop()
-        serve = None
+            for peer in started:
+                if runs(peer, shape):
+                    outcomes.append(asyncio.run(run_peer(peer, records, shape, duration_s)))
+        settings = {peer.system: _peer_settings(peer, serve_workers) for peer in started}
+        while started:
+            started.pop().stop()
         if soak_s:
             every_s = max(1.0, soak_s / 30)
             memory = asyncio.run(soak(stack, route, records, SOAK_RATE, soak_s, every_s=every_s))
     finally:
-        if serve is not None:
-            serve.stop()
+        for peer in started:
+            peer.stop()
         stack.stop()
 
     by_key = {(o.scenario, o.system): o for o in outcomes}
-    ratios = []
-    for shape in shapes(concurrency, open_loop_rate):
-        ours, theirs = by_key[(shape.name, "streamml")], by_key[(shape.name, "mlflow models serve")]
-        ratios.append(
-            {
-                "key": shape.key,
-                "scenario": shape.name,
-                "requests_per_s": _ratio(ours, theirs, "requests_per_s"),
-                "records_per_s": _ratio(ours, theirs, "records_per_s"),
-            }
-        )
+    ratios = [
+        {
+            "key": shape.key,
+            "scenario": shape.name,
+            "peer": theirs.system,
+            "requests_per_s": _ratio(ours, theirs, "requests_per_s"),
+            "records_per_s": _ratio(ours, theirs, "records_per_s"),
+        }
+        for shape in scenarios
+        for ours in [by_key[(shape.name, "streamml")]]
+        for theirs in outcomes
+        if theirs.scenario == shape.name and theirs.system != "streamml"
+    ]
     return {
         "model": f"{ref.name} v{ref.version}",
         "route": route,
@@ -139,6 +187,7 @@ def run(
             "soak_s": soak_s,
             "cpus": os.cpu_count(),
         },
+        "peers": settings,
         "outcomes": [
             asdict(o) | {"cpu_ms_per_request": o.cpu_ms_per_request, "cpu_us_per_record": o.cpu_us_per_record}
             for o in outcomes

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from streamml import keys
 from streamml.bench import loadgen, wrk
+from streamml.bench.mlserver import v2_body
 from streamml.bench.usage import Meter, usage
 from streamml.local.services import ManagedProcess, free_port, wait_until_healthy
 from streamml.pacing import percentiles
@@ -50,9 +51,12 @@ class Shape:
     """Open loop: requests per second."""
     synchronous: bool = False
     """streamml: ``POST /predict`` (answers with the predictions), not ``POST /predict_stream``."""
-    identical: bool = False
-    """Both systems get the identical request: ``POST /invocations`` with MLflow's body (streamml serves
-    it on its default route), and both are measured as request -> answer with the predictions."""
+    identical: str | None = None
+    """The protocol of a request every system gets identically (``invocations``: MLflow's scoring
+    protocol, which streamml serves on its default route; ``v2``: Open Inference Protocol infer on the
+    route's name), each measured as request -> answer with the predictions; only the peers that speak it
+    run the scenario. None: streamml gets its own ``/predict_stream`` (or ``/predict``), each peer its
+    own protocol."""
 
 
 @dataclass
@@ -215,8 +219,32 @@ class StreammlStack:
         return latencies, last_written
 
 
+class Peer(Protocol):
+    """A system streamml is measured against, answering each request with its predictions."""
+
+    system: str
+    protocol: str
+    """The protocol it is measured with (``invocations`` or ``v2``), see :attr:`Shape.identical`."""
+    root: Path
+
+    @property
+    def pids(self) -> dict[str, int]: ...
+
+    @property
+    def infer_url(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+BODIES: dict[str, Callable[[list[dict[str, Any]]], bytes]] = {}
+"""Each protocol's request body for a list of records (filled below the encoders)."""
+
+
 class MlflowServe:
     """`mlflow models serve` on a local copy of the registered model, ``workers`` uvicorn workers."""
+
+    system = "mlflow models serve"
+    protocol = "invocations"
 
     def __init__(self, root: Path, model_dir: str, *, workers: int) -> None:
         self.root = root
@@ -234,6 +262,10 @@ class MlflowServe:
     def pids(self) -> dict[str, int]:
         return {"mlflow-serve": self.process.pid}
 
+    @property
+    def infer_url(self) -> str:
+        return f"{self.url}/invocations"
+
     def start(self) -> MlflowServe:
         self.process.start()
         wait_until_healthy(f"{self.url}/ping", self.process, timeout_s=READY_TIMEOUT_S)
@@ -249,6 +281,9 @@ def streamml_body(records: list[dict[str, Any]]) -> bytes:
 
 def mlflow_body(records: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"dataframe_records": records})
+
+
+BODIES.update(invocations=mlflow_body, v2=v2_body)
 
 
 def bodies(
@@ -280,9 +315,9 @@ async def run_streamml(
     stack: StreammlStack, route: str, records: list[dict[str, Any]], shape: Shape, duration_s: float
 ) -> Outcome:
     if shape.identical:
-        return await run_answered(
-            "streamml", f"{stack.url}/invocations", stack.pids, stack.root, records, shape, duration_s
-        )
+        paths = {"invocations": "/invocations", "v2": f"/v2/models/{route}/infer"}
+        url, encode = stack.url + paths[shape.identical], BODIES[shape.identical]
+        return await run_answered("streamml", url, stack.pids, stack.root, records, shape, duration_s, encode)
     payloads = bodies(records, shape.records_per_request, streamml_body)
     url = stack.predict_url(route, synchronous=shape.synchronous)
     if shape.concurrency and wrk.available():
@@ -346,11 +381,16 @@ async def _streamml_with_wrk(
     )
 
 
-async def run_mlflow(
-    serve: MlflowServe, records: list[dict[str, Any]], shape: Shape, duration_s: float
-) -> Outcome:
+def runs(peer: Peer, shape: Shape) -> bool:
+    """Whether ``peer`` takes part in ``shape``: its own protocol, or the identical request if it
+    speaks that one."""
+    return shape.identical in (None, peer.protocol)
+
+
+async def run_peer(peer: Peer, records: list[dict[str, Any]], shape: Shape, duration_s: float) -> Outcome:
+    encode = BODIES[peer.protocol]
     return await run_answered(
-        "mlflow models serve", f"{serve.url}/invocations", serve.pids, serve.root, records, shape, duration_s
+        peer.system, peer.infer_url, peer.pids, peer.root, records, shape, duration_s, encode
     )
 
 
@@ -362,10 +402,11 @@ async def run_answered(
     records: list[dict[str, Any]],
     shape: Shape,
     duration_s: float,
+    encode: Callable[[list[dict[str, Any]]], bytes],
 ) -> Outcome:
     """A system whose answer is the prediction, measured from the client: answers with a 2xx per
-    second, request -> response latency. MLflow's body (``dataframe_records``)."""
-    payloads = bodies(records, shape.records_per_request, mlflow_body)
+    second, request -> response latency; bodies made by ``encode``."""
+    payloads = bodies(records, shape.records_per_request, encode)
     if shape.concurrency and wrk.available():
         scratch, warm_up = root / "wrk", min(2.0, duration_s)
         await asyncio.to_thread(

@@ -36,13 +36,18 @@ class Plan:
     metrics: bool = True
     """Prometheus metrics on in the measured processes (off: what they cost)."""
     open_loop_rate: float = 1000.0
-    """Requests/s offered in the open loop (to both systems)."""
+    """Requests/s offered in the open loop (to every system)."""
+    peers: tuple[str, ...] = e2e_run.PEERS
+    """The systems measured beside streamml end to end (MLServer's environment is created on first use)."""
 
     @classmethod
     def for_ci(cls, routes: list[str]) -> Plan:
         # A low open-loop rate: `mlflow models serve` answers ~100/s, and what it cannot answer waits
         # out the client's timeout, which made the smoke run minutes longer at 1,000/s.
-        return cls(quick=True, routes=routes, duration_s=2.0, soak_s=0.0, open_loop_rate=100.0)
+        # MLServer's own environment takes minutes to install: not in the smoke run.
+        return cls(
+            quick=True, routes=routes, duration_s=2.0, soak_s=0.0, open_loop_rate=100.0, peers=("mlflow",)
+        )
 
 
 @contextmanager
@@ -102,7 +107,9 @@ def main(plan: Plan, *, record: bool, output: Path, command: str, console: Conso
             )
             console.print(_rollout_table(results["rollout"]))
         if plan.endtoend:
-            console.print(f"end to end on route {plan.routes[0]} (streamml, then mlflow models serve) ...")
+            console.print(
+                f"end to end on route {plan.routes[0]} (streamml, then {', '.join(plan.peers)}) ..."
+            )
             results["endtoend"] = e2e_run.run(
                 root=root,
                 redis_url=redis_url,
@@ -115,6 +122,7 @@ def main(plan: Plan, *, record: bool, output: Path, command: str, console: Conso
                 soak_s=plan.soak_s,
                 metrics=plan.metrics,
                 open_loop_rate=plan.open_loop_rate,
+                peers=plan.peers,
             )
             console.print(_e2e_table(results["endtoend"]))
     headline = Table("target", "measured", "met", title="targets")

@@ -114,7 +114,7 @@ def _e2e_targets(e2e: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
     if not e2e:
         return []
     rows: list[tuple[str, str, str, str]] = []
-    ratios = {r["key"]: r for r in e2e["ratios"]}
+    ratios = {r["key"]: r for r in e2e["ratios"] if r.get("peer", MLFLOW) == MLFLOW}
     ours = {o["key"]: o for o in e2e["outcomes"] if o["system"] == "streamml"}
     one, hundred, open_loop = ratios["single"], ratios["hundred"], ours["open_loop"]
     generator = ours["single"].get("load_generator", "aiohttp")
@@ -134,6 +134,7 @@ def _e2e_targets(e2e: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
             "",
         )
     )
+    rows += _mlserver_targets(e2e, ours)
     latency, client = open_loop["latency_ms"], open_loop.get("client_latency_ms") or {}
     rows.append(
         (
@@ -188,6 +189,34 @@ def _e2e_targets(e2e: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
                     if "dashboard_events" in memory
                     else ""
                 ),
+            )
+        )
+    return rows
+
+
+MLFLOW = "mlflow models serve"
+MLSERVER_TARGETS = (
+    ("single", "requests_per_s", "end to end (/predict_stream), 1 record/request", 6),
+    ("v2_single", "requests_per_s", "the identical V2 infer request, 1 record", 3),
+    ("hundred", "records_per_s", "end to end (/predict_stream), 100 records/request", 4),
+    ("v2_hundred", "records_per_s", "the identical V2 infer request, 100 records", 2),
+)
+"""(scenario, measure, what, at least this many times MLServer's figure)."""
+
+
+def _mlserver_targets(e2e: dict[str, Any], ours: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    ratios = {r["key"]: r for r in e2e["ratios"] if r.get("peer") == "MLServer"}
+    rows = []
+    for key, measure, what, times in MLSERVER_TARGETS:
+        if (ratio := ratios.get(key)) is None:
+            continue
+        unit = "requests/s" if measure == "requests_per_s" else "records/s"
+        rows.append(
+            (
+                f"{what}: ≥ {times}× MLServer (adaptive batching)",
+                f"{ratio[measure]}× ({ours[key][measure]:,} {unit})",
+                _met((ratio[measure] or 0) >= times),
+                "MLServer answers V2 infer in every scenario",
             )
         )
     return rows
@@ -291,27 +320,45 @@ def _drain_table(drain: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _peer_lines(peers: dict[str, dict[str, str]]) -> list[str]:
+    if not peers:
+        return []
+    described = "; ".join(
+        f"{system}: " + ", ".join(f"{k} {v}" for k, v in settings.items())
+        for system, settings in peers.items()
+    )
+    return [
+        "",
+        f"Peers and their settings: {described}. MLServer gets the Open Inference Protocol's infer request "
+        "(one tensor per column, decoded to a DataFrame) in the end-to-end scenarios, and the identical "
+        "V2 request in scenarios 6 and 7; it runs in an environment of its own with the same model "
+        "libraries.",
+    ]
+
+
 def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
     if not e2e:
         return []
     p = e2e["parameters"]
     out = [
         "",
-        "## 3–5. End to end",
+        "## 3–7. End to end",
         "",
         f"Model {e2e['model']} (route `{e2e['route']}`). streamml: 1 gateway process, {p['workers']} worker "
         f"process(es). `mlflow models serve --env-manager local -w {p['mlflow_serve_workers']}` on a copy "
-        "of the same model version. Same complete records and the same load generator for both, named "
-        "in each row with the share of a core it took: wrk (C) for the closed loops where it is "
-        "installed, the asyncio/aiohttp generator for the open loop; closed loops with "
+        "of the same model version. Same complete records and the same load generator for every "
+        "system, named in each row with the share of a core it took: wrk (C) for the closed loops "
+        "where it is installed, the asyncio/aiohttp generator for the open loop; closed loops with "
         f"{p['concurrency']} connections, {p['duration_s']:.0f} s each after a warm-up; open loop at "
         f"{p['open_loop_rate']:.0f} requests/s. "
         "streamml's latency runs from gateway acceptance to the prediction written (stamped in the "
-        "message; throughput to the last prediction written); mlflow's is request to response, "
+        "message; throughput to the last prediction written); a peer's is request to response, "
         "since its prediction is the response. *Client p50/p99* is what the load generator saw. In the "
-        "identical-request scenario both systems get the same `POST /invocations` with the same MLflow "
-        "body (streamml's MLflow protocol on its default route) and both are measured from the client: "
+        "identical-request scenarios every system that speaks the protocol gets the same request: `POST "
+        "/invocations` with the same MLflow body (streamml's MLflow protocol on its default route), or the "
+        "same V2 infer request on the route's name, each measured from the client: "
         "answers with the predictions per second, request to response.",
+        *_peer_lines(e2e.get("peers", {})),
         "",
         "| scenario | system | requests/s | records/s | p50 ms | p95 ms | p99 ms | max ms | "
         "client p50 / p99 ms | failed | CPU, cores used | load generator, cores |",
@@ -340,10 +387,13 @@ def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
             out.append(f"| {o['scenario']} | {o['system']} | {per_request} | {per_record} |")
     out += [
         "",
-        "| scenario | streamml ÷ mlflow models serve, requests/s | records/s |",
-        "| --- | --- | --- |",
+        "| scenario | streamml ÷ | requests/s | records/s |",
+        "| --- | --- | --- | --- |",
     ]
-    out += [f"| {r['scenario']} | {r['requests_per_s']}× | {r['records_per_s']}× |" for r in e2e["ratios"]]
+    out += [
+        f"| {r['scenario']} | {r.get('peer', MLFLOW)} | {r['requests_per_s']}× | {r['records_per_s']}× |"
+        for r in e2e["ratios"]
+    ]
     peaks: dict[str, float] = {}
     for o in e2e["outcomes"]:
         for name, v in o["processes"].items():

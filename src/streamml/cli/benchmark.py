@@ -51,6 +51,15 @@ def bench(
         Path,
         typer.Option("--output", "-o", metavar="DIR", help="Where report.json and report.md go."),
     ] = Path("benchmarks/results"),
+    peers: Annotated[
+        str | None,
+        typer.Option(
+            "--peers",
+            metavar="mlflow,mlserver",
+            help="End to end: the systems measured beside streamml (default: both; with --quick, mlflow). "
+            "MLServer runs in an environment of its own, installed on first use.",
+        ),
+    ] = None,
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="Prometheus metrics on in what is measured.")
     ] = True,
@@ -103,6 +112,9 @@ def bench(
         duration_s=duration if duration is not None else defaults.duration_s,
         soak_s=soak if soak is not None else defaults.soak_s,
         metrics=metrics,
+        peers=tuple(p.strip() for p in peers.split(",") if p.strip())
+        if peers is not None
+        else defaults.peers,
     )
     run_benchmarks(
         plan,
