@@ -18,7 +18,7 @@ from streamml.gateway.context import GatewayContext
 from streamml.gateway.dashboard import SnapshotHub
 from streamml.gateway.gateway_metrics import GatewayMetrics
 from streamml.gateway.http_errors import ErrorPolicy, install_fallback_handlers
-from streamml.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, ResponseHeadersMiddleware
+from streamml.gateway.middleware import GatewayMiddleware
 from streamml.gateway.replies import ReplyHub
 from streamml.gateway.submission import BacklogGate, IdempotencyStore, Submission
 from streamml.models.registry import ModelRegistry
@@ -68,10 +68,7 @@ def create_app(settings: Settings, publisher: Publisher, registry: ModelRegistry
     for module in (native, mlflow_scoring, open_inference, operations):
         app.include_router(module.router)
     install_fallback_handlers(app, retry_after_s=gateway.retry_after_s)
-    app.add_middleware(BodyLimitMiddleware, limit=gateway.max_body_bytes)
-    app.add_middleware(ResponseHeadersMiddleware)
-    if context.metrics is not None:
-        app.add_middleware(MetricsMiddleware, metrics=context.metrics)
+    app.add_middleware(GatewayMiddleware, limit=gateway.max_body_bytes, metrics=context.metrics)
     if gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,
