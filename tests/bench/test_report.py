@@ -92,3 +92,36 @@ def test_cpu_and_client_latency_targets_are_judged_from_the_runs_figures() -> No
         "p50 3.0 ms, p99 16.0 ms",
         "**no**",
     )
+
+
+def test_a_run_against_mlserver_alone_is_judged_against_mlservers_targets_only() -> None:
+    result = run("x", 3600)
+    result["endtoend"]["ratios"] = [
+        {
+            "key": "single",
+            "scenario": "x single",
+            "peer": "MLServer",
+            "requests_per_s": 2.2,
+            "records_per_s": 2.2,
+        },
+        {
+            "key": "v2_hundred",
+            "scenario": "x v2",
+            "peer": "MLServer",
+            "requests_per_s": 0.6,
+            "records_per_s": 0.6,
+        },
+    ]
+    result["endtoend"]["outcomes"].append(
+        {"key": "v2_hundred", "system": "streamml", "requests_per_s": 290, "records_per_s": 29_025}
+    )
+    verdicts = {target: (value, met) for target, value, met, _ in report.headline(result)}
+    assert not any("mlflow models serve" in target for target in verdicts)
+    assert verdicts["end to end (/predict_stream), 1 record/request: ≥ 6× MLServer (adaptive batching)"] == (
+        "2.2× (100 requests/s)",
+        "**no**",
+    )
+    assert verdicts["the identical V2 infer request, 100 records: ≥ 2× MLServer (adaptive batching)"] == (
+        "0.6× (29,025 records/s)",
+        "**no**",
+    )
