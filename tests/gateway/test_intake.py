@@ -32,7 +32,7 @@ COMPLETE = {"Sleep Hours": 6.5, "Team Size": 4, "Gender": "F", "Age": 41, "Remot
 
 def careful(body: bytes) -> ValidatedBatch | str:
     try:
-        return SCHEMA.validate(read_records(body, LIMITS))
+        return SCHEMA.validate_carefully(read_records(body, LIMITS))
     except StreammlError as exc:
         return f"{type(exc).__name__}: {exc}"
 
@@ -108,6 +108,37 @@ def test_for_any_body_the_answer_is_the_careful_paths(records: list[dict[str, An
     """NaN and Infinity written as JS literals, as json.dumps does; with spaces before colons or not."""
     body = json.dumps({"data": records}, separators=(",", " : ") if spaced else (",", ":")).encode()
     assert either(body) == careful(body)
+
+
+def _answer(validate: Any, records: list[Any]) -> ValidatedBatch | str:
+    try:
+        batch: ValidatedBatch = validate(records)
+    except StreammlError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return batch
+
+
+@settings(max_examples=400, deadline=None)
+@given(records=RECORDS)
+def test_for_any_records_another_protocol_read_the_answer_is_the_careful_paths(
+    records: list[dict[str, Any]],
+) -> None:
+    """The records of a V2 request or an MLflow body (not JSON text): the compiled validator's answer,
+    when it has one, is the careful path's, value types included."""
+    quick, slow = _answer(SCHEMA.validate, records), _answer(SCHEMA.validate_carefully, records)
+    assert quick == slow
+    if isinstance(quick, ValidatedBatch) and isinstance(slow, ValidatedBatch):
+        assert [{k: type(v) for k, v in r.items()} for r in quick.records] == [
+            {k: type(v) for k, v in r.items()} for r in slow.records
+        ]
+
+
+@pytest.mark.parametrize("age", [2**63, -(2**64)])
+def test_a_long_beyond_64_bits_is_refused_by_both_paths(age: int) -> None:
+    body = json.dumps({"data": [COMPLETE | {"Age": age}]}).encode()
+    assert either(body) == careful(body)
+    assert "a long can hold" in str(either(body))
+    assert "a long can hold" in str(_answer(SCHEMA.validate, [COMPLETE | {"Age": age}]))
 
 
 def test_a_required_feature_with_a_bad_value_is_named_once_for_its_value_not_as_missing() -> None:

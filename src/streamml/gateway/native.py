@@ -99,7 +99,7 @@ def read_batch(raw: bytes, schema: InputSchema | None, limits: GatewaySettings) 
     without a signature takes its records as they come (JSON shape and limits checked)."""
     if schema is None:
         return as_given(read_records(raw, limits))
-    return quick_batch(raw, schema, limits) or schema.validate(read_records(raw, limits))
+    return quick_batch(raw, schema, limits) or schema.validate_carefully(read_records(raw, limits))
 
 
 def quick_batch(raw: bytes, schema: InputSchema, limits: GatewaySettings) -> ValidatedBatch | None:
