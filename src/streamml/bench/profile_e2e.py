@@ -1,13 +1,15 @@
 """Where the gateway and the worker spend their CPU under load: one streamml stack driven by wrk while
 py-spy samples both processes. Usage::
 
-    python -m streamml.bench.profile_e2e [records_per_request] [seconds] [output_dir]
+    python -m streamml.bench.profile_e2e [records_per_request] [seconds] [output_dir] [native|v2]
 
-(defaults 100, 15, benchmarks/results/profiles). With REDIS_URL and MLFLOW_TRACKING_URI unset, an
-embedded Redis and demo models in a temporary registry are used. Writes, per process, py-spy's collapsed
-stacks (``<name>-<records>.txt``, readable by speedscope or flamegraph.pl) and prints the functions with
-the most samples (self and total) and the CPU per request and per record. Needs wrk and py-spy (the
-'bench' extra); py-spy needs permission to read another process's memory (root, or ptrace allowed).
+(defaults 100, 15, benchmarks/results/profiles, native: ``POST /predict_stream``; v2: the Open Inference
+Protocol's infer request, one tensor per column, answered through the stream). With REDIS_URL and
+MLFLOW_TRACKING_URI unset, an embedded Redis and demo models in a temporary registry are used. Writes, per
+process, py-spy's collapsed stacks (``<name>-<records>.txt``, readable by speedscope or flamegraph.pl) and
+prints the functions with the most samples (self and total) and the CPU per request and per record. Needs
+wrk and py-spy (the 'bench' extra); py-spy needs permission to read another process's memory (root, or
+ptrace allowed).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from streamml.bench import wrk
 from streamml.bench.e2e_run import complete_records
 from streamml.bench.endtoend import StreammlStack, bodies, streamml_body
 from streamml.bench.harness import services
+from streamml.bench.mlserver import v2_body
 from streamml.bench.usage import usage
 
 TOP = 25
@@ -54,6 +57,9 @@ def main() -> None:
     records_per_request = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 15.0
     output = Path(sys.argv[3] if len(sys.argv) > 3 else "benchmarks/results/profiles")
+    protocol = sys.argv[4] if len(sys.argv) > 4 else "native"
+    if protocol not in ("native", "v2"):
+        raise SystemExit(f"the protocol is native or v2, not {protocol!r}")
     spy = _py_spy()
     if not wrk.available() or spy is None:
         raise SystemExit("needs wrk (Debian package) and py-spy (the 'bench' extra)")
@@ -65,7 +71,7 @@ def main() -> None:
         root = Path(scratch)
         stack = StreammlStack(root / "stack", redis_url, tracking_uri, workers=1).start()
         try:
-            _profile(stack, spy, records_per_request, seconds, output, root)
+            _profile(stack, spy, records_per_request, seconds, output, root, protocol)
         finally:
             stack.stop()
 
@@ -77,11 +83,19 @@ def _py_spy() -> str | None:
 
 
 def _profile(
-    stack: StreammlStack, spy: str, per_request: int, seconds: float, output: Path, root: Path
+    stack: StreammlStack,
+    spy: str,
+    per_request: int,
+    seconds: float,
+    output: Path,
+    root: Path,
+    protocol: str,
 ) -> None:
     records = complete_records(20_000)
-    payloads = bodies(records, per_request, streamml_body)
-    url = stack.predict_url("lightgbm")
+    if protocol == "v2":
+        payloads, url = bodies(records, per_request, v2_body), f"{stack.url}/v2/models/lightgbm/infer"
+    else:
+        payloads, url = bodies(records, per_request, streamml_body), stack.predict_url("lightgbm")
     wrk.run(
         url, payloads, connections=16, duration_s=3, scratch=root / "warm"
     )  # models loaded, JIT-free warm-up
