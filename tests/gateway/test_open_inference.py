@@ -176,3 +176,16 @@ def test_binary_output_is_what_the_request_asks_for() -> None:
         {"binary_data_output": True}, [{"name": "predictions", "parameters": {"binary_data": False}}]
     )
     assert asks(None, [{"name": "predictions", "parameters": {"binary_data": True}}])
+
+
+def test_a_string_or_a_record_over_the_limits_is_named_with_its_record_and_field() -> None:
+    limits = GatewaySettings(max_records=10, max_string_length=5, max_fields=2)
+    strings = {"name": "g", "shape": [2, 1], "datatype": "BYTES", "data": ["short", "too long"]}
+    with pytest.raises(InvalidRequest) as raised:
+        read_infer(orjson.dumps({"inputs": [strings]}), None, limits)
+    [problem] = raised.value.problems
+    assert (problem.record, problem.field) == (1, "g")
+    assert "longer than 5 characters" in problem.message
+    numbers = [{"name": n, "shape": [1], "datatype": "FP64", "data": [1.0]} for n in ("a", "b", "c")]
+    with pytest.raises(InvalidRequest, match="record 0 has 3 fields; at most 2"):
+        read_infer(orjson.dumps({"inputs": numbers}), None, limits)

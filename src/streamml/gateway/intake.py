@@ -128,6 +128,9 @@ def _strict_json(body: bytes) -> Any:
     return json.loads(body, object_pairs_hook=_no_duplicates)
 
 
+_CONTAINERS = frozenset((dict, list))
+
+
 def _shape(value: Any, limit: int) -> tuple[int, int]:
     """(nesting depth, keys of every object) in one pass; stops counting once deeper than ``limit``.
     A scalar is one level, so a body of flat records is four: object, list, record, value."""
@@ -142,11 +145,14 @@ def _shape(value: Any, limit: int) -> tuple[int, int]:
             keys += len(item)
             children = item.values()
         below = level + 1
-        for child in children:
-            if isinstance(child, (dict, list)):
-                stack.append((child, below))
-            elif below > deepest:
-                deepest = below
+        if _CONTAINERS.isdisjoint(map(type, children)):  # scalars only (a column's values): read in C
+            deepest = max(deepest, below) if len(item) else deepest
+        else:
+            for child in children:
+                if isinstance(child, (dict, list)):
+                    stack.append((child, below))
+                elif below > deepest:
+                    deepest = below
         deepest = max(deepest, level)
         if deepest > limit:
             break

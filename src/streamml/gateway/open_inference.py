@@ -145,8 +145,26 @@ def read_infer(raw: bytes, header_length: str | None, limits: GatewaySettings) -
         {name: value for name, values in columns if (value := values[row]) is not None}
         for row in range(rows.pop())
     ]
-    check_records(records, limits)
+    if not _within_limits(columns, limits):
+        check_records(records, limits)  # it names the first record and field over a limit
     return InferRequest(records, request_id, binary_output, output)
+
+
+def _within_limits(columns: list[tuple[str, list[Any]]], limits: GatewaySettings) -> bool:
+    """Whether no record made of these columns can be over a shape limit that ``check_records``
+    applies (fields per record, name and string sizes), judged a column at a time."""
+    if len(columns) > limits.max_fields:
+        return False
+    longest = limits.max_string_length
+    for name, values in columns:
+        if len(name) > longest:
+            return False
+        types = set(map(type, values))
+        if str in types:
+            strings = values if types == {str} else [v for v in values if type(v) is str]
+            if max(map(len, strings)) > longest:
+                return False
+    return True
 
 
 def _asked(outputs: Any) -> str:

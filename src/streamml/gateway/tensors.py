@@ -122,12 +122,26 @@ def read_tensor(index: int, tensor: Any, chunks: Chunks, limits: GatewaySettings
             raise invalid(f"tensor {name!r}: binary_data_size must be an integer", name)
         values = _from_binary(name, datatype, chunks.take(size, name))
     elif "data" in tensor:
-        values = list(_flat(tensor["data"]))
+        values = _flat_list(tensor["data"])
     else:
         raise invalid(f"tensor {name!r} has neither 'data' nor binary data", name)
     if len(values) != shape[0]:
         raise invalid(f"tensor {name!r}: {len(values)} values for shape {shape}", name)
-    return name, [_missing_as_none(v) for v in values]
+    types = set(map(type, values))  # a column's types and NaNs are read in C, not value by value
+    if types == {float}:
+        if any(map(math.isnan, values)):
+            values = [None if math.isnan(v) else v for v in values]
+    elif float in types:
+        values = [_missing_as_none(v) for v in values]
+    return name, values
+
+
+def _flat_list(data: Any) -> list[Any]:
+    """The values of a tensor's ``data`` in row order, however it nests them. Flat data (the common
+    case) is taken as it is: its types are checked in C, not value by value."""
+    if isinstance(data, list) and list not in set(map(type, data)):
+        return data
+    return list(_flat(data))
 
 
 def _flat(data: Any) -> Iterator[Any]:
