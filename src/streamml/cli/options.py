@@ -69,6 +69,7 @@ Insecure = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+StackWorkers = Annotated[int, typer.Option("--workers", "-w", min=1, metavar="N", help="Worker processes.")]
 StackDuration = Annotated[
     float | None, typer.Option("--duration", metavar="SECONDS", help="Stop after this many seconds.")
 ]

@@ -14,6 +14,7 @@ from streamml.cli.options import (
     PlainPanel,
     Port,
     StackDuration,
+    StackWorkers,
     StateDir,
     console,
     gateway_settings,
@@ -34,9 +35,7 @@ Models = Annotated[
 
 
 def up(
-    workers: Annotated[
-        int, typer.Option("--workers", "-w", min=1, metavar="N", help="Worker processes.")
-    ] = 2,
+    workers: StackWorkers = 2,
     port: Port = None,
     host: Host = None,
     insecure: Insecure = False,
@@ -87,9 +86,7 @@ def serve(
             "by ROUTE=URI (default: the model's name in lower case); several may be given.",
         ),
     ],
-    workers: Annotated[
-        int, typer.Option("--workers", "-w", min=1, metavar="N", help="Worker processes.")
-    ] = 2,
+    workers: StackWorkers = 2,
     port: Port = None,
     host: Host = None,
     insecure: Insecure = False,
