@@ -1,4 +1,4 @@
-"""Run the end-to-end scenarios on both systems and put the ratios next to each other."""
+"""Run the end-to-end scenarios on streamml and its peers and put the ratios next to each other."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +99,6 @@ def _start_peer(name: str, root: Path, model_dir: str, route: str, serve_workers
     raise ValueError(f"unknown peer {name!r}: one of {', '.join(PEERS)}")
 
 
-def _peer_settings(peer: Peer, serve_workers: int) -> dict[str, str]:
-    if isinstance(peer, mlserver.MLServer):
-        return peer.versions()
-    return {"mlflow": metadata.version("mlflow"), "workers": str(serve_workers), "env_manager": "local"}
-
-
 def run(
     *,
     root: Path,
@@ -126,9 +119,8 @@ def run(
     ref = asyncio.run(registry.resolver.resolve(route))
     model_dir = registry.artifacts.model(ref)
     outcomes: list[Outcome] = []
-    # A protocol no peer speaks is not measured (streamml alone would have nothing to be compared to).
-    spoken = {"invocations" if name == "mlflow" else "v2" for name in peers}
-    scenarios = [s for s in shapes(concurrency, open_loop_rate) if s.identical in (None, *spoken)]
+    scenarios: list[Shape] = []
+    settings: dict[str, dict[str, str]] = {}
 
     # Every system stays up and each scenario runs on one right after the other, so that a ratio
     # compares runs a minute apart at most (a shared machine's speed drifts); the idle ones poll, and
@@ -141,12 +133,15 @@ def run(
     try:
         for name in peers:
             started.append(_start_peer(name, root, model_dir, route, serve_workers))
+        # A protocol no peer speaks is not measured (streamml alone would have nothing to be compared to).
+        spoken = {peer.protocol for peer in started}
+        scenarios = [s for s in shapes(concurrency, open_loop_rate) if s.identical in (None, *spoken)]
+        settings = {peer.system: peer.settings() for peer in started}
         for shape in scenarios:
             outcomes.append(asyncio.run(run_streamml(stack, route, records, shape, duration_s)))
             for peer in started:
                 if runs(peer, shape):
                     outcomes.append(asyncio.run(run_peer(peer, records, shape, duration_s)))
-        settings = {peer.system: _peer_settings(peer, serve_workers) for peer in started}
         while started:
             started.pop().stop()
         if soak_s:

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -233,6 +234,10 @@ class Peer(Protocol):
     @property
     def infer_url(self) -> str: ...
 
+    def settings(self) -> dict[str, str]:
+        """Its version and settings, as the report states them."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -257,6 +262,10 @@ class MlflowServe:
         ]
         env = {"PATH": _path(), "HOME": str(root)}
         self.process = ManagedProcess("mlflow-serve", argv, root / "mlflow-serve.log", env)
+        self.workers = workers
+
+    def settings(self) -> dict[str, str]:
+        return {"mlflow": metadata.version("mlflow"), "workers": str(self.workers), "env_manager": "local"}
 
     @property
     def pids(self) -> dict[str, int]:

@@ -109,7 +109,7 @@ class MLServer:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.settings = {
+        self.server_settings = {
             "http_port": self.port,
             "grpc_port": free_port(),
             "metrics_port": free_port(),
@@ -117,7 +117,7 @@ class MLServer:
         }
         self.model_settings = model_settings(name, model_dir)
         root.mkdir(parents=True, exist_ok=True)
-        (root / "settings.json").write_text(json.dumps(self.settings))
+        (root / "settings.json").write_text(json.dumps(self.server_settings))
         (root / name).mkdir(exist_ok=True)
         (root / name / "model-settings.json").write_text(json.dumps(self.model_settings))
         env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(root)}
@@ -148,8 +148,8 @@ class MLServer:
         while any(psutil.pid_exists(pid) for pid in group) and time.monotonic() < deadline:
             time.sleep(0.2)
 
-    def versions(self) -> dict[str, str]:
-        """The peer's settings as the report states them."""
+    def settings(self) -> dict[str, str]:
+        """Its version and settings, as the report states them."""
         return {
             "mlserver": VERSION,
             "max_batch_size": str(MAX_BATCH_SIZE),
