@@ -114,6 +114,8 @@ class MLServer:
             "grpc_port": free_port(),
             "metrics_port": free_port(),
             "parallel_workers": 1,
+            # its default is .metrics in the working directory: the caller's checkout
+            "metrics_dir": str(root / "metrics"),
         }
         self.model_settings = model_settings(name, model_dir)
         root.mkdir(parents=True, exist_ok=True)
