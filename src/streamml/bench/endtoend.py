@@ -164,6 +164,11 @@ class StreammlStack:
     def predict_url(self, route: str, *, synchronous: bool = False) -> str:
         return f"{self.url}/{'predict' if synchronous else 'predict_stream'}?model={route}"
 
+    def identical_url(self, route: str, protocol: str) -> str:
+        """Where the identical request of ``protocol`` (see :attr:`Shape.identical`) goes."""
+        path = "/invocations" if protocol == "invocations" else f"/v2/models/{route}/infer"
+        return self.url + path
+
     async def last_result_id(self) -> str:
         async with Redis.from_url(self.redis_url) as redis:
             last: Any = await redis.xrevrange(self.results_stream, count=1)
@@ -241,10 +246,6 @@ class Peer(Protocol):
     def stop(self) -> None: ...
 
 
-BODIES: dict[str, Callable[[list[dict[str, Any]]], bytes]] = {}
-"""Each protocol's request body for a list of records (filled below the encoders)."""
-
-
 class MlflowServe:
     """`mlflow models serve` on a local copy of the registered model, ``workers`` uvicorn workers."""
 
@@ -292,7 +293,8 @@ def mlflow_body(records: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"dataframe_records": records})
 
 
-BODIES.update(invocations=mlflow_body, v2=v2_body)
+BODIES: dict[str, Callable[[list[dict[str, Any]]], bytes]] = {"invocations": mlflow_body, "v2": v2_body}
+"""Each protocol's request body for a list of records."""
 
 
 def bodies(
@@ -324,8 +326,7 @@ async def run_streamml(
     stack: StreammlStack, route: str, records: list[dict[str, Any]], shape: Shape, duration_s: float
 ) -> Outcome:
     if shape.identical:
-        paths = {"invocations": "/invocations", "v2": f"/v2/models/{route}/infer"}
-        url, encode = stack.url + paths[shape.identical], BODIES[shape.identical]
+        url, encode = stack.identical_url(route, shape.identical), BODIES[shape.identical]
         return await run_answered("streamml", url, stack.pids, stack.root, records, shape, duration_s, encode)
     payloads = bodies(records, shape.records_per_request, streamml_body)
     url = stack.predict_url(route, synchronous=shape.synchronous)

@@ -93,7 +93,7 @@ def _profile(
 ) -> None:
     records = complete_records(20_000)
     if protocol == "v2":
-        payloads, url = bodies(records, per_request, v2_body), f"{stack.url}/v2/models/lightgbm/infer"
+        payloads, url = bodies(records, per_request, v2_body), stack.identical_url("lightgbm", "v2")
     else:
         payloads, url = bodies(records, per_request, streamml_body), stack.predict_url("lightgbm")
     wrk.run(

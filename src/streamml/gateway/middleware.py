@@ -84,7 +84,7 @@ class GatewayMiddleware:
             await self.app(scope, receive if within else self._limited(receive, declared), answered)
         finally:
             if self.metrics is not None:
-                self._observe(scope, status, time.perf_counter() - started)
+                self._observe(self.metrics, scope, status, time.perf_counter() - started)
 
     def _limited(self, receive: Receive, declared: bytes) -> Receive:
         over, limit = declared.isdigit(), self.limit  # declared and not within: over the limit
@@ -103,19 +103,18 @@ class GatewayMiddleware:
 
         return limited_receive
 
-    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+    def _observe(self, metrics: GatewayMetrics, scope: Scope, status: int, seconds: float) -> None:
         """Count and time the request, with the metrics' children kept per label set (``labels()`` is a
         lock and a dict lookup per call)."""
-        assert self.metrics is not None
         handler = getattr(scope.get("route"), "path", None) or "unmatched"
         method = scope.get("method", "")
         counted = self._counted.get((handler, method, status))
         if counted is None:
-            counted = self._counted[(handler, method, status)] = self.metrics.http_requests.labels(
+            counted = self._counted[(handler, method, status)] = metrics.http_requests.labels(
                 handler, method, str(status)
             )
         timed = self._timed.get((handler, method))
         if timed is None:
-            timed = self._timed[(handler, method)] = self.metrics.http_duration.labels(handler, method)
+            timed = self._timed[(handler, method)] = metrics.http_duration.labels(handler, method)
         counted.inc()
         timed.observe(seconds)
