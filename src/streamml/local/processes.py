@@ -24,6 +24,7 @@ from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
 from streamml.stream.publisher import Publisher
+from streamml.stream.wire import redis_from_url
 from streamml.synthetic.producer import Submit
 from streamml.worker.batch import WorkerStats
 from streamml.worker.loop import Worker
@@ -75,7 +76,7 @@ def make_redis(settings: Settings) -> Redis:
             max_connections=settings.redis.max_connections,
         )
         return cast(Redis, cluster)
-    return Redis.from_url(
+    return redis_from_url(
         settings.redis_url(),
         socket_connect_timeout=2.0,
         socket_timeout=5.0,

@@ -21,6 +21,8 @@ from redis.exceptions import AskError, ClusterDownError, ReadOnlyError, RedisErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streamml.stream.wire import packed_in_c
+
 SLOT_NOT_HERE = (AskError, ClusterDownError, ReadOnlyError, TryAgainError)
 """Replies meaning the slot is not (or not yet) served where we sent it (MovedError is an AskError)."""
 
@@ -52,7 +54,7 @@ class NodeClients:
         client = self._clients.get(node.name)
         if client is None:
             pool = ConnectionPool(
-                connection_class=node.connection_class,
+                connection_class=packed_in_c(node.connection_class),
                 max_connections=node.max_connections,
                 **node.connection_kwargs,
             )
