@@ -70,15 +70,18 @@ def _drain_targets(drain: list[dict[str, Any]]) -> list[tuple[str, str, str, str
     rows: list[tuple[str, str, str, str]] = []
     by = {(r["route"], r["records_per_entry"]): r for r in drain}
     if (hundred := by.get(("lightgbm", 100))) is not None:
-        share = hundred["share_of_model_speed"]
+        share, rate = hundred["share_of_model_speed"], hundred["records_per_s"]
+        # Reports before compiled trees measured the share against the model's own predict.
+        ceiling = hundred.get("ceiling_records_per_s", hundred["model_batch_records_per_s"])
+        compiled = hundred.get("compiled_classifier_records_per_s")
         rows.append(
             (
-                "drain, LightGBM, 100 records per entry: ≥ 75 % of the model's own batch predict",
-                f"{share:.0%} ({hundred['records_per_s']:,} of {hundred['model_batch_records_per_s']:,} "
-                "records/s)",
-                _met(share >= 0.75),
-                f"the classifier alone, without its pipeline's preprocessing: "
-                f"{hundred['classifier_records_per_s']:,} records/s",
+                "drain, LightGBM, 100 records per entry: ≥ 75 % of the ceiling used, and ≥ 150,000 records/s",
+                f"{share:.0%} ({rate:,} of {ceiling:,} records/s)",
+                _met(share >= 0.75 and rate >= 150_000),
+                f"the model's own predict {hundred['model_batch_records_per_s']:,} records/s; its classifier "
+                f"alone {hundred['classifier_records_per_s']:,}"
+                + (f", compiled {compiled:,}" if compiled else ", not compiled"),
             )
         )
     if (single := by.get(("lightgbm", 1))) is not None:
@@ -304,22 +307,26 @@ def _drain_table(drain: dict[str, Any] | None) -> list[str]:
         f"speed; of {drain.get('repeats', 1)} such pairs the one with the median share is shown (every "
         "run's share is in the last column, so the spread between runs shows).",
         "*Model* is the model's own batch predict (the scikit-learn pipeline on a frame, 4,096 rows",
-        "a call, after an untimed first call) on the same rows: the ceiling. *Classifier* is the pipeline's",
-        "last step alone on the matrix its preprocessing prepared: what a plain `predict` of the bare model",
-        "gives, faster than any path from records can be. *Inference* is streamml's path through the same",
-        "model (the numpy fast path, checked against scikit-learn at load). The naive worker is the",
-        "original design: one entry at a time, the model loaded from the registry for each.",
+        "a call, after an untimed first call) on the same rows. *Inference* is streamml's path through the",
+        "same model in the same batches (the numpy fast path, checked against scikit-learn at load, with",
+        "LightGBM's trees compiled where they give the booster's labels). The *ceiling* is the faster of the",
+        "two, and the share is of it. *Classifier* is the pipeline's last step alone on the matrix its",
+        "preprocessing prepared: what a plain `predict` of the bare model gives, faster than any path from",
+        "records can be; *compiled* is the same with its trees compiled. The naive worker is the original",
+        "design: one entry at a time, the model loaded from the registry for each.",
         "",
-        "| route | model | records/entry | records/s | model's batch records/s | share | classifier "
-        "records/s | streamml inference records/s | naive records/s | × naive | CPU s | peak RSS MB | "
-        "shares, all runs |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| route | model | records/entry | records/s | model's batch records/s | streamml inference "
+        "records/s | share of the ceiling | classifier records/s | compiled | naive records/s | × naive | "
+        "CPU s | peak RSS MB | shares, all runs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in drain["results"]:
+        compiled = r.get("compiled_classifier_records_per_s")
         out.append(
             f"| {r['route']} | {r['model']} | {r['records_per_entry']} | {r['records_per_s']:,} | "
-            f"{r['model_batch_records_per_s']:,} | {r['share_of_model_speed']:.0%} | "
-            f"{r.get('classifier_records_per_s', 0):,} | {r['inference_records_per_s']:,} | "
+            f"{r['model_batch_records_per_s']:,} | {r['inference_records_per_s']:,} | "
+            f"{r['share_of_model_speed']:.0%} | {r.get('classifier_records_per_s', 0):,} | "
+            f"{f'{compiled:,}' if compiled else '–'} | "
             f"{r['naive_records_per_s']} | {r['speedup_vs_naive']:,} | "
             f"{r['cpu_s']} | {r['peak_rss_mb']} | "
             + ", ".join(f"{x:.0%}" for x in r.get("shares_of_all_runs", [r["share_of_model_speed"]]))

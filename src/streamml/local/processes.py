@@ -57,6 +57,7 @@ def make_registry(
         trusted_types=settings.mlflow.trusted_types,
         cache_dir=cache,
         fast_path=settings.mlflow.fast_path,
+        compile_trees=settings.mlflow.compile_trees,
         on_load=on_load,
         challenger_alias=settings.rollout.challenger_alias,
         allow_code=settings.mlflow.allow_pickle,

@@ -116,17 +116,28 @@ class FastPipeline:
     def predict(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
         return self.classify(self.transform(records))
 
+    @property
+    def trees_compiled(self) -> bool:
+        """Whether its classifier runs as compiled trees."""
+        return isinstance(self.classify, LightgbmLabels) and self.classify.compiled
 
-def compile_pipeline(estimator: Any, frame_of: Callable[[list[dict[str, Any]]], Any]) -> FastPipeline | None:
+
+def compile_pipeline(
+    estimator: Any, frame_of: Callable[[list[dict[str, Any]]], Any], *, compile_trees: bool = False
+) -> FastPipeline | None:
     """A checked numpy path for ``estimator``, or None (with the reason logged at debug level) when it
     has a step this module does not know or does not reproduce scikit-learn's labels exactly.
-    ``frame_of`` builds the frame the scikit-learn pipeline is normally called with."""
+    ``frame_of`` builds the frame the scikit-learn pipeline is normally called with. With
+    ``compile_trees``, a LightGBM classifier's trees are compiled where that gives the same labels on the
+    probe records (built from the fitted steps' statistics of the training data)."""
     try:
         fast = _compile(estimator)
     except _Unsupported as exc:
         log.debug("no fast path for %s: %s", type(estimator).__name__, exc)
         return None
     probes = _probe_records(fast)
+    if compile_trees and isinstance(fast.classify, LightgbmLabels):
+        fast.classify.compile(fast.transform(probes))
     try:
         expected = estimator.predict(frame_of(probes))
         got = fast.predict(probes)
@@ -205,19 +216,38 @@ def _classifier(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     # lightgbm is imported only for a model that comes from it: an SVC or k-NN pipeline never pays
     # for (or needs) the import.
     if type(model).__module__.startswith("lightgbm.") and _is_lgbm_classifier(model):
-        booster = model.booster_
         threads: dict[str, Any] = {}
         if isinstance(model.n_jobs, int) and model.n_jobs > 0:
             threads["num_threads"] = model.n_jobs
-
-        def lightgbm(matrix: np.ndarray) -> np.ndarray:
-            scores = np.asarray(booster.predict(matrix, **threads))
-            if scores.ndim == 1:  # binary: probability of classes_[1]
-                return np.asarray(classes[(scores > 0.5).astype(int)])
-            return np.asarray(classes[np.argmax(scores, axis=1)])
-
-        return lightgbm
+        return LightgbmLabels(model.booster_, np.asarray(classes), threads)
     return model.predict  # type: ignore[no-any-return]
+
+
+class LightgbmLabels:
+    """A LightGBM classifier's labels through its booster (skipping the scikit-learn wrapper's checks),
+    or through its trees compiled (:mod:`streamml.models.compiled_trees`) once :meth:`compile` found
+    they give the same labels."""
+
+    def __init__(self, booster: Any, classes: np.ndarray, threads: dict[str, Any]) -> None:
+        self.booster = booster
+        self.classes = classes
+        self.scores: Callable[[np.ndarray], np.ndarray] = lambda matrix: booster.predict(matrix, **threads)
+        self.compiled = False
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        return self.labels(np.asarray(self.scores(matrix)))
+
+    def labels(self, scores: np.ndarray) -> np.ndarray:
+        if scores.ndim == 1:  # binary: probability of classes_[1]
+            return np.asarray(self.classes[(scores > 0.5).astype(int)])
+        return np.asarray(self.classes[np.argmax(scores, axis=1)])
+
+    def compile(self, sample: np.ndarray) -> None:
+        from streamml.models.compiled_trees import compile_booster
+
+        compiled = compile_booster(self.booster, sample, self.labels)
+        if compiled is not None:
+            self.scores, self.compiled = compiled, True
 
 
 def _is_lgbm_classifier(model: Any) -> bool:

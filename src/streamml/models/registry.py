@@ -36,6 +36,7 @@ class ModelRegistry:
         cache_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         fast_path: bool = True,
+        compile_trees: bool = False,
         on_load: Callable[[ModelRef, float], None] | None = None,
         challenger_alias: str | None = None,
         allow_code: AllowCode = False,
@@ -56,7 +57,7 @@ class ModelRegistry:
         )
         self.loader = ModelLoader(
             self.artifacts,
-            default_kinds(trusted_types, fast_path=fast_path),
+            default_kinds(trusted_types, fast_path=fast_path, compile_trees=compile_trees),
             allow_code=allow_code,
             requirements=requirements,
             failure_memory_s=alias_refresh_s,

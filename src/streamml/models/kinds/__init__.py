@@ -19,11 +19,13 @@ from streamml.models.kinds.sklearn_estimator import SklearnEstimator
 from streamml.models.kinds.xgboost_native import XgboostNative
 
 
-def default_kinds(trusted_types: Sequence[str], *, fast_path: bool = True) -> list[ModelKind]:
+def default_kinds(
+    trusted_types: Sequence[str], *, fast_path: bool = True, compile_trees: bool = False
+) -> list[ModelKind]:
     """Every kind streamml loads, the specific ones first."""
 
     return [
-        SklearnEstimator(trusted_types, fast_path=fast_path),
+        SklearnEstimator(trusted_types, fast_path=fast_path, compile_trees=compile_trees),
         LightgbmNative(trusted_types),
         XgboostNative(),
         OnnxRuntime(),

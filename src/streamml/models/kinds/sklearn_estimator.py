@@ -24,9 +24,12 @@ SKOPS = "skops"
 class SklearnEstimator:
     name = "scikit-learn"
 
-    def __init__(self, trusted_types: Sequence[str], *, fast_path: bool = True) -> None:
+    def __init__(
+        self, trusted_types: Sequence[str], *, fast_path: bool = True, compile_trees: bool = False
+    ) -> None:
         self.trusted_types = list(trusted_types)
         self.fast_path = fast_path
+        self.compile_trees = compile_trees
 
     def claims(self, mlmodel: Any) -> bool:
         return "sklearn" in mlmodel.flavors
@@ -47,14 +50,15 @@ class SklearnEstimator:
         if self.fast_path and schema is not None:
             from streamml.models.fastpath import compile_pipeline
 
-            fast = compile_pipeline(estimator, lambda records: records_to_frame(records, schema))
-        log.info(
-            "loaded %s v%s (%s, %s)",
-            ref.name,
-            ref.version,
-            conf.get("serialization_format"),
-            "numpy fast path" if fast else "scikit-learn path",
-        )
+            fast = compile_pipeline(
+                estimator,
+                lambda records: records_to_frame(records, schema),
+                compile_trees=self.compile_trees,
+            )
+        path = "scikit-learn path"
+        if fast is not None:
+            path = "numpy fast path, compiled trees" if fast.trees_compiled else "numpy fast path"
+        log.info("loaded %s v%s (%s, %s)", ref.name, ref.version, conf.get("serialization_format"), path)
         return EstimatorModel.of(
             ref, schema, estimator, kind=self.name, executes_code=self.executes_code(mlmodel), fast=fast
         )

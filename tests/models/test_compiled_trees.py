@@ -1,0 +1,97 @@
+"""LightGBM's trees compiled at load: the same labels as the booster on every record, used only after
+their check, and the booster kept (with the reason logged) where compiling is not possible or differs.
+
+Against the demo LightGBM pipeline in the session's real sqlite registry, compiled by the real lleaves."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamml.models.compiled_trees import compile_booster
+from streamml.models.fastpath import LightgbmLabels
+from streamml.models.inference import EstimatorModel, records_to_frame
+from streamml.models.registry import ModelRegistry
+from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES, Settings
+from tests.helpers import load_route
+from tests.models.test_fastpath import generated
+
+
+async def loaded(tracking_uri: str, *, compile_trees: bool) -> EstimatorModel:
+    registry = ModelRegistry(
+        tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES, compile_trees=compile_trees
+    )
+    model = await load_route(registry, "lightgbm")
+    assert isinstance(model, EstimatorModel)
+    assert model.fast is not None
+    return model
+
+
+async def test_compiled_trees_give_the_pipelines_labels_on_every_record(tracking_uri: str) -> None:
+    model = await loaded(tracking_uri, compile_trees=True)
+    assert model.fast is not None
+    assert model.fast.trees_compiled
+    records = generated(3000)
+    expected = [str(x) for x in model.estimator.predict(records_to_frame(records, model.schema))]
+    assert model.predict(records).values == expected
+    assert model.predict(records[:1]).values == expected[:1]
+
+
+async def test_trees_stay_interpreted_unless_compiling_is_asked_for(tracking_uri: str) -> None:
+    model = await loaded(tracking_uri, compile_trees=False)
+    assert model.fast is not None
+    assert not model.fast.trees_compiled
+
+
+def test_workers_compile_trees_unless_the_setting_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().mlflow.compile_trees
+    monkeypatch.setenv("STREAMML_MLFLOW_COMPILE_TREES", "false")
+    assert not Settings().mlflow.compile_trees
+
+
+class _ShiftedBooster:
+    """The real booster, answering one class more on half the rows: lleaves compiles trees exactly, so a
+    disagreement cannot be produced with a real model, and this stands in for one that would differ."""
+
+    def __init__(self, booster: Any) -> None:
+        self.booster = booster
+
+    def model_to_string(self) -> str:
+        return str(self.booster.model_to_string())
+
+    def num_trees(self) -> int:
+        return int(self.booster.num_trees())
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self.booster.predict(matrix))
+        shifted = np.roll(scores, 1, axis=1)
+        return np.where((np.arange(len(scores)) % 2 == 0)[:, None], shifted, scores)
+
+
+async def test_trees_whose_labels_differ_from_the_boosters_are_not_used(
+    tracking_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = await loaded(tracking_uri, compile_trees=False)
+    assert model.fast is not None
+    classify = model.fast.classify
+    assert isinstance(classify, LightgbmLabels)
+    sample = model.fast.transform(generated(200))
+    with caplog.at_level(logging.WARNING, logger="streamml.models.compiled_trees"):
+        assert compile_booster(_ShiftedBooster(classify.booster), sample, classify.labels) is None
+    assert "labels differ from the booster's on 100 of 200 sample rows" in caplog.text
+
+
+async def test_without_lleaves_the_booster_serves_and_says_why(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An installation without lleaves cannot be made inside this environment: its import is hidden.
+    monkeypatch.setitem(sys.modules, "lleaves", None)
+    with caplog.at_level(logging.INFO, logger="streamml.models.compiled_trees"):
+        model = await loaded(tracking_uri, compile_trees=True)
+    assert model.fast is not None
+    assert not model.fast.trees_compiled
+    assert "lleaves is not installed" in caplog.text
