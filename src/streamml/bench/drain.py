@@ -223,6 +223,7 @@ def run(
     others: dict[str, str] = {}
     if set(routes) & set(other_models.ROUTES):  # the other kinds of model, beside the demo's pipelines
         others = other_models.register(tracking_uri, training_frame(None, 3000 if quick else 20_000, 0)[0])
+
     def registry_for(*, compile_trees: bool) -> ModelRegistry:
         return ModelRegistry(
             tracking_uri,

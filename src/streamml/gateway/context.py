@@ -146,6 +146,12 @@ AdmittedKey = Annotated[ApiKey | None, Depends(admitted_key)]
 """The calling API key, admitted: authenticated and within its rate limit."""
 
 
+async def admit(request: Request, context: GatewayContext) -> ApiKey | None:
+    """What the ``AdmittedKey`` dependency gives, for a lean handler (:mod:`streamml.gateway.lean`):
+    the same security schemes read the same headers."""
+    return await admitted_key(request, context, await BEARER(request), await API_KEY_HEADER(request))
+
+
 def replay_headers(accepted: Accepted) -> dict[str, str]:
     """``Idempotent-Replayed: true`` on the answer to a repeated ``Idempotency-Key``."""
     return {"Idempotent-Replayed": "true"} if accepted.replayed else {}

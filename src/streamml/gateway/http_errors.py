@@ -43,6 +43,7 @@ from streamml.errors import (
     UnsupportedMediaType,
     UnsupportedOutput,
 )
+from streamml.gateway.lean import lean_handler
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,8 @@ def shaped_route(shape: ErrorShape, policy_of: Callable[[Request], ErrorPolicy])
 
     class ShapedRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
+            full = super().get_route_handler()
+            handler = lean_handler(self.endpoint, full) or full
 
             async def shaped(request: Request) -> Response:
                 try:

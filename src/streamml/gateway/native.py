@@ -5,36 +5,48 @@ body and its reader; errors as ``{"error": {"code", "message", "problems"}}``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamml.errors import NotFound, UnsupportedMediaType
-from streamml.gateway.context import AdmittedKey, Context, error_policy, replay_headers
+from streamml.gateway.auth import ApiKey
+from streamml.gateway.context import (
+    AdmittedKey,
+    Context,
+    GatewayContext,
+    admit,
+    error_policy,
+    replay_headers,
+    stored_context,
+)
 from streamml.gateway.http_errors import ErrorResponse, error_responses, native_error, shaped_route
 from streamml.gateway.intake import check_records, invalid, key_endings, kind_of, parse_json_body
+from streamml.gateway.lean import Handler, served_lean_by
 from streamml.gateway.submission import Accepted
 from streamml.models.schema import InputSchema, ValidatedBatch, as_given
-from streamml.output_kinds import PREDICT
+from streamml.output_kinds import PREDICT, PROBA
 from streamml.settings import GatewaySettings
 
 ALLOWED_QUERY = frozenset({"model", "output"})
+OUTPUTS = frozenset({PREDICT, PROBA})
+IDEMPOTENCY_KEY_MAX = 200
 MODEL_QUERY = Query(description="Model route, e.g. svm, knn, lightgbm")
 OUTPUT_QUERY = Query(
     default=PREDICT,
     description="What to answer: the model's predictions (default), or a classifier's class "
     "probabilities ('proba'), with the classes they stand for.",
-    pattern="^(predict|proba)$",
+    pattern=f"^({PREDICT}|{PROBA})$",
 )
 IDEMPOTENCY_HEADER = Header(
     default=None,
     alias="Idempotency-Key",
     description="Repeat a request safely: within the retention window the first response is returned "
     "and nothing is published again.",
-    max_length=200,
+    max_length=IDEMPOTENCY_KEY_MAX,
 )
 
 
@@ -142,7 +154,7 @@ def read_records(raw: bytes, limits: GatewaySettings) -> list[Any]:
 
 
 async def _accept(
-    request: Request, context: Context, route: str, key: AdmittedKey, output: str, *, reply: bool
+    request: Request, context: GatewayContext, route: str, key: ApiKey | None, output: str, *, reply: bool
 ) -> Accepted:
     model = await context.submission.admit(route, key)  # 404/403 before the body is read
     check_envelope(content_type=request.headers.get("content-type", ""), query=request.query_params.keys())
@@ -153,6 +165,43 @@ async def _accept(
     )
 
 
+async def _queued(
+    request: Request, context: GatewayContext, key: ApiKey | None, model: str, output: str
+) -> JSONResponse:
+    accepted = await _accept(request, context, model, key, output, reply=False)
+    return JSONResponse(accepted.as_dict(), status_code=202, headers=replay_headers(accepted))
+
+
+async def _answered(
+    request: Request, context: GatewayContext, key: ApiKey | None, model: str, output: str
+) -> JSONResponse:
+    accepted = await _accept(request, context, model, key, output, reply=True)
+    document = await context.wait(accepted)
+    document["missing_features"] = accepted.missing_features
+    return JSONResponse(document, headers=replay_headers(accepted))
+
+
+def _lean(
+    respond: Callable[[Request, GatewayContext, ApiKey | None, str, str], Awaitable[JSONResponse]],
+) -> Callable[[Request, Handler], Awaitable[Response]]:
+    """``respond`` for a request whose query and headers are as the endpoint declares them, without
+    FastAPI's dependency resolution (:mod:`streamml.gateway.lean`); FastAPI's handler for any other."""
+
+    async def lean(request: Request, full: Handler) -> Response:
+        params, idempotency_key = request.query_params, request.headers.get("idempotency-key")
+        model, output = params.get("model"), params.get("output", PREDICT)
+        if (
+            model is None
+            or output not in OUTPUTS
+            or (idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX)
+        ):
+            return await full(request)  # FastAPI's validation names what is wrong
+        context = stored_context(request)
+        return await respond(request, context, await admit(request, context), model, output)
+
+    return lean
+
+
 @router.post(
     "/predict_stream",
     status_code=202,
@@ -160,6 +209,7 @@ async def _accept(
     responses=ERROR_RESPONSES,
     openapi_extra=BODY_SCHEMA,
 )
+@served_lean_by(_lean(_queued))
 async def predict_stream(
     request: Request,
     context: Context,
@@ -169,11 +219,11 @@ async def predict_stream(
     idempotency_key: str | None = IDEMPOTENCY_HEADER,  # read by _accept; declared for OpenAPI and length
 ) -> JSONResponse:
     """Validate the records and queue them for prediction; poll ``status_url`` for the result."""
-    accepted = await _accept(request, context, model, key, output, reply=False)
-    return JSONResponse(accepted.as_dict(), status_code=202, headers=replay_headers(accepted))
+    return await _queued(request, context, key, model, output)
 
 
 @router.post("/predict", responses=ERROR_RESPONSES, openapi_extra=BODY_SCHEMA)
+@served_lean_by(_lean(_answered))
 async def predict(
     request: Request,
     context: Context,
@@ -184,10 +234,7 @@ async def predict(
 ) -> JSONResponse:
     """Queue the records and wait for their predictions (504 after the configured timeout; the error of
     a request a worker gave up on as soon as it did)."""
-    accepted = await _accept(request, context, model, key, output, reply=True)
-    document = await context.wait(accepted)
-    document["missing_features"] = accepted.missing_features
-    return JSONResponse(document, headers=replay_headers(accepted))
+    return await _answered(request, context, key, model, output)
 
 
 @router.get(
