@@ -46,6 +46,14 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ("bad-record", "/predict_stream", "model=svm", BEARER, b'{"data": [{"Sleep Hours": "late"}]}'),
     ("sync-unknown-model", "/predict", "model=nope", BEARER, GOOD),
     ("sync-no-model", "/predict", "", BEARER, GOOD),
+    ("invocations-no-default-route", "/invocations", "", BEARER, GOOD),
+    ("invocations-unknown-route", "/models/nope/invocations", "", BEARER, GOOD),
+    ("invocations-wrong-key", "/models/svm/invocations", "", JSON | {"X-API-Key": "nope"}, GOOD),
+    ("invocations-bad-body", "/models/svm/invocations", "", BEARER, b'{"nope": 1}'),
+    ("v2-unknown-route", "/v2/models/nope/infer", "", BEARER, b'{"inputs": []}'),
+    ("v2-other-version", "/v2/models/svm/versions/99/infer", "", BEARER, b'{"inputs": []}'),
+    ("v2-no-key", "/v2/models/svm/infer", "", JSON, b'{"inputs": []}'),
+    ("v2-bad-body", "/v2/models/svm/infer", "", BEARER, b'{"inputs": 1}'),
 ]
 
 IDS = ("request_id", "stream_id", "status_url")
@@ -97,6 +105,8 @@ async def test_lean_handlers_answer_every_request_as_fastapis_handlers_do(
     assert statuses["queued"] == 202
     assert statuses["wrong-key"] == 401
     assert statuses["bad-output"] == 422
+    assert statuses["v2-other-version"] == 404
+    assert statuses["invocations-wrong-key"] == 401
 
 
 async def test_a_lean_app_publishes_what_fastapis_would(

@@ -9,10 +9,11 @@ waiting for their result (:meth:`GatewayContext.predict`).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from streamml.errors import PredictionFailed
@@ -20,6 +21,7 @@ from streamml.gateway.auth import ApiKey, Authenticator, RateLimiter
 from streamml.gateway.dashboard import SnapshotHub
 from streamml.gateway.gateway_metrics import GatewayMetrics
 from streamml.gateway.http_errors import ErrorPolicy
+from streamml.gateway.lean import Endpoint, Handler, served_lean_by
 from streamml.gateway.replies import ReplyHub
 from streamml.gateway.submission import Accepted, Submission
 from streamml.models.refs import ModelRef
@@ -150,6 +152,26 @@ async def admit(request: Request, context: GatewayContext) -> ApiKey | None:
     """What the ``AdmittedKey`` dependency gives, for a lean handler (:mod:`streamml.gateway.lean`):
     the same security schemes read the same headers."""
     return await admitted_key(request, context, await BEARER(request), await API_KEY_HEADER(request))
+
+
+DEPENDENCIES = frozenset({"request", "context", "key"})
+
+
+def dependencies_read_directly(endpoint: Endpoint) -> Endpoint:
+    """Serve ``endpoint`` through a lean handler (:mod:`streamml.gateway.lean`) that hands it the
+    request, the context, the admitted key and its path parameters (which it takes as any text, as
+    FastAPI does) without FastAPI's dependency resolution. Only for an endpoint that declares nothing
+    else: FastAPI would have nothing more to validate."""
+    path_parameters = [name for name in inspect.signature(endpoint).parameters if name not in DEPENDENCIES]
+
+    async def lean(request: Request, full: Handler) -> Response:
+        context = stored_context(request)
+        key = await admit(request, context)
+        path = {name: request.path_params[name] for name in path_parameters}
+        response: Response = await endpoint(request=request, context=context, key=key, **path)
+        return response
+
+    return served_lean_by(lean)(endpoint)
 
 
 def replay_headers(accepted: Accepted) -> dict[str, str]:

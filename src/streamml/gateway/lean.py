@@ -7,8 +7,10 @@ seventh of the gateway's CPU (``python -m streamml.bench.profile_e2e 1 15``: ``s
 OpenAPI document, and every request that is not the common case, stay FastAPI's — and a lean handler
 registered here for an endpoint takes the common request: the parameters present and valid as declared,
 read straight from the request. Anything else (a parameter missing or out of its declared range) goes to
-FastAPI's own handler, so its validation and error answers are unchanged. A lean handler runs inside the
-route's error shaping (``http_errors.shaped_route``) like the full one.
+FastAPI's own handler, so its validation and error answers are unchanged. An endpoint that declares only
+the request, the context, the caller's key and path parameters has nothing for FastAPI to validate and is
+always served lean (``context.dependencies_read_directly``). A lean handler runs inside the route's error
+shaping (``http_errors.shaped_route``) like the full one.
 """
 
 from __future__ import annotations

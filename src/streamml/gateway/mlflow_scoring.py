@@ -23,7 +23,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from streamml.errors import InvalidRequest, NotFound, Problem, UnsupportedMediaType
-from streamml.gateway.context import AdmittedKey, Context, error_policy, replay_headers
+from streamml.gateway.context import (
+    AdmittedKey,
+    Context,
+    dependencies_read_directly,
+    error_policy,
+    replay_headers,
+)
 from streamml.gateway.http_errors import error_responses, shaped_route
 from streamml.gateway.intake import check_records, parse_json_body
 from streamml.gateway.openapi import path_parameters, request_body
@@ -115,6 +121,7 @@ async def version() -> PlainTextResponse:
     responses=MLFLOW_ERRORS,
     openapi_extra=INVOCATION_BODY | path_parameters("route"),
 )
+@dependencies_read_directly
 async def invocations(request: Request, context: Context, key: AdmittedKey) -> JSONResponse:
     """MLflow's scoring protocol on the path's ``route``, or on the default route
     (``STREAMML_GATEWAY_DEFAULT_ROUTE``) at ``/invocations``: ``{"predictions": [...]}``, through the

@@ -19,7 +19,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from streamml.errors import NotFound
-from streamml.gateway.context import AdmittedKey, Context, error_policy, replay_headers
+from streamml.gateway.context import (
+    AdmittedKey,
+    Context,
+    dependencies_read_directly,
+    error_policy,
+    replay_headers,
+)
 from streamml.gateway.http_errors import error_responses, shaped_route
 from streamml.gateway.intake import check_records, parse_json_body
 from streamml.gateway.openapi import path_parameters, request_body
@@ -280,6 +286,7 @@ async def model_ready(request: Request, context: Context, route: str, key: Admit
     responses=V2_ERRORS,
     openapi_extra=INFER_BODY | VERSION_PARAMETER,
 )
+@dependencies_read_directly
 async def infer(request: Request, context: Context, route: str, key: AdmittedKey) -> Response:
     """One inference request: one tensor per feature column in, the ``predictions`` tensor out."""
     model = await _served(request, context, route, key)
