@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Compare two commits with `python -m streamml.bench.profile_e2e`, runs alternating (old, new, old, new,
+# ...), printing each run's throughput and CPU per request of the gateway and the worker. Both use this
+# checkout's .venv for their dependencies.
+#
+#   benchmarks/compare_profile.sh OLD_COMMIT NEW_COMMIT RUNS RECORDS_PER_REQUEST SECONDS [native|v2]
+#   e.g. benchmarks/compare_profile.sh 4c7d5cb 61ca1cb 2 1 15
+set -euo pipefail
+old=$1 new=$2 runs=$3 records=$4 seconds=$5 protocol=${6:-native}
+repo=$(git rev-parse --show-toplevel)
+venv=$repo/.venv
+site=$("$venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')
+work=$(mktemp -d /tmp/streamml-compare-profile-XXXXXX)
+cleanup() {
+  for side in old new; do git -C "$repo" worktree remove --force "$work/$side" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for side in old new; do
+  commit=$([ "$side" = old ] && echo "$old" || echo "$new")
+  git -C "$repo" worktree add -q --detach "$work/$side" "$commit"
+  python3 -m venv "$work/$side-venv"
+  printf '%s\n%s\n' "$work/$side/src" "$site" \
+    > "$("$work/$side-venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')/paths.pth"
+done
+for ((i = 1; i <= runs; i++)); do
+  for side in old new; do
+    echo "=== $side ($([ "$side" = old ] && echo "$old" || echo "$new")) run $i, $(date -u +%H:%M:%S)"
+    (cd "$work/$side" && PATH="$work/$side-venv/bin:$venv/bin:$PATH" \
+      "$work/$side-venv/bin/python" -m streamml.bench.profile_e2e "$records" "$seconds" "$work/profile-$side-$i" \
+      "$protocol" 2>&1 | grep -E "requests of|CPU/request")
+  done
+done
