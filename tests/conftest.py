@@ -96,6 +96,10 @@ def make_settings(tmp_path: Path, redis_url: str, tracking_uri: str) -> Settings
     settings.stream.name = f"test-{uuid.uuid4().hex[:12]}"
     settings.stream.results = f"{settings.stream.name}:predictions"
     settings.worker.block_ms = 10
+    # Compiled trees are tested on their own (tests/models/test_compiled_trees.py) and run in every worker
+    # process the integration tests start; in-process tests would each compile again in a thread that
+    # competes for the machine's cores.
+    settings.mlflow.compile_trees = False
     return settings
 
 

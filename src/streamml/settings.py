@@ -177,9 +177,9 @@ class MlflowSettings(Group):
     """Run imputers, scalers and one-hot encoders with numpy instead of through scikit-learn (same
     labels, checked at load; docs/architecture.md#inference). ``false`` always calls the pipeline."""
     compile_trees: bool = True
-    """On the fast path, compile a LightGBM classifier's trees to machine code when the model loads
-    (lleaves), used only if they give the booster's labels on generated rows; about half a second per
-    150 trees at load, then 4-16x faster predictions (docs/architecture.md#inference)."""
+    """On the fast path, compile a LightGBM classifier's trees to machine code (lleaves) in the
+    background when the model loads, kept in the model cache, and use them once they give the booster's
+    labels on generated rows; the booster serves meanwhile (docs/architecture.md#inference)."""
     allow_pickle: bool | list[str] = False
     """Also load models whose artifact runs code when it is loaded — pickle or cloudpickle, a custom
     ``python_function`` model — as ``mlflow models serve`` does: ``true`` for every route, or a JSON list

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,13 +22,19 @@ from tests.helpers import load_route
 from tests.models.test_fastpath import generated
 
 
-async def loaded(tracking_uri: str, *, compile_trees: bool) -> EstimatorModel:
+async def loaded(tracking_uri: str, *, compile_trees: bool, cache_dir: Path | None = None) -> EstimatorModel:
+    """The demo LightGBM pipeline, once its trees have been compiled (or have failed to)."""
     registry = ModelRegistry(
-        tracking_uri, DEFAULT_ROUTES, trusted_types=DEFAULT_TRUSTED_TYPES, compile_trees=compile_trees
+        tracking_uri,
+        DEFAULT_ROUTES,
+        trusted_types=DEFAULT_TRUSTED_TYPES,
+        compile_trees=compile_trees,
+        cache_dir=cache_dir,
     )
     model = await load_route(registry, "lightgbm")
     assert isinstance(model, EstimatorModel)
     assert model.fast is not None
+    model.fast.wait_for_trees(timeout_s=120)
     return model
 
 
@@ -39,6 +46,22 @@ async def test_compiled_trees_give_the_pipelines_labels_on_every_record(tracking
     expected = [str(x) for x in model.estimator.predict(records_to_frame(records, model.schema))]
     assert model.predict(records).values == expected
     assert model.predict(records[:1]).values == expected[:1]
+
+
+async def test_compiled_trees_are_kept_on_disk_and_read_back_by_the_next_load(
+    tracking_uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="streamml.models.compiled_trees"):
+        first = await loaded(tracking_uri, compile_trees=True, cache_dir=tmp_path)
+        [kept] = (tmp_path / "compiled-trees").glob("*.o")
+        second = await loaded(tracking_uri, compile_trees=True, cache_dir=tmp_path)
+    assert first.fast is not None
+    assert second.fast is not None
+    assert second.fast.trees_compiled
+    assert f"read from {kept}" in caplog.text
+    records = generated(500)
+    assert second.predict(records).values == first.predict(records).values
+    assert [p.name for p in (tmp_path / "compiled-trees").iterdir()] == [kept.name]  # no temporary left
 
 
 async def test_trees_stay_interpreted_unless_compiling_is_asked_for(tracking_uri: str) -> None:

@@ -22,9 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from operator import itemgetter
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streamml.models.compiled_trees import TreeCompilation
 
 log = logging.getLogger(__name__)
 
@@ -118,26 +122,40 @@ class FastPipeline:
 
     @property
     def trees_compiled(self) -> bool:
-        """Whether its classifier runs as compiled trees."""
+        """Whether its classifier runs as compiled trees (now: they may still be compiling)."""
         return isinstance(self.classify, LightgbmLabels) and self.classify.compiled
+
+    @property
+    def compiling_trees(self) -> bool:
+        """Whether its trees were handed to a compilation (which may have finished, or failed)."""
+        return isinstance(self.classify, LightgbmLabels) and self.classify.compilation is not None
+
+    def wait_for_trees(self, timeout_s: float | None = None) -> None:
+        """Until a compilation of its trees has finished or failed (benchmarks and tests measure the
+        compiled model; a worker serves with the booster meanwhile)."""
+        if isinstance(self.classify, LightgbmLabels) and self.classify.compilation is not None:
+            self.classify.compilation.wait(timeout_s)
 
 
 def compile_pipeline(
-    estimator: Any, frame_of: Callable[[list[dict[str, Any]]], Any], *, compile_trees: bool = False
+    estimator: Any,
+    frame_of: Callable[[list[dict[str, Any]]], Any],
+    *,
+    compile_trees: bool = False,
+    trees_cache: Path | None = None,
 ) -> FastPipeline | None:
     """A checked numpy path for ``estimator``, or None (with the reason logged at debug level) when it
     has a step this module does not know or does not reproduce scikit-learn's labels exactly.
     ``frame_of`` builds the frame the scikit-learn pipeline is normally called with. With
-    ``compile_trees``, a LightGBM classifier's trees are compiled where that gives the same labels on the
-    probe records (built from the fitted steps' statistics of the training data)."""
+    ``compile_trees``, a LightGBM classifier's trees are compiled in the background (kept in
+    ``trees_cache``) and used once they give the booster's labels on the probe records (built from the
+    fitted steps' statistics of the training data)."""
     try:
         fast = _compile(estimator)
     except _Unsupported as exc:
         log.debug("no fast path for %s: %s", type(estimator).__name__, exc)
         return None
     probes = _probe_records(fast)
-    if compile_trees and isinstance(fast.classify, LightgbmLabels):
-        fast.classify.compile(fast.transform(probes))
     try:
         expected = estimator.predict(frame_of(probes))
         got = fast.predict(probes)
@@ -147,6 +165,9 @@ def compile_pipeline(
     if not np.array_equal(np.asarray(expected), got):
         log.warning("fast path disagrees with scikit-learn on probe records; using the pipeline as it is")
         return None
+    if compile_trees and isinstance(fast.classify, LightgbmLabels):
+        # After the check above: the compiled trees are held to the booster it has just vouched for.
+        fast.classify.compile(fast.transform(probes), trees_cache)
     return fast
 
 
@@ -225,14 +246,15 @@ def _classifier(model: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 class LightgbmLabels:
     """A LightGBM classifier's labels through its booster (skipping the scikit-learn wrapper's checks),
-    or through its trees compiled (:mod:`streamml.models.compiled_trees`) once :meth:`compile` found
-    they give the same labels."""
+    or through its trees compiled (:mod:`streamml.models.compiled_trees`) once :meth:`compile` found,
+    in the background, that they give the same labels."""
 
     def __init__(self, booster: Any, classes: np.ndarray, threads: dict[str, Any]) -> None:
         self.booster = booster
         self.classes = classes
         self.scores: Callable[[np.ndarray], np.ndarray] = lambda matrix: booster.predict(matrix, **threads)
         self.compiled = False
+        self.compilation: TreeCompilation | None = None
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return self.labels(np.asarray(self.scores(matrix)))
@@ -242,12 +264,15 @@ class LightgbmLabels:
             return np.asarray(self.classes[(scores > 0.5).astype(int)])
         return np.asarray(self.classes[np.argmax(scores, axis=1)])
 
-    def compile(self, sample: np.ndarray) -> None:
-        from streamml.models.compiled_trees import compile_booster
+    def compile(self, sample: np.ndarray, cache_dir: Path | None = None) -> None:
+        """Start compiling the trees; the booster answers until they have passed their check."""
+        from streamml.models.compiled_trees import TreeCompilation
 
-        compiled = compile_booster(self.booster, sample, self.labels)
-        if compiled is not None:
-            self.scores, self.compiled = compiled, True
+        self.compilation = TreeCompilation(self.booster, sample, self.labels, self._use, cache_dir)
+
+    def _use(self, compiled: Callable[[np.ndarray], np.ndarray]) -> None:
+        # One attribute assignment: a predict running on another thread uses one function or the other.
+        self.scores, self.compiled = compiled, True
 
 
 def _is_lgbm_classifier(model: Any) -> bool:

@@ -57,7 +57,12 @@ class ModelRegistry:
         )
         self.loader = ModelLoader(
             self.artifacts,
-            default_kinds(trusted_types, fast_path=fast_path, compile_trees=compile_trees),
+            default_kinds(
+                trusted_types,
+                fast_path=fast_path,
+                compile_trees=compile_trees,
+                trees_cache=cache_dir / "compiled-trees" if cache_dir is not None else None,
+            ),
             allow_code=allow_code,
             requirements=requirements,
             failure_memory_s=alias_refresh_s,

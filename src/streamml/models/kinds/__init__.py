@@ -10,6 +10,7 @@ class behind :class:`~streamml.models.kinds.base.ModelKind`) and one line in :fu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from streamml.models.kinds.base import ModelKind
 from streamml.models.kinds.lightgbm_native import LightgbmNative
@@ -20,12 +21,18 @@ from streamml.models.kinds.xgboost_native import XgboostNative
 
 
 def default_kinds(
-    trusted_types: Sequence[str], *, fast_path: bool = True, compile_trees: bool = False
+    trusted_types: Sequence[str],
+    *,
+    fast_path: bool = True,
+    compile_trees: bool = False,
+    trees_cache: Path | None = None,
 ) -> list[ModelKind]:
     """Every kind streamml loads, the specific ones first."""
 
     return [
-        SklearnEstimator(trusted_types, fast_path=fast_path, compile_trees=compile_trees),
+        SklearnEstimator(
+            trusted_types, fast_path=fast_path, compile_trees=compile_trees, trees_cache=trees_cache
+        ),
         LightgbmNative(trusted_types),
         XgboostNative(),
         OnnxRuntime(),

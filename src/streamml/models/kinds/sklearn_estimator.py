@@ -25,11 +25,17 @@ class SklearnEstimator:
     name = "scikit-learn"
 
     def __init__(
-        self, trusted_types: Sequence[str], *, fast_path: bool = True, compile_trees: bool = False
+        self,
+        trusted_types: Sequence[str],
+        *,
+        fast_path: bool = True,
+        compile_trees: bool = False,
+        trees_cache: Path | None = None,
     ) -> None:
         self.trusted_types = list(trusted_types)
         self.fast_path = fast_path
         self.compile_trees = compile_trees
+        self.trees_cache = trees_cache
 
     def claims(self, mlmodel: Any) -> bool:
         return "sklearn" in mlmodel.flavors
@@ -54,10 +60,11 @@ class SklearnEstimator:
                 estimator,
                 lambda records: records_to_frame(records, schema),
                 compile_trees=self.compile_trees,
+                trees_cache=self.trees_cache,
             )
         path = "scikit-learn path"
         if fast is not None:
-            path = "numpy fast path, compiled trees" if fast.trees_compiled else "numpy fast path"
+            path = "numpy fast path; compiling its trees" if fast.compiling_trees else "numpy fast path"
         log.info("loaded %s v%s (%s, %s)", ref.name, ref.version, conf.get("serialization_format"), path)
         return EstimatorModel.of(
             ref, schema, estimator, kind=self.name, executes_code=self.executes_code(mlmodel), fast=fast
