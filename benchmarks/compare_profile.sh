@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Compare two commits with `python -m streamml.bench.profile_e2e`, runs alternating (old, new, old, new,
-# ...), printing each run's throughput and CPU per request of the gateway and the worker. Both use this
-# checkout's .venv for their dependencies.
+# Compare two commits with one of the profiles, runs alternating (old, new, old, new, ...), printing what
+# each run measured: `e2e` (python -m streamml.bench.profile_e2e: throughput, and CPU per request of the
+# gateway and the worker) or `drain` (python -m streamml.bench.profile_drain: three unprofiled drains of
+# one worker, records/s and CPU per record). Both use this checkout's .venv for their dependencies.
 #
-#   benchmarks/compare_profile.sh OLD_COMMIT NEW_COMMIT RUNS RECORDS_PER_REQUEST SECONDS [native|v2]
-#   e.g. benchmarks/compare_profile.sh 4c7d5cb 61ca1cb 2 1 15
+#   benchmarks/compare_profile.sh OLD_COMMIT NEW_COMMIT RUNS e2e RECORDS_PER_REQUEST SECONDS [native|v2]
+#   benchmarks/compare_profile.sh OLD_COMMIT NEW_COMMIT RUNS drain RECORDS_PER_ENTRY RECORDS
+#   e.g. benchmarks/compare_profile.sh 4c7d5cb 61ca1cb 2 e2e 1 15
 set -euo pipefail
-old=$1 new=$2 runs=$3 records=$4 seconds=$5 protocol=${6:-native}
+old=$1 new=$2 runs=$3 kind=$4 size=$5 amount=$6 protocol=${7:-native}
 repo=$(git rev-parse --show-toplevel)
 venv=$repo/.venv
 site=$("$venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')
@@ -26,8 +28,12 @@ done
 for ((i = 1; i <= runs; i++)); do
   for side in old new; do
     echo "=== $side ($([ "$side" = old ] && echo "$old" || echo "$new")) run $i, $(date -u +%H:%M:%S)"
+    if [ "$kind" = e2e ]; then
+      args=(streamml.bench.profile_e2e "$size" "$amount" "$work/profile-$side-$i" "$protocol")
+    else
+      args=(streamml.bench.profile_drain "$size" "$amount")
+    fi
     (cd "$work/$side" && PATH="$work/$side-venv/bin:$venv/bin:$PATH" \
-      "$work/$side-venv/bin/python" -m streamml.bench.profile_e2e "$records" "$seconds" "$work/profile-$side-$i" \
-      "$protocol" 2>&1 | grep -E "requests of|CPU/request")
+      "$work/$side-venv/bin/python" -m "${args[@]}" 2>&1 | grep -E "requests of|CPU/request|µs CPU per record$")
   done
 done

@@ -1,5 +1,6 @@
 """Where a worker's drain spends its CPU: one worker (this process) drains a pre-filled stream of
-generated records under cProfile, after an unprofiled drain that warms it up.
+generated records three times unprofiled (their rates and CPU per record printed: a before/after check
+that takes a minute), then once under cProfile.
 
 Usage: ``python -m streamml.bench.profile_drain [records_per_entry] [records] [route] [output.prof]``
 (defaults 1, 20000, lightgbm). With REDIS_URL and MLFLOW_TRACKING_URI unset it starts a private
@@ -25,6 +26,7 @@ from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
 
 WARM_UP_RECORDS = 2000
+UNPROFILED = 3
 SHOWN = 25
 
 
@@ -46,6 +48,13 @@ def main() -> None:
             asyncio.run(served_model(registry, route))  # trees compiled before anything is measured
             warm = records[:WARM_UP_RECORDS]
             asyncio.run(drain_once(redis_url, registry, route, warm, per_entry, root))
+            for _ in range(UNPROFILED):
+                seconds, cpu = asyncio.run(drain_once(redis_url, registry, route, records, per_entry, root))
+                print(
+                    f"{route}, {per_entry} record(s) per entry: {total / seconds:,.0f} records/s, "
+                    f"{cpu / total * 1e6:.1f} µs CPU per record",
+                    flush=True,
+                )
             profile = cProfile.Profile()
             seconds, cpu = asyncio.run(
                 drain_once(redis_url, registry, route, records, per_entry, root, profile=profile)
