@@ -156,6 +156,7 @@ class Worker:
                 more = await self._step(handler, burst)
                 self._reconnect.connected()
                 if not more:
+                    await handler.flush()
                     break
             except REDIS_DOWN as exc:
                 await self._reconnect.wait(exc)
@@ -173,14 +174,17 @@ class Worker:
         index, now = handler.partition.index, time.monotonic()
         if now >= self._claim_due[index]:
             self._claim_due[index] = now + self.config.claim_interval_s
+            await handler.flush()  # what is still settling is this worker's, not idle
             await self._claim_idle(handler)
         if now >= self._trim_due[index]:
             self._trim_due[index] = now + self.config.trim_interval_s
             await self.consumer.trim_acknowledged(handler.partition)
+        # Read while the previous batch settles (worker/batch.py).
         raw = await self.consumer.read_new(handler.partition, self.config.batch_entries, self._block_ms)
         if raw:
             await self._handle(handler, raw)
             return True
+        await handler.flush()  # nothing new: the last batch settles now, not with the next one
         return not burst or await self._retry_own_failures(handler)
 
     async def _handle(
@@ -225,6 +229,8 @@ class Worker:
 
     async def _shutdown(self) -> None:
         try:
+            for handler in self.handlers:  # the batches in hand are acknowledged before leaving
+                await handler.flush()
             await self.consumer.forget()
             await self.model_states.forget(self.name)
             if self.drift is not None:  # its window still describes recent records
@@ -266,6 +272,7 @@ class Worker:
             ids = [sid for sid, _ in raw]
             await self._handle(handler, raw, await self.consumer.delivery_counts(part, ids))
             after = raw[-1][0]
+        await handler.flush()
 
     async def _claim_idle(self, handler: BatchHandler) -> None:
         """Take over entries idle past ``claim_idle_ms`` (dead consumers', or failed attempts)."""
