@@ -39,6 +39,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.models.schema import InputSchema, ValidatedBatch, as_given
 from streamml.monitoring.model_states import LOADED, ModelStates
 from streamml.output_kinds import PREDICT
+from streamml.stream.coalescing import CoalescedPublisher
 from streamml.stream.publisher import Publisher
 from streamml.stream.topology import StreamTopology
 
@@ -165,6 +166,8 @@ class Submission:
         states: ModelStates | None = None,
     ) -> None:
         self.publisher = publisher
+        self.publishing = CoalescedPublisher(publisher)
+        """Publishes of requests accepted in the same event-loop turn go in one transaction."""
         self.topology = publisher.topology
         self.registry = registry
         self.gate = gate
@@ -255,7 +258,7 @@ class Submission:
         request_id = self.topology.new_request_id(self.topology.partition_for(idempotency_key))
         try:
             await self.gate.check()
-            stream_id = await self.publisher.publish(
+            stream_id = await self.publishing.publish(
                 request_id, route, batch.records, reply=reply, owner=key.name if key else "", output=output
             )
         except NotDurable:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -33,6 +34,18 @@ PENDING = b'{"status":"pending"}'
 
 Request = tuple[str, str, Sequence[dict[str, Any]]]
 """(request id, route, records)."""
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One request to publish, with its own options (:meth:`Publisher.publish_each`)."""
+
+    request_id: str
+    route: str
+    records: Sequence[dict[str, Any]]
+    reply: bool = False
+    owner: str = ""
+    output: str = PREDICT
 
 
 class Publisher:
@@ -84,28 +97,37 @@ class Publisher:
     ) -> list[str]:
         """:meth:`publish` for many requests at once, one MULTI per partition (bulk loads, benchmarks).
         Returns the stream ids in order."""
+        return await self.publish_each(
+            [Publication(r, route, records, reply, owner, output) for r, route, records in requests]
+        )
+
+    async def publish_each(self, publications: Sequence[Publication]) -> list[str]:
+        """Requests with options of their own, one MULTI per partition; the stream ids in order."""
         try:
             await self.check()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot read the partition count: {type(exc).__name__}") from exc
-        pending = orjson.dumps({"status": "pending", "owner": owner}) if owner else PENDING
         by_partition: dict[Partition, list[int]] = {}
-        for position, (request_id, _, _) in enumerate(requests):
-            partition = self.topology.partition_of(request_id)
+        for position, publication in enumerate(publications):
+            partition = self.topology.partition_of(publication.request_id)
             if partition is None:
                 raise ValueError(
-                    f"{request_id!r} is not a request id of this pipeline (StreamTopology.new_request_id)"
+                    f"{publication.request_id!r} is not a request id of this pipeline "
+                    "(StreamTopology.new_request_id)"
                 )
             by_partition.setdefault(partition, []).append(position)
-        stream_ids = [""] * len(requests)
+        stream_ids = [""] * len(publications)
         for part, positions in by_partition.items():
             commands: list[tuple[Any, ...]] = []
             for position in positions:
-                request_id, route, records = requests[position]
-                fields = encode_entry(request_id, route, records, reply=reply, owner=owner, output=output)
+                p = publications[position]
+                pending = orjson.dumps({"status": "pending", "owner": p.owner}) if p.owner else PENDING
+                fields = encode_entry(
+                    p.request_id, p.route, p.records, reply=p.reply, owner=p.owner, output=p.output
+                )
                 commands += [
-                    ("HINCRBY", part.counters.accepted, route, len(records)),
-                    ("SET", part.result_key(request_id), pending, "EX", self.result_ttl_s, "NX"),
+                    ("HINCRBY", part.counters.accepted, p.route, len(p.records)),
+                    ("SET", part.result_key(p.request_id), pending, "EX", self.result_ttl_s, "NX"),
                     ("XADD", part.stream, "*", *itertools.chain.from_iterable(fields.items())),
                 ]
             replies = await self._transaction(part.stream, commands)
