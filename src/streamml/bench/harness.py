@@ -138,9 +138,13 @@ def main(plan: Plan, *, record: bool, output: Path, command: str, console: Conso
 
 
 async def _redis_version(url: str) -> str:
+    """The server and its version: Valkey reports a Redis version too (7.2.4, for compatibility), so its
+    own comes first."""
     async with Redis.from_url(url) as redis:
         info: Any = await redis.info("server")
-        return str(info.get("redis_version", "unknown"))
+        if "valkey_version" in info:
+            return f"valkey {info['valkey_version']}"
+        return f"redis-server {info.get('redis_version', 'unknown')}"
 
 
 def _drain_table(result: dict[str, Any]) -> Table:

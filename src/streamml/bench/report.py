@@ -251,7 +251,7 @@ def to_markdown(report: dict[str, Any], command: str) -> str:
         f"Command: `{command}`, {m.get('measured_at', 'date not recorded')}, "
         f"{m.get('code', 'code not recorded')}. Machine: {m['cpu']}, {m['cores']} cores, "
         f"{m['memory_gib']} GiB, Python {m['python']}, {m['platform']}.",
-        f"Versions: {versions}; redis-server {report.get('redis_server')}. Prometheus metrics in the "
+        f"Versions: {versions}; {_server(report.get('redis_server'))}. Prometheus metrics in the "
         f"measured processes: {'on' if report.get('plan', {}).get('metrics', True) else 'off'}.",
         "What bounds each figure and how it was profiled: [../README.md](../README.md).",
     ]
@@ -441,3 +441,10 @@ def _e2e_tables(e2e: dict[str, Any] | None) -> list[str]:
             "grows by design until those limits take over.",
         ]
     return out
+
+
+def _server(recorded: str | None) -> str:
+    """The Redis server as recorded: reports before servers were named hold Redis's version alone."""
+    if recorded and not recorded[0].isdigit():
+        return recorded
+    return f"redis-server {recorded}"
