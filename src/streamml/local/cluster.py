@@ -58,6 +58,7 @@ class LocalCluster:
                     port=port,
                     appendfsync=appendfsync,
                     password=self.password,
+                    choose_port=lambda: self._another_port(),
                     extra_config=[
                         "cluster-enabled yes",
                         "cluster-config-file nodes.conf",
@@ -73,6 +74,13 @@ class LocalCluster:
             )
         self.masters = self.nodes[:masters]
         self.replicas = self.nodes[masters:]
+        self._taken = taken
+
+    def _another_port(self) -> int:
+        """A node's new port when its own was taken before it started (its bus port free too)."""
+        port = free_cluster_port(self._taken)
+        self._taken |= {port, port + BUS_PORT_OFFSET}
+        return port
 
     @property
     def url(self) -> str:

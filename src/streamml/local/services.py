@@ -176,6 +176,13 @@ class ManagedProcess:
         self.stop()
 
 
+PORT_ATTEMPTS = 3
+
+
+class _PortTaken(Exception):
+    """The server could not bind its port: another process took it after it was found free."""
+
+
 class EmbeddedRedis:
     """A private ``redis-server``: loopback only, a generated password, AOF in ``data_dir``."""
 
@@ -187,13 +194,16 @@ class EmbeddedRedis:
         appendfsync: str = "everysec",
         password: str | None = None,
         extra_config: Sequence[str] = (),
+        choose_port: Callable[[], int] = free_port,
     ) -> None:
         self.data_dir = data_dir
+        self.choose_port = choose_port
+        """Where a new port comes from when the chosen one was taken before the server bound it."""
         self.appendfsync = appendfsync
         self.extra_config = list(extra_config)
         """More ``redis.conf`` lines (a cluster node's, a replica's)."""
         self.password = password or self._stored_password()
-        self.port = port if port and port_is_free(port) else free_port()
+        self.port = port if port and port_is_free(port) else choose_port()
         self.process: ManagedProcess | None = None
 
     def _stored_password(self) -> str:
@@ -216,6 +226,19 @@ class EmbeddedRedis:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedRedis:
+        """Start the server and wait until it answers. On a first start, a port found free and taken by
+        another process before the server bound it (nothing reserves a port in between) is replaced by a
+        new one; a restart keeps its port, which clients and cluster peers know."""
+        attempts = PORT_ATTEMPTS if self.process is None else 1
+        for _ in range(attempts - 1):
+            try:
+                return self._start_once(timeout_s)
+            except _PortTaken:
+                taken, self.port = self.port, self.choose_port()
+                log.info("port %d was taken before redis-server bound it; trying %d", taken, self.port)
+        return self._start_once(timeout_s)
+
+    def _start_once(self, timeout_s: float) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "redis.conf"
         # The password goes in a 0600 file, not on the command line where `ps` would show it.
@@ -247,18 +270,23 @@ class EmbeddedRedis:
     def _wait_ready(self, timeout_s: float) -> None:
         import redis
 
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         try:
             while True:
+                # Before asking the port: another process may be the one answering on it.
+                if self.process and not self.process.alive():
+                    if "Address already in use" in self.process.log_tail():
+                        self.process.stop()
+                        raise _PortTaken
+                    raise RuntimeError(f"redis-server exited; see {self.process.log_path}")
                 try:
                     if client.ping():
                         return
                 except redis.exceptions.BusyLoadingError:
                     pass  # replaying the AOF
-                except (redis.exceptions.ConnectionError, OSError):
-                    if self.process and not self.process.alive():
-                        raise RuntimeError(f"redis-server exited; see {self.process.log_path}") from None
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                    pass  # not listening yet, or another process holds the port and does not answer
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server not ready after {timeout_s:.0f}s")
                 time.sleep(READY_POLL_S)
