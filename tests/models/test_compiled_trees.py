@@ -6,6 +6,7 @@ Against the demo LightGBM pipeline in the session's real sqlite registry, compil
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,40 @@ async def test_without_lleaves_the_booster_serves_and_says_why(
     assert model.fast is not None
     assert not model.fast.trees_compiled
     assert "lleaves is not installed" in caplog.text
+
+
+EXITS_DURING_COMPILATION = """
+import sys, time
+from pathlib import Path
+import numpy as np
+import lightgbm
+from streamml.models.compiled_trees import TreeCompilation
+
+rng = np.random.default_rng(0)
+matrix = rng.normal(size=(500, 8))
+booster = lightgbm.train(
+    {"objective": "binary", "verbose": -1}, lightgbm.Dataset(matrix, matrix[:, 0] > 0), num_boost_round=400
+)
+TreeCompilation(booster, matrix[:50], lambda scores: scores > 0.5, lambda compiled: None, Path(sys.argv[1]))
+deadline = time.monotonic() + 30
+tasks = Path("/proc/self/task")  # the compiler is a child of the compiling thread
+while not (children := [c for t in tasks.iterdir() for c in (t / "children").read_text().split()]):
+    assert time.monotonic() < deadline, "no compiler process started"
+    time.sleep(0.01)
+print(children[0], flush=True)
+"""
+
+
+def test_a_process_exiting_while_its_trees_compile_exits_cleanly_and_stops_its_compiler(
+    tmp_path: Path,
+) -> None:
+    # The main thread returns while the compilation is under way, as a worker's does on SIGTERM.
+    done = subprocess.run(
+        [sys.executable, "-c", EXITS_DURING_COMPILATION, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    compiler = int(done.stdout.split()[0])
+    assert not Path(f"/proc/{compiler}").exists()  # killed and reaped, not left compiling

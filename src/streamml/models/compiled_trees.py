@@ -5,7 +5,7 @@ with LLVM into one function with the thresholds inlined, several times faster (`
 drain`` reports the bare classifier with and without compilation). Compiling costs about half a second
 for the demo's 150 trees (the worker logs it) but grows quickly with the number and size of the trees,
 to tens of seconds for large models, so it never holds up a worker: the booster serves while a
-background thread compiles, and the compiled function takes over once it has passed its check. The
+background thread has a child process compile, and the compiled function takes over once it has passed its check. The
 machine code is kept on disk, keyed by the model's text, the lleaves and llvmlite versions and the host
 CPU, so the next worker or restart loads it in milliseconds; it is written to a temporary name and
 renamed, so a worker never reads another's half-written file.
@@ -16,19 +16,29 @@ hold), whether it was compiled now or read from disk; lleaves missing, a model i
 label of difference keeps the booster, and the reason is logged. Predictions run on the calling thread:
 a worker is one process per core, and lleaves' threads are a new pool per call.
 
+LLVM compiles in a child process (``python -m streamml.models.compiled_trees``, at a lower priority than
+serving), never on a thread of the worker: an interpreter that exits while a thread is inside LLVM can
+crash (a worker stopped by SIGTERM during the compilation ended with SIGSEGV). A worker that exits kills
+its compiler; the few milliseconds in which the worker itself loads the object file and checks it are
+guarded, so exit waits for them instead.
+
 lleaves 1.3 needs llvmlite < 0.45 (its own tracker, issue 95: llvmlite 0.45 dropped the legacy pass
 manager it uses); the project pins llvmlite accordingly.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +52,12 @@ LLVMLITE_BREAKS = Version("0.45")
 
 Scores = Callable[[np.ndarray], np.ndarray]
 """A float64 matrix -> the booster's transformed scores (probabilities for a classifier)."""
+
+COMPILER_NICENESS = 10
+"""The compiler yields the core to the predictions being served meanwhile."""
+
+EXIT_WAIT_S = 10.0
+"""How long an exiting process waits for a load of compiled trees already under way (milliseconds)."""
 
 
 class TreeCompilation:
@@ -105,20 +121,25 @@ def compile_booster(
         return None
     started = time.perf_counter()
     text = booster.model_to_string()
-    cached = cache_dir / f"{_cache_key(text)}.o" if cache_dir is not None else None
     try:
+        with _IN_PROCESS_LLVM:
+            cached = cache_dir / f"{_cache_key(text)}.o" if cache_dir is not None else None
         with tempfile.TemporaryDirectory(prefix="streamml-trees-") as scratch:
             model_file = Path(scratch) / "model.txt"
             model_file.write_text(text)
-            model = lleaves.Model(model_file=str(model_file))
             if cached is not None and cached.exists():
-                model.compile(cache=str(cached))
-                source = f"read from {cached}"
+                object_file, source = cached, f"read from {cached}"
             else:
-                model.compile(cache=str(Path(scratch) / "trees.o") if cached is not None else None)
-                source = "compiled"
+                object_file, source = Path(scratch) / "trees.o", "compiled"
+                _compile_in_child(model_file, object_file, Path(scratch))
                 if cached is not None:
-                    _keep(Path(scratch) / "trees.o", cached)
+                    _keep(object_file, cached)
+            with _IN_PROCESS_LLVM:
+                model = lleaves.Model(model_file=str(model_file))
+                model.compile(cache=str(object_file))
+    except _CompilerStopped:
+        log.info("trees are not compiled: the process is exiting")
+        return None
     except Exception as exc:  # any model lleaves does not support: the booster serves it
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("trees are not compiled: lleaves could not compile the model (%s)", reason)
@@ -128,7 +149,8 @@ def compile_booster(
     def compiled(matrix: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(matrix, n_jobs=1))
 
-    expected, got = labels_of(np.asarray(booster.predict(sample))), labels_of(compiled(sample))
+    with _IN_PROCESS_LLVM:
+        expected, got = labels_of(np.asarray(booster.predict(sample))), labels_of(compiled(sample))
     if not np.array_equal(expected, got):
         differ = int(np.sum(expected != got))
         log.warning(
@@ -145,6 +167,72 @@ def compile_booster(
         len(sample),
     )
     return compiled
+
+
+class _CompilerStopped(Exception):
+    """The child process was killed: this process is exiting."""
+
+
+class _CompilerFailed(Exception):
+    """The child process did not write the object file; its message is the child's last words."""
+
+
+class _Compilers:
+    """The compiler processes running for this process, killed when it exits; and the lock an exiting
+    process takes (and keeps) so that no thread of it is inside LLVM while the interpreter finalizes."""
+
+    def __init__(self) -> None:
+        self.running: dict[subprocess.Popen[bytes], Path] = {}
+        self.llvm = threading.Lock()
+        self.guard = threading.Lock()
+        self.stopped = False
+        atexit.register(self.stop_all)
+
+    def stop_all(self) -> None:
+        with self.guard:
+            self.stopped = True
+            for child, scratch in list(self.running.items()):
+                child.kill()
+                child.wait()
+                shutil.rmtree(scratch, ignore_errors=True)
+            self.running.clear()
+        # Kept: a background thread that reaches LLVM after this waits forever, harmlessly.
+        self.llvm.acquire(timeout=EXIT_WAIT_S)
+
+
+_COMPILERS = _Compilers()
+_IN_PROCESS_LLVM = _COMPILERS.llvm
+
+
+def _compile_in_child(model_file: Path, object_file: Path, scratch: Path) -> None:
+    """``model_file``'s trees compiled to ``object_file`` by a child process (see the module's docstring)."""
+    argv = [sys.executable, "-m", __name__, str(model_file), str(object_file)]
+    with _COMPILERS.guard:
+        if _COMPILERS.stopped:
+            raise _CompilerStopped
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _COMPILERS.running[child] = scratch
+    try:
+        _, stderr = child.communicate()
+    finally:
+        with _COMPILERS.guard:
+            _COMPILERS.running.pop(child, None)
+    if child.returncode < 0:
+        raise _CompilerStopped
+    if child.returncode != 0 or not object_file.exists():
+        words = stderr.decode(errors="replace").strip().splitlines()
+        raise _CompilerFailed(words[-1] if words else f"the compiler exited with {child.returncode}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The compiler process: ``python -m streamml.models.compiled_trees MODEL_TXT OBJECT_FILE``."""
+    model_file, object_file = argv if argv is not None else sys.argv[1:]
+    os.nice(COMPILER_NICENESS)
+    import lleaves
+
+    lleaves.Model(model_file=model_file).compile(cache=object_file)
 
 
 def _cache_key(model_text: str) -> str:
@@ -171,3 +259,7 @@ def _keep(written: Path, cached: Path) -> None:
         os.replace(staged, cached)
     except OSError as exc:  # a read-only or full disk: compiled all the same, just not kept
         log.warning("compiled trees not kept in %s: %s", cached.parent, exc)
+
+
+if __name__ == "__main__":
+    main()
