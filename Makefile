@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The slowest tests, printed by every run: where the suite's time goes.
+PYTEST_ARGS ?= --durations=10
 
 .PHONY: demo serve test check lint format typecheck unit integration bench compose-smoke clean
 

@@ -5,10 +5,10 @@ with LLVM into one function with the thresholds inlined, several times faster (`
 drain`` reports the bare classifier with and without compilation). Compiling costs about half a second
 for the demo's 150 trees (the worker logs it) but grows quickly with the number and size of the trees,
 to tens of seconds for large models, so it never holds up a worker: the booster serves while a
-background thread has a child process compile, and the compiled function takes over once it has passed its check. The
-machine code is kept on disk, keyed by the model's text, the lleaves and llvmlite versions and the host
-CPU, so the next worker or restart loads it in milliseconds; it is written to a temporary name and
-renamed, so a worker never reads another's half-written file.
+background thread has a child process compile, and the compiled function takes over once it has
+passed its check. The machine code is kept on disk, keyed by the model's text, the lleaves and
+llvmlite versions and the host CPU, so the next worker or restart loads it in milliseconds; it is
+written to a temporary name and renamed, so a worker never reads another's half-written file.
 
 Nothing is assumed: the compiled function is used only after it gave the booster's labels on a sample
 matrix (the caller's: the fast path builds it from the training statistics the pipeline's fitted steps
