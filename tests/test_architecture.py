@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "streamml"
-LEAVES = {"settings", "settings_reference", "keys", "errors", "pacing", "output_kinds"}
+LEAVES = {"settings", "settings_reference", "keys", "errors", "pacing", "output_kinds", "rows"}
 """Top-level modules everything may use; they import nothing of streamml's but each other."""
 
 PACKAGES = (

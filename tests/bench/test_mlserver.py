@@ -12,4 +12,4 @@ from streamml.settings import GatewaySettings
 def test_streamml_reads_the_v2_body_sent_to_mlserver_as_the_same_records() -> None:
     records = complete_records(100)
     read = read_infer(v2_body(records), None, GatewaySettings(max_records=100))
-    assert read.records == records
+    assert read.rows.records == records

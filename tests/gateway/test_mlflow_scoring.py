@@ -12,6 +12,7 @@ from mlflow.utils.proto_json_utils import dump_input_data
 
 from streamml.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from streamml.gateway.mlflow_scoring import read_invocation
+from streamml.rows import Rows
 from streamml.settings import GatewaySettings
 
 LIMITS = GatewaySettings(max_records=10)
@@ -24,7 +25,8 @@ FRAME = pd.DataFrame(RECORDS)
 
 def read(body: Any, content_type: str = "application/json") -> list[Any]:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return read_invocation(raw, content_type, LIMITS).records
+    records = read_invocation(raw, content_type, LIMITS).records
+    return records.records if isinstance(records, Rows) else records
 
 
 @pytest.mark.parametrize(

@@ -44,14 +44,14 @@ def triton_body(binary: bool, **kwargs: Any) -> tuple[bytes, str | None]:
 def test_tritons_client_requests_give_one_record_per_row(binary: bool) -> None:
     body, header_length = triton_body(binary, request_id="r-1")
     read = read_infer(body, header_length, LIMITS)
-    assert read.records == RECORDS
+    assert read.rows.records == RECORDS
     assert read.request_id == "r-1"
 
 
 def test_naming_the_probabilities_output_asks_for_them_and_only_alone() -> None:
     body, length = triton_body(False, outputs=[InferRequestedOutput("predictions", binary_data=False)])
     read = read_infer(body, length, LIMITS)
-    assert (read.records, read.output) == (RECORDS, PREDICT)
+    assert (read.rows.records, read.output) == (RECORDS, PREDICT)
     body, length = triton_body(False, outputs=[InferRequestedOutput("probabilities")])
     assert read_infer(body, length, LIMITS).output == PROBA
     both = [InferRequestedOutput("predictions"), InferRequestedOutput("probabilities")]
@@ -94,13 +94,13 @@ def test_nan_and_null_are_missing_values() -> None:
             {"name": "b", "shape": [2, 1], "datatype": "FP64", "data": [[None], [2.0]]},
         ]
     }
-    assert read_infer(orjson.dumps(body), None, LIMITS).records == [{"a": 1.5}, {"b": 2.0}]
+    assert read_infer(orjson.dumps(body), None, LIMITS).rows.records == [{"a": 1.5}, {"b": 2.0}]
     nan = np.array([np.nan, 1.0])
     binary = {
         "inputs": [{"name": "a", "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]
     }
     header = orjson.dumps(binary)
-    assert read_infer(header + nan.tobytes(), str(len(header)), LIMITS).records == [{}, {"a": 1.0}]
+    assert read_infer(header + nan.tobytes(), str(len(header)), LIMITS).rows.records == [{}, {"a": 1.0}]
 
 
 def tensor(**overrides: Any) -> bytes:

@@ -13,6 +13,7 @@ from streamml.models.dispatch import predict_batch
 from streamml.models.inference import EstimatorModel, records_to_frame
 from streamml.models.registry import ModelRegistry
 from streamml.output_kinds import PREDICT
+from streamml.rows import Rows
 from streamml.settings import DEFAULT_TRUSTED_TYPES
 from tests.helpers import load_route
 
@@ -23,6 +24,10 @@ class Request:
     records: list[dict[str, Any]] = field(default_factory=list)
     request_id: str = ""
     output: str = PREDICT
+
+    @property
+    def rows(self) -> Rows:
+        return Rows(records=self.records)
 
 
 GOOD: list[dict[str, Any]] = [

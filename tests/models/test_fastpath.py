@@ -21,6 +21,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from streamml.models.fastpath import compile_pipeline
 from streamml.models.inference import EstimatorModel, records_to_frame
 from streamml.models.registry import ModelRegistry
+from streamml.rows import Rows
 from streamml.settings import DEFAULT_ROUTES, DEFAULT_TRUSTED_TYPES
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
@@ -40,7 +41,7 @@ def generated(count: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("route", ROUTES)
-async def test_fast_path_matches_scikit_learn_on_every_record(
+async def test_fast_path_matches_scikit_learn_on_every_record_given_as_records_or_as_columns(
     shared_registry: ModelRegistry, route: str
 ) -> None:
     model = await load_route(shared_registry, route)
@@ -50,6 +51,8 @@ async def test_fast_path_matches_scikit_learn_on_every_record(
     expected = [str(x) for x in model.estimator.predict(records_to_frame(records, model.schema))]
     assert model.predict(records).values == expected
     assert model.predict(records[:1]).values == expected[:1]  # and one record at a time, the latency case
+    as_columns = Rows(columns=Rows(records=records).columns)  # as a V2 request's tensors bring them
+    assert model.predict(as_columns).values == expected
 
 
 async def test_fast_path_can_be_turned_off(tracking_uri: str) -> None:

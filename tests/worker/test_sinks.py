@@ -10,6 +10,7 @@ import orjson
 
 from streamml.models.dispatch import Scored, ShadowLabels
 from streamml.models.refs import ModelRef
+from streamml.rows import Rows
 from streamml.stream.entry import Entry
 from streamml.worker.sinks import CSV_COLUMNS, CsvSink, Result, dedup_csv
 
@@ -22,7 +23,7 @@ def _result(
     records: list[dict[str, object]],
     shadow: list[str] | None = None,
 ) -> Result:
-    entry = Entry(stream_id, "req", route, records, accepted_ms=1_000.0, reply=False)
+    entry = Entry(stream_id, "req", route, Rows(records=records), accepted_ms=1_000.0, reply=False)
     challenger = ShadowLabels(ModelRef(route, name, "4"), shadow) if shadow is not None else None
     return Scored(
         entry, ModelRef(route, name, "3"), labels, predicted_ms=1_004.5, predict_ms=0.5, shadow=challenger

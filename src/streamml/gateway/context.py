@@ -31,6 +31,7 @@ from streamml.monitoring.model_states import ModelStates
 from streamml.output_kinds import PREDICT
 from streamml.rollout.canary import CanaryStore
 from streamml.rollout.shadow_store import ShadowStore
+from streamml.rows import Rows
 from streamml.settings import DriftSettings, GatewaySettings
 from streamml.stream.publisher import Publisher
 
@@ -77,7 +78,7 @@ class GatewayContext:
     async def predict(
         self,
         model: ModelRef,
-        records: list[Any],
+        records: list[Any] | Rows,
         key: ApiKey | None,
         *,
         idempotency_key: str | None,

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from streamml.errors import InvalidRequest, PayloadTooLarge, Problem
+from streamml.rows import Rows
 from streamml.settings import GatewaySettings
 
 
@@ -52,6 +53,33 @@ def check_records(records: list[Any], limits: GatewaySettings) -> None:
     for index, record in enumerate(records):
         if isinstance(record, dict):
             _check_record(index, record, limits)
+
+
+def check_rows(rows: Rows, limits: GatewaySettings) -> None:
+    """:func:`check_records` for records that came as columns, judged a column at a time; only when a
+    column may break a limit are the records built, for ``check_records`` to name the first one."""
+    if rows.holds_records:
+        check_records(rows.records, limits)
+    elif len(rows) > limits.max_records:
+        raise PayloadTooLarge(f"{len(rows)} records in one request; at most {limits.max_records}")
+    elif not _columns_within_limits(rows.columns, limits):
+        check_records(rows.records, limits)
+
+
+def _columns_within_limits(columns: dict[str, list[Any]], limits: GatewaySettings) -> bool:
+    """Whether no record made of these columns can be over a limit :func:`check_records` applies."""
+    if len(columns) > limits.max_fields:
+        return False
+    longest = limits.max_string_length
+    for name, values in columns.items():
+        if len(name) > longest:
+            return False
+        kinds = set(map(type, values))
+        if str in kinds:
+            strings = values if kinds == {str} else [v for v in values if type(v) is str]
+            if max(map(len, strings)) > longest:
+                return False
+    return True
 
 
 def _check_record(index: int, record: dict[str, Any], limits: GatewaySettings) -> None:

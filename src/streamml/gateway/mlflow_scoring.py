@@ -31,9 +31,10 @@ from streamml.gateway.context import (
     replay_headers,
 )
 from streamml.gateway.http_errors import error_responses, shaped_route
-from streamml.gateway.intake import check_records, parse_json_body
+from streamml.gateway.intake import check_records, check_rows, parse_json_body
 from streamml.gateway.openapi import path_parameters, request_body
 from streamml.output_kinds import PREDICT, PROBA
+from streamml.rows import Rows
 from streamml.settings import GatewaySettings
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -164,9 +165,10 @@ PREDICT_METHODS = {"predict": PREDICT, "predict_proba": PROBA}
 
 @dataclass(frozen=True)
 class Invocation:
-    """An ``/invocations`` request read: its records, and what it asks of the model."""
+    """An ``/invocations`` request read: its records (as columns when they came as columns), and what
+    it asks of the model."""
 
-    records: list[Any]
+    records: list[Any] | Rows
     output: str = PREDICT
 
 
@@ -179,6 +181,7 @@ def read_invocation(raw: bytes, content_type: str, limits: GatewaySettings) -> I
     if charset not in ("", "utf-8", "utf8"):
         raise UnsupportedMediaType(f"only UTF-8 is accepted (got charset {charset!r})")
     output = PREDICT
+    records: list[Any] | Rows
     if media_type == CSV:
         records = _csv_records(raw)
     elif media_type == JSON:
@@ -189,7 +192,10 @@ def read_invocation(raw: bytes, content_type: str, limits: GatewaySettings) -> I
         raise UnsupportedMediaType(
             f"send the body as {JSON} or {CSV}, as to mlflow models serve (got {media_type or 'none'!r})"
         )
-    check_records(records, limits)
+    if isinstance(records, Rows):
+        check_rows(records, limits)
+    else:
+        check_records(records, limits)
     return Invocation(records, output)
 
 
@@ -207,7 +213,7 @@ def _invalid(message: str, field: str) -> InvalidRequest:
     return InvalidRequest([Problem(message, field=field)])
 
 
-def _json_records(body: Any) -> list[Any]:
+def _json_records(body: Any) -> list[Any] | Rows:
     if not isinstance(body, dict):
         raise _invalid(f"the body must be a JSON object with one of {', '.join(FORMATS)}", "body")
     present = [name for name in FORMATS if name in body]
@@ -219,16 +225,17 @@ def _json_records(body: Any) -> list[Any]:
         raise _invalid("'params' must be an object of parameter: value", "params")
     value = body[name]
     if name == "dataframe_split":
-        return _split_records(value)
+        return _split_columns(value)
     if name == "inputs" and isinstance(value, dict):
-        return _column_records(value, name)
+        return _columns(value, name)
     if not isinstance(value, list):
         raise _invalid(f"'{name}' must be a list of records (objects of feature: value)", name)
     return value
 
 
-def _split_records(split: Any) -> list[Any]:
-    """``{"columns": [...], "data": [[...], ...]}`` (pandas' split orient; ``index`` is ignored)."""
+def _split_columns(split: Any) -> Rows:
+    """``{"columns": [...], "data": [[...], ...]}`` (pandas' split orient; ``index`` is ignored), read
+    into columns: the rows are transposed, never made one dict each."""
     if not isinstance(split, dict):
         raise _invalid("'dataframe_split' must be an object with 'columns' and 'data'", "dataframe_split")
     columns, rows = split.get("columns"), split.get("data")
@@ -236,9 +243,9 @@ def _split_records(split: Any) -> list[Any]:
         raise _invalid("'dataframe_split.columns' must be a list of feature names", "dataframe_split.columns")
     if not isinstance(rows, list):
         raise _invalid("'dataframe_split.data' must be a list of rows", "dataframe_split.data")
-    records = []
+    width = len(columns)
     for index, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != len(columns):
+        if type(row) is not list or len(row) != width:
             raise InvalidRequest(
                 [
                     Problem(
@@ -249,16 +256,18 @@ def _split_records(split: Any) -> list[Any]:
                     )
                 ]
             )
-        records.append(dict(zip(columns, row, strict=True)))
-    return records
+    if not columns or not rows:
+        return Rows(records=[{} for _ in rows])  # nothing to transpose: the schema says what is missing
+    # a name given twice keeps its last column, as a record built from the row would
+    return Rows(columns=dict(zip(columns, map(list, zip(*rows, strict=True)), strict=True)))
 
 
-def _column_records(columns: dict[str, Any], name: str) -> list[Any]:
+def _columns(columns: dict[str, Any], name: str) -> Rows:
     """``{"feature": [values...], ...}``: one list per feature, all as long."""
     lengths = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
     if -1 in lengths or len(lengths) > 1:
         raise _invalid(f"'{name}' as columns must map every feature to a list of values, all as long", name)
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    return Rows(columns=columns) if columns else Rows(records=[])
 
 
 def _csv_records(raw: bytes) -> list[Any]:

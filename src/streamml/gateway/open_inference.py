@@ -1,5 +1,6 @@
 """The Open Inference Protocol (KServe's "V2" REST protocol, spoken by KServe, MLServer and Triton): its
-inference requests read into records, and its metadata and response documents.
+inference requests read into columns (never into one dict per record), and its metadata and response
+documents.
 
 A tabular model's input is one named tensor per column, as MLServer's pandas codec sends a frame:
 numbers as FP64/FP32/INT64/INT32 (…), categories as BYTES, each of shape ``[n]`` or ``[n, 1]`` for n
@@ -27,13 +28,14 @@ from streamml.gateway.context import (
     replay_headers,
 )
 from streamml.gateway.http_errors import error_responses, shaped_route
-from streamml.gateway.intake import check_records, parse_json_body
+from streamml.gateway.intake import check_rows, parse_json_body
 from streamml.gateway.openapi import path_parameters, request_body
 from streamml.gateway.operations import readiness, route_readiness
 from streamml.gateway.tensors import Chunks, encode_response, invalid, read_tensor, tensor
 from streamml.models.refs import ModelRef
 from streamml.models.schema import InputSchema
 from streamml.output_kinds import PREDICT, PROBA
+from streamml.rows import Rows
 from streamml.settings import GatewaySettings
 
 OUTPUT = "predictions"
@@ -109,17 +111,18 @@ def infer_response(document: dict[str, Any], route: str, request_id: str | None)
 
 
 class InferRequest:
-    """An inference request read: its records, the client's ``id`` to echo, what it asks of the model,
-    and whether the output is wanted as binary data (Triton's client asks so unless told otherwise)."""
+    """An inference request read: its records (as the columns its tensors are), the client's ``id`` to
+    echo, what it asks of the model, and whether the output is wanted as binary data (Triton's client
+    asks so unless told otherwise)."""
 
     def __init__(
         self,
-        records: list[dict[str, Any]],
+        rows: Rows,
         request_id: str | None,
         binary_output: bool,
         output: str = PREDICT,
     ) -> None:
-        self.records = records
+        self.rows = rows
         self.request_id = request_id
         self.binary_output = binary_output
         self.output = output
@@ -144,33 +147,15 @@ def read_infer(raw: bytes, header_length: str | None, limits: GatewaySettings) -
     columns = [read_tensor(index, tensor, chunks, limits) for index, tensor in enumerate(body["inputs"])]
     if chunks.left:
         raise invalid(f"{chunks.left} bytes of binary data follow the tensors that declared theirs", "body")
-    rows = {len(values) for _, values in columns}
-    if len(rows) != 1:
+    if len({len(values) for _, values in columns}) != 1:
         raise invalid("every input tensor must hold one value per row, and as many rows", "inputs")
-    records = [
-        {name: value for name, values in columns if (value := values[row]) is not None}
-        for row in range(rows.pop())
-    ]
-    if not _within_limits(columns, limits):
-        check_records(records, limits)  # it names the first record and field over a limit
-    return InferRequest(records, request_id, binary_output, output)
-
-
-def _within_limits(columns: list[tuple[str, list[Any]]], limits: GatewaySettings) -> bool:
-    """Whether no record made of these columns can be over a shape limit that ``check_records``
-    applies (fields per record, name and string sizes), judged a column at a time."""
-    if len(columns) > limits.max_fields:
-        return False
-    longest = limits.max_string_length
-    for name, values in columns:
-        if len(name) > longest:
-            return False
-        types = set(map(type, values))
-        if str in types:
-            strings = values if types == {str} else [v for v in values if type(v) is str]
-            if max(map(len, strings)) > longest:
-                return False
-    return True
+    named = dict(columns)
+    if len(named) != len(columns):
+        twice = next(name for index, (name, _) in enumerate(columns) if name in dict(columns[:index]))
+        raise invalid(f"tensor {twice!r} is given twice: send each column once", twice)
+    rows = Rows(columns=named)
+    check_rows(rows, limits)
+    return InferRequest(rows, request_id, binary_output, output)
 
 
 def _asked(outputs: Any) -> str:
@@ -294,7 +279,7 @@ async def infer(request: Request, context: Context, route: str, key: AdmittedKey
         await request.body(), request.headers.get("inference-header-content-length"), context.settings
     )
     accepted, document = await context.predict(
-        model, read.records, key, idempotency_key=request.headers.get("idempotency-key"), output=read.output
+        model, read.rows, key, idempotency_key=request.headers.get("idempotency-key"), output=read.output
     )
     body = infer_response(document, route, read.request_id)
     content, headers = encode_response(body, binary=read.binary_output)

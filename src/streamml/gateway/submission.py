@@ -39,6 +39,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.models.schema import InputSchema, ValidatedBatch, as_given
 from streamml.monitoring.model_states import LOADED, ModelStates
 from streamml.output_kinds import PREDICT
+from streamml.rows import Rows
 from streamml.stream.coalescing import CoalescedPublisher
 from streamml.stream.publisher import Publisher
 from streamml.stream.topology import StreamTopology
@@ -219,7 +220,7 @@ class Submission:
     async def submit(
         self,
         model: ModelRef,
-        records: Sequence[Any],
+        records: Sequence[Any] | Rows,
         key: ApiKey | None,
         *,
         reply: bool = False,
@@ -229,7 +230,7 @@ class Submission:
         """Validate the records against ``model``'s schema, deduplicate, gate and publish one request;
         every refusal publishes nothing."""
         schema = await self.schema(model)
-        batch = schema.validate(records) if schema is not None else as_given(records)
+        batch = validated(records, schema)
         return await self.submit_batch(
             model, batch, key, reply=reply, idempotency_key=idempotency_key, output=output
         )
@@ -250,7 +251,7 @@ class Submission:
         fingerprint = ""
         if idempotency_key is not None:
             fingerprint = hashlib.sha256(
-                route.encode() + output.encode() + orjson.dumps(batch.records)
+                route.encode() + output.encode() + _canonical_bytes(batch.rows)
             ).hexdigest()
             first = await self.idempotency.begin(idempotency_key, fingerprint)
             if first is not None:
@@ -259,21 +260,36 @@ class Submission:
         try:
             await self.gate.check()
             stream_id = await self.publishing.publish(
-                request_id, route, batch.records, reply=reply, owner=key.name if key else "", output=output
+                request_id, route, batch.rows, reply=reply, owner=key.name if key else "", output=output
             )
         except NotDurable:
             if idempotency_key is not None:  # published, not confirmed: a retry gets this same request
-                unconfirmed = Accepted(request_id, "", route, len(batch.records), batch.missing)
+                unconfirmed = Accepted(request_id, "", route, len(batch.rows), batch.missing)
                 await self.idempotency.finish(idempotency_key, fingerprint, unconfirmed.as_dict())
             raise
         except StreammlError:
             if idempotency_key is not None:  # nothing was published: the key may be used again
                 await self.idempotency.release(idempotency_key)
             raise
-        accepted = Accepted(request_id, stream_id, route, len(batch.records), batch.missing)
+        accepted = Accepted(request_id, stream_id, route, len(batch.rows), batch.missing)
         if idempotency_key is not None:
             await self.idempotency.finish(idempotency_key, fingerprint, accepted.as_dict())
         return accepted
+
+
+def validated(records: Sequence[Any] | Rows, schema: InputSchema | None) -> ValidatedBatch:
+    """``records`` checked against ``schema`` in the form they came in: columns as columns."""
+    if schema is None:
+        return as_given(records.records if isinstance(records, Rows) else records)
+    if isinstance(records, Rows):
+        return schema.validate_columns(records) if records.holds_columns else schema.validate(records.records)
+    return schema.validate(records)
+
+
+def _canonical_bytes(rows: Rows) -> bytes:
+    """A request's validated records as bytes, for its fingerprint: a retry sends the same records in
+    the same form (a protocol's records come as records or as columns, never one then the other)."""
+    return orjson.dumps(rows.records if rows.holds_records else rows.columns)
 
 
 def _replay(first: dict[str, Any], fingerprint: str) -> Accepted:

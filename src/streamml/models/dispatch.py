@@ -32,6 +32,7 @@ from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
 from streamml.models.traffic import Rollout, in_canary, in_shadow_sample
 from streamml.output_kinds import PREDICT
+from streamml.rows import Rows
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Scorable(Protocol):
     def request_id(self) -> str: ...
 
     @property
-    def records(self) -> list[dict[str, Any]]: ...
+    def rows(self) -> Rows: ...
 
     @property
     def output(self) -> str: ...
@@ -246,7 +247,7 @@ async def _score(
                 else:
                     failed += [Unscored(r, load_failure(exc), exc) for r in group.members]
                 continue
-            count = sum(len(r.records) for r in group.members)
+            count = sum(len(r.rows) for r in group.members)
             done, poison = await _run(
                 predict_isolating, model, group.ref, group.members, canary, group.output, records=count
             )
@@ -287,10 +288,10 @@ def predict_isolating(
 ) -> tuple[list[Scored[R]], list[Unscored[R]]]:
     """One call for all requests; if it fails, split in halves until the bad ones are found (a request
     for an output the model does not have fails whole: no half of it would do better)."""
-    records = [record for request in requests for record in request.records]
+    rows = Rows.concat([request.rows for request in requests])
     started = time.perf_counter()
     try:
-        outputs = model.outputs(records, output)
+        outputs = model.outputs(rows, output)
     except UnsupportedOutput as exc:
         return [], [Unscored(r, FailureReason.UNSUPPORTED_OUTPUT, exc) for r in requests]
     except Exception as exc:
@@ -306,8 +307,8 @@ def predict_isolating(
     out: list[Scored[R]] = []
     offset = 0
     for request in requests:
-        values = outputs.values[offset : offset + len(request.records)]
-        offset += len(request.records)
+        values = outputs.values[offset : offset + len(request.rows)]
+        offset += len(request.rows)
         out.append(
             Scored(
                 request,
@@ -386,9 +387,9 @@ async def _shadow(
 def _predict_timed(
     model: LoadedModel, ref: ModelRef, results: Sequence[Scored[Any]]
 ) -> tuple[list[Any], float]:
-    records = [record for result in results for record in result.request.records]
+    rows = Rows.concat([result.request.rows for result in results])
     started = time.perf_counter()
-    outputs = model.predict(records)
+    outputs = model.predict(rows)
     return outputs.values, (time.perf_counter() - started) * 1000.0
 
 

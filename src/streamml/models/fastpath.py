@@ -11,14 +11,15 @@ matrix (LightGBM through its booster, which skips the sklearn wrapper's checks).
 
 Nothing is assumed: :func:`compile_pipeline` returns None for any step or option it does not know, and
 a compiled path is used only after it has produced exactly scikit-learn's labels on probe records
-built from the fitted parameters (known and unknown categories, missing values, extreme numbers).
+built from the fitted parameters (known and unknown categories, missing values, extreme numbers), given
+both as records and as columns (the matrix is built from whichever form a request came in).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from operator import itemgetter
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from streamml.rows import Rows, RowsLike
 
 if TYPE_CHECKING:
     from streamml.models.compiled_trees import TreeCompilation
@@ -56,14 +59,19 @@ class _Numeric:
             return lambda record: [record[name]]
         return itemgetter(*self.names)
 
-    def write(self, records: Sequence[dict[str, Any]], out: np.ndarray, offset: int) -> None:
+    def write(self, rows: Rows, out: np.ndarray, offset: int) -> None:
         block = out[:, offset : offset + len(self.names)]
-        try:  # complete records, the common case: one C call per record (half the time of the loop below)
-            block[:] = list(map(self._row, records))
-        except KeyError:
-            nan = math.nan
+        if rows.holds_columns:  # one C call per column; None (absent) becomes NaN
             for j, name in enumerate(self.names):
-                block[:, j] = [record.get(name, nan) for record in records]
+                block[:, j] = np.asarray(rows.column(name), dtype=np.float64)
+        else:
+            records = rows.records
+            try:  # complete records, the common case: one C call per record (half the time of the loop)
+                block[:] = list(map(self._row, records))
+            except KeyError:
+                nan = math.nan
+                for j, name in enumerate(self.names):
+                    block[:, j] = [record.get(name, nan) for record in records]
         if self.fill is not None:
             missing = np.isnan(block)
             if missing.any():
@@ -84,14 +92,17 @@ class _OneHot:
     offsets: list[int]
     width: int
 
-    def write(self, records: Sequence[dict[str, Any]], out: np.ndarray, offset: int) -> None:
+    def write(self, rows: Rows, out: np.ndarray, offset: int) -> None:
         nan = math.nan
         for j, name in enumerate(self.names):
             lookup, base = self.index[j], offset + self.offsets[j]
             fill = self.fill[j] if self.fill is not None else nan
-            for row, record in enumerate(records):
-                value = record.get(name, nan)
-                if isinstance(value, float) and value != value:  # NaN: what the imputer fills
+            if rows.holds_columns:
+                values: Iterable[Any] = rows.column(name)
+            else:
+                values = (record.get(name) for record in rows.records)
+            for row, value in enumerate(values):
+                if value is None or (isinstance(value, float) and value != value):  # what the imputer fills
                     value = fill
                 position = lookup.get(value)
                 if position is not None:
@@ -109,15 +120,17 @@ class FastPipeline:
         self.classify = classify
         self.width = sum(block.width for block in blocks)
 
-    def transform(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
-        out = np.zeros((len(records), self.width), dtype=np.float64)
+    def transform(self, records: RowsLike) -> np.ndarray:
+        """The classifier's matrix, built from the records or, when they came as columns, from those."""
+        rows = Rows.of(records)
+        out = np.zeros((len(rows), self.width), dtype=np.float64)
         offset = 0
         for block in self.blocks:
-            block.write(records, out, offset)
+            block.write(rows, out, offset)
             offset += block.width
         return out
 
-    def predict(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
+    def predict(self, records: RowsLike) -> np.ndarray:
         return self.classify(self.transform(records))
 
     @property
@@ -156,13 +169,14 @@ def compile_pipeline(
         log.debug("no fast path for %s: %s", type(estimator).__name__, exc)
         return None
     probes = _probe_records(fast)
+    as_columns = Rows(columns=Rows(records=probes).columns)  # the same records, as a V2 request brings them
     try:
-        expected = estimator.predict(frame_of(probes))
-        got = fast.predict(probes)
+        expected = np.asarray(estimator.predict(frame_of(probes)))
+        agrees = all(np.array_equal(expected, fast.predict(form)) for form in (probes, as_columns))
     except Exception as exc:  # a probe the real pipeline rejects: stay on the real pipeline
         log.debug("no fast path: probe failed: %s", exc)
         return None
-    if not np.array_equal(np.asarray(expected), got):
+    if not agrees:
         log.warning("fast path disagrees with scikit-learn on probe records; using the pipeline as it is")
         return None
     if compile_trees and isinstance(fast.classify, LightgbmLabels):

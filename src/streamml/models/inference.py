@@ -10,7 +10,6 @@ blocks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from streamml.models.outputs import Outputs, from_model_output
 from streamml.models.refs import ModelRef
 from streamml.models.schema import InputSchema
 from streamml.output_kinds import PROBA
+from streamml.rows import Rows, RowsLike
 
 if TYPE_CHECKING:
     from streamml.models.fastpath import FastPipeline
@@ -46,12 +46,13 @@ class LoadedModel:
     classes: list[Any] | None = field(default=None)
     """The labels a classifier answers, in the order of its probabilities; None when it does not say."""
 
-    def frame(self, records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    def frame(self, records: RowsLike) -> pd.DataFrame:
         return records_to_frame(records, self.schema)
 
-    def predict(self, records: Sequence[dict[str, Any]]) -> Outputs:
+    def predict(self, records: RowsLike) -> Outputs:
         """One predict call for all ``records``: one value per record."""
-        return from_model_output(self.call(self.frame(records)), len(records))
+        rows = Rows.of(records)
+        return from_model_output(self.call(self.frame(rows)), len(rows))
 
     def call(self, frame: pd.DataFrame) -> Any:
         """The model's own predict on a frame, returned as the model returns it."""
@@ -61,11 +62,11 @@ class LoadedModel:
     def has_proba(self) -> bool:
         return False
 
-    def predict_proba(self, records: Sequence[dict[str, Any]]) -> Outputs:
+    def predict_proba(self, records: RowsLike) -> Outputs:
         """Class probabilities, one list per record, with the classes they stand for."""
         raise UnsupportedOutput(f"{self.name} v{self.version} has no predict_proba: ask for its predictions")
 
-    def outputs(self, records: Sequence[dict[str, Any]], output: str) -> Outputs:
+    def outputs(self, records: RowsLike, output: str) -> Outputs:
         return self.predict_proba(records) if output == PROBA else self.predict(records)
 
     @property
@@ -108,9 +109,10 @@ class EstimatorModel(LoadedModel):
             fast=fast,
         )
 
-    def predict(self, records: Sequence[dict[str, Any]]) -> Outputs:
+    def predict(self, records: RowsLike) -> Outputs:
         if self.fast is not None:
-            return from_model_output(self.fast.predict(records), len(records))
+            rows = Rows.of(records)
+            return from_model_output(self.fast.predict(rows), len(rows))
         return super().predict(records)
 
     def call(self, frame: pd.DataFrame) -> Any:
@@ -120,10 +122,11 @@ class EstimatorModel(LoadedModel):
     def has_proba(self) -> bool:
         return callable(getattr(self.estimator, "predict_proba", None))
 
-    def predict_proba(self, records: Sequence[dict[str, Any]]) -> Outputs:
+    def predict_proba(self, records: RowsLike) -> Outputs:
         if not self.has_proba:
             return super().predict_proba(records)
-        probabilities = from_model_output(self.estimator.predict_proba(self.frame(records)), len(records))
+        rows = Rows.of(records)
+        probabilities = from_model_output(self.estimator.predict_proba(self.frame(rows)), len(rows))
         return Outputs(probabilities.values, classes=[_plain_class(c) for c in self.classes or []])
 
 
@@ -131,25 +134,28 @@ def _plain_class(label: Any) -> Any:
     return label.item() if isinstance(label, np.generic) else label
 
 
-def records_to_frame(records: Sequence[dict[str, Any]], schema: InputSchema | None) -> pd.DataFrame:
+def records_to_frame(records: RowsLike, schema: InputSchema | None) -> pd.DataFrame:
     """The model's input frame, built column by column (much cheaper than per-row DataFrame work) with
     the signature's types: numbers as their numpy type (NaN where absent; an integer column with a gap
     stays float, as pandas keeps it), booleans, datetimes parsed from ISO 8601, strings as objects.
     Without a schema: the records' own columns, as pandas reads them."""
+    rows = Rows.of(records)
     if schema is None:
-        return pd.DataFrame.from_records(list(records))
+        return pd.DataFrame.from_records(rows.records)
     columns: dict[str, Any] = {}
     nan = float("nan")
     for column in schema.columns:
         name = column.name
-        values = [record.get(name, nan) for record in records]
+        given = rows.column(name)
         if column.type in DTYPES:
             dtype = DTYPES[column.type]
             try:
-                columns[name] = np.asarray(values, dtype=dtype)
+                columns[name] = np.asarray(given, dtype=dtype)
             except (TypeError, ValueError):  # an integer column with a gap: NaN needs a float
-                columns[name] = np.asarray(values, dtype=np.float64)
-        elif column.type == "boolean" and all(isinstance(v, bool) for v in values):
+                columns[name] = np.asarray(given, dtype=np.float64)  # None -> NaN
+            continue
+        values = [nan if v is None else v for v in given]
+        if column.type == "boolean" and all(isinstance(v, bool) for v in values):
             columns[name] = np.asarray(values, dtype=bool)
         elif column.type == "datetime":
             present = [None if v is nan else v for v in values]

@@ -18,10 +18,12 @@ from datetime import datetime
 from itertools import chain
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from streamml.errors import InvalidRequest, Problem
+from streamml.rows import Rows
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 INTEGER_TYPES = frozenset({"long", "integer"})
@@ -53,11 +55,16 @@ class Column:
 
 @dataclass(frozen=True)
 class ValidatedBatch:
-    """Records rewritten with the signature's column names; absent features are left out."""
+    """Records rewritten with the signature's column names, as records (absent features left out) or
+    as columns (``None`` where a record lacks the feature), in the form they came in."""
 
-    records: list[dict[str, Any]]
+    rows: Rows
     missing: dict[str, int]
     """Feature -> how many records omitted it (the model imputes them)."""
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.rows.records
 
 
 class InputSchema:
@@ -103,14 +110,14 @@ class InputSchema:
         """The batch of records :meth:`compiled` passed (canonical names, checked values; ``values``
         of them in all), or None when one lacks a required feature (then :meth:`validate` says which)."""
         if values == len(records) * len(self.columns):  # complete records: nothing to count
-            return ValidatedBatch(records, {})
+            return ValidatedBatch(Rows(records=records), {})
         present = Counter(chain.from_iterable(records))
         missing = {
             c.name: len(records) - present[c.name] for c in self.columns if present[c.name] < len(records)
         }
         if any(self._required.get(name, False) for name in missing):
             return None
-        return ValidatedBatch(records, missing)
+        return ValidatedBatch(Rows(records=records), missing)
 
     def validate(self, records: Sequence[Any]) -> ValidatedBatch:
         """Check every record and collect every problem, so the client can fix them all at once. The
@@ -158,7 +165,42 @@ class InputSchema:
             out.append(clean)
         if problems:
             raise InvalidRequest(problems)
-        return ValidatedBatch(out, dict(missing))
+        return ValidatedBatch(Rows(records=out), dict(missing))
+
+    def validate_columns(self, rows: Rows) -> ValidatedBatch:
+        """:meth:`validate` for records that came as columns (Open Inference Protocol tensors, MLflow's
+        ``dataframe_split``), checked a column at a time and kept as columns. A column whose values are
+        all of its type and in range (or null, where the feature is optional) is taken whole; anything
+        else (an unknown or doubled name, a value of another type, a required feature missing) is
+        handed to :meth:`validate_carefully` record by record, so the errors name the record and field
+        exactly as they do for records."""
+        checked = self._columns_if_valid(rows) if rows.count else None
+        if checked is None:
+            return self.validate_carefully(rows.records)
+        columns, missing = checked
+        return ValidatedBatch(Rows(columns=columns) if columns else rows, missing)
+
+    def _columns_if_valid(self, rows: Rows) -> tuple[dict[str, list[Any]], dict[str, int]] | None:
+        """The columns under their signature names with canonical values, and the missing counts; None
+        when any value or name needs :meth:`validate_carefully` to say what is wrong with it."""
+        out: dict[str, list[Any]] = {}
+        for raw_name, values in rows.columns.items():
+            column = self._by_normalised.get(normalise_name(raw_name))
+            if column is None or column.name in out:
+                return None
+            canonical = _column_values(column, values)
+            if canonical is None:
+                return None
+            out[column.name] = canonical
+        missing: dict[str, int] = {}
+        for column in self.columns:
+            given = out.get(column.name)
+            absent = rows.count if given is None else given.count(None)
+            if absent:
+                if column.required:
+                    return None
+                missing[column.name] = absent
+        return out, missing
 
     def _validate_record(
         self, index: int, record: Mapping[Any, Any], problems: list[Problem]
@@ -223,7 +265,7 @@ def as_given(records: Sequence[Any]) -> ValidatedBatch:
     ]
     if problems:
         raise InvalidRequest(problems)
-    return ValidatedBatch([dict(record) for record in records], {})
+    return ValidatedBatch(Rows(records=[dict(record) for record in records]), {})
 
 
 _UNLIMITED = 2**62
@@ -278,6 +320,48 @@ def _type_error(column: Column, value: Any) -> str | None:
         except ValueError:
             return f"expected a date and time in ISO 8601 (e.g. 2026-12-01T09:30:00), got {_show(value)}"
     return None
+
+
+_NONE = type(None)
+_FLOATS = frozenset({float, int})
+_COLUMN_TYPES: dict[str, frozenset[type]] = {
+    "double": _FLOATS,
+    "float": _FLOATS,
+    "long": frozenset({int}),
+    "integer": frozenset({int}),
+    "string": frozenset({str}),
+    "boolean": frozenset({bool}),
+}
+"""The Python types a column of each signature type takes whole (``bool`` is not ``int`` here: a type
+test, not ``isinstance``); a column holding any other needs the record-by-record check."""
+
+
+def _column_values(column: Column, values: list[Any]) -> list[Any] | None:
+    """``values`` as the entry carries them when every one fits ``column`` (None: a missing value), or
+    None when one does not, or is of a kind only the record-by-record check handles."""
+    allowed = _COLUMN_TYPES.get(column.type)
+    if allowed is None:
+        return None
+    kinds = set(map(type, values))
+    gaps = _NONE in kinds
+    kinds.discard(_NONE)
+    if not kinds <= allowed:
+        return None
+    if column.type not in NUMERIC_TYPES or not kinds:
+        return values
+    present = [v for v in values if v is not None] if gaps else values
+    if column.type in INTEGER_TYPES:
+        limit = LIMITS[column.type]
+        return values if -limit - 1 <= min(present) and max(present) <= limit else None
+    try:
+        array = np.asarray(present, dtype=np.float64)
+    except OverflowError:  # an integer beyond the largest double
+        return None
+    if not (np.isfinite(array).all() and np.abs(array).max() <= LIMITS[column.type]):
+        return None
+    if kinds == {float}:
+        return values
+    return [None if v is None else float(v) for v in values]
 
 
 def _canonical(column: Column, value: Any) -> Any:

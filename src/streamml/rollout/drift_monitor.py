@@ -23,6 +23,7 @@ from streamml.models.drift import DriftWindow, Thresholds, WindowCounts, drift_r
 from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
 from streamml.output_kinds import PREDICT
+from streamml.rows import Rows
 from streamml.settings import DriftSettings
 from streamml.stream.topology import StreamTopology
 
@@ -88,18 +89,23 @@ class DriftMonitor:
                 current = self._routes[route] = await self._start(model)
             if current.window is None:
                 continue
-            records: list[Any] = []
+            parts: list[Rows] = []
             labels: list[str] = []
             for result in scored:
                 if result.model == model:
-                    records += result.request.records
+                    parts.append(result.request.rows)
                     if result.categorical:  # the class mix: only a classifier's labels have one
                         labels += map(str, result.labels)
-            taken = current.admit(len(records), self.settings.max_records_per_s, time.monotonic())
-            if taken < len(records):  # evenly spread over the batch
-                picks = [index * len(records) // taken for index in range(taken)]
-                records = [records[i] for i in picks]
+            if not parts:
+                continue
+            rows = Rows.concat(parts)
+            taken = current.admit(len(rows), self.settings.max_records_per_s, time.monotonic())
+            if taken < len(rows):  # evenly spread over the batch; only those become records
+                picks = [index * len(rows) // taken for index in range(taken)]
+                records = rows.pick(picks)
                 labels = [labels[i] for i in picks] if labels else []
+            else:
+                records = rows.records
             if records:
                 current.window.add(records, labels)
 

@@ -12,11 +12,10 @@ it was written). A lone request waits for nothing but the end of the turn it arr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from streamml.output_kinds import PREDICT
+from streamml.rows import RowsLike
 from streamml.stream.publisher import Publication, Publisher
 
 
@@ -39,7 +38,7 @@ class CoalescedPublisher:
         self,
         request_id: str,
         route: str,
-        records: Sequence[dict[str, Any]],
+        records: RowsLike,
         *,
         reply: bool = False,
         owner: str = "",

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from streamml.errors import BrokerUnavailable
 from streamml.output_kinds import PREDICT
+from streamml.rows import Rows, RowsLike
 from streamml.settings import StreamSettings
 from streamml.stream.durable import DurableWriter
 from streamml.stream.entry import encode_entry
@@ -32,7 +33,7 @@ from streamml.stream.topology import Partition, StreamTopology, claim_partition_
 
 PENDING = b'{"status":"pending"}'
 
-Request = tuple[str, str, Sequence[dict[str, Any]]]
+Request = tuple[str, str, RowsLike]
 """(request id, route, records)."""
 
 
@@ -42,7 +43,7 @@ class Publication:
 
     request_id: str
     route: str
-    records: Sequence[dict[str, Any]]
+    records: RowsLike
     reply: bool = False
     owner: str = ""
     output: str = PREDICT
@@ -79,7 +80,7 @@ class Publisher:
         self,
         request_id: str,
         route: str,
-        records: Sequence[dict[str, Any]],
+        records: RowsLike,
         *,
         reply: bool = False,
         owner: str = "",
@@ -122,11 +123,12 @@ class Publisher:
             for position in positions:
                 p = publications[position]
                 pending = orjson.dumps({"status": "pending", "owner": p.owner}) if p.owner else PENDING
+                rows = Rows.of(p.records)
                 fields = encode_entry(
-                    p.request_id, p.route, p.records, reply=p.reply, owner=p.owner, output=p.output
+                    p.request_id, p.route, rows, reply=p.reply, owner=p.owner, output=p.output
                 )
                 commands += [
-                    ("HINCRBY", part.counters.accepted, p.route, len(p.records)),
+                    ("HINCRBY", part.counters.accepted, p.route, len(rows)),
                     ("SET", part.result_key(p.request_id), pending, "EX", self.result_ttl_s, "NX"),
                     ("XADD", part.stream, "*", *itertools.chain.from_iterable(fields.items())),
                 ]
