@@ -13,7 +13,7 @@ record: a missing feature, which the model's pipeline imputes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, TypeAlias
 
 Record = dict[str, Any]
@@ -86,15 +86,16 @@ class Rows:
         """One dict per record; features ``None`` in their column are left out."""
         if self._records is None:
             assert self._columns is not None
-            names = list(self._columns)
-            self._records = (
-                [
+            names, columns = list(self._columns), list(self._columns.values())
+            if not names:
+                self._records = [{} for _ in range(self.count)]
+            elif any(None in values for values in columns):
+                self._records = [
                     {name: value for name, value in zip(names, row, strict=True) if value is not None}
-                    for row in zip(*self._columns.values(), strict=True)
+                    for row in zip(*columns, strict=True)
                 ]
-                if names
-                else [{} for _ in range(self.count)]
-            )
+            else:  # no gaps (the common case): every record built by dict() in C
+                self._records = list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
         return self._records
 
     @property

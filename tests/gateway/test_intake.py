@@ -183,6 +183,16 @@ def test_for_any_columns_the_answer_is_the_careful_paths_on_the_same_records(
         ]
 
 
+@pytest.mark.parametrize(
+    "values",
+    [[1.5, 3e38], [1.5, 4e38], [-4e38, 0.0], [1e308, 1e308], [2, None], [float("nan"), 1.0], [2**1100]],
+)
+def test_a_float32_column_answers_as_the_careful_path_at_and_beyond_its_range(values: list[Any]) -> None:
+    schema = InputSchema([Column("x", "float", required=False)])
+    rows = Rows(columns={"x": values})
+    assert _answer(schema.validate_columns, rows) == _answer(schema.validate_carefully, rows.records)  # type: ignore[arg-type]
+
+
 def test_valid_columns_stay_columns_under_the_signature_names() -> None:
     rows = Rows(columns={"sleep_hours": [6.5, None], "Designation": [2, 3], "Gender": ["F", "M"]})
     batch = SCHEMA.validate_columns(rows)

@@ -129,7 +129,7 @@ def read_tensor(index: int, tensor: Any, chunks: Chunks, limits: GatewaySettings
         raise invalid(f"tensor {name!r}: {len(values)} values for shape {shape}", name)
     types = set(map(type, values))  # a column's types and NaNs are read in C, not value by value
     if types == {float}:
-        if any(map(math.isnan, values)):
+        if math.isnan(sum(values)):  # in C: a NaN anywhere makes the sum NaN (so may inf and -inf)
             values = [None if math.isnan(v) else v for v in values]
     elif float in types:
         values = [_missing_as_none(v) for v in values]

@@ -18,7 +18,6 @@ from datetime import datetime
 from itertools import chain
 from typing import Annotated, Any
 
-import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
@@ -354,10 +353,17 @@ def _column_values(column: Column, values: list[Any]) -> list[Any] | None:
         limit = LIMITS[column.type]
         return values if -limit - 1 <= min(present) and max(present) <= limit else None
     try:
-        array = np.asarray(present, dtype=np.float64)
+        floats = present if kinds == {float} else [float(v) for v in present]
     except OverflowError:  # an integer beyond the largest double
         return None
-    if not (np.isfinite(array).all() and np.abs(array).max() <= LIMITS[column.type]):
+    # A sum in C instead of a test per value: NaN or an infinity makes it NaN or infinite, and one
+    # finite but too large can make it overflow (then the careful path looks value by value).
+    if not math.isfinite(sum(floats)):
+        return None
+    if (
+        column.type != "double"
+        and not -LIMITS[column.type] <= min(floats) <= max(floats) <= LIMITS[column.type]
+    ):
         return None
     if kinds == {float}:
         return values
