@@ -27,7 +27,7 @@ class Plan:
     drain: bool = True
     endtoend: bool = True
     rollout: bool = True
-    """The cost of shadow scoring and drift windows (drain with and without them)."""
+    """The cost of drift windows, the prediction log and shadow scoring (drain with and without them)."""
     workers: int = 1
     serve_workers: int = 2
     concurrency: int = 32

@@ -1,5 +1,6 @@
-"""What changing models safely costs a worker: the same drain with the champion alone (drift windows off,
-then on, the default), and with a challenger shadowing every request (sample 1.0) and one in ten (0.1).
+"""What watching and changing models costs a worker: the same drain with the champion alone (drift windows
+and the prediction log off; drift on; both on, the default), and with a challenger shadowing every request
+(sample 1.0) and one in ten (0.1).
 
 The champion and the challenger are two LightGBM versions of a model registered under a name of the
 benchmark's own (trained on different generated rows), so a registry given with MLFLOW_TRACKING_URI
@@ -35,11 +36,13 @@ class Config:
     challenger: bool
     shadow_sample: float
     drift: bool
+    prediction_log: bool = True
 
 
 CONFIGS = (
-    Config("champion alone, drift off", challenger=False, shadow_sample=1.0, drift=False),
-    Config("champion alone (drift on: default)", challenger=False, shadow_sample=1.0, drift=True),
+    Config("champion alone, drift and log off", False, 1.0, drift=False, prediction_log=False),
+    Config("+ drift windows", challenger=False, shadow_sample=1.0, drift=True, prediction_log=False),
+    Config("+ prediction log (the default)", challenger=False, shadow_sample=1.0, drift=True),
     Config("+ shadow, sample 1.0", challenger=True, shadow_sample=1.0, drift=True),
     Config("+ shadow, sample 0.1", challenger=True, shadow_sample=0.1, drift=True),
 )
@@ -53,7 +56,7 @@ class CostResult:
     records_per_s: int
     cpu_us_per_record: float
     extra_cpu_us_per_record: float
-    """Over the champion alone with drift off."""
+    """Over the champion alone with drift windows and the prediction log off."""
     runs_records_per_s: list[int]
 
 
@@ -152,7 +155,7 @@ def run(*, redis_url: str, tracking_uri: str, quick: bool, metrics: bool = True)
                     )
                 )
     return {
-        "scenario": "cost of shadow scoring and drift windows",
+        "scenario": "cost of drift windows, the prediction log and shadow scoring",
         "quick": quick,
         "repeats": repeats,
         "model": f"{name} v1 (champion), v2 (challenger): LightGBM",
@@ -173,5 +176,6 @@ def _configure(config: Config) -> Callable[[Settings], None]:
     def configure(settings: Settings) -> None:
         settings.rollout.shadow_sample = config.shadow_sample
         settings.drift.enabled = config.drift
+        settings.prediction_log.enabled = config.prediction_log
 
     return configure

@@ -19,6 +19,9 @@ from streamml.errors import FailureReason
 
 dlq_app = typer.Typer(help="Inspect and operate the dead-letter stream.", no_args_is_help=True)
 sink_app = typer.Typer(help="Maintain the sinks.", no_args_is_help=True)
+log_app = typer.Typer(
+    help="The prediction log: every prediction with its inputs, in Parquet.", no_args_is_help=True
+)
 
 Ids = Annotated[
     list[str] | None, typer.Argument(metavar="[ID]...", help="Dead-letter ids (default: all, or --reason).")
@@ -217,5 +220,47 @@ def sink_dedup(
     console.print(f"{kept} rows kept, {dropped} duplicates dropped -> {output}")
 
 
+@log_app.command("query", cls=Command)
+def log_query(
+    sql: Annotated[
+        str,
+        typer.Argument(
+            metavar="SQL",
+            help="DuckDB SQL over the views `predictions` (re-deliveries removed) and `log` (every row).",
+            show_default=False,
+        ),
+    ],
+    log_dir: Annotated[
+        Path | None,
+        typer.Option("--dir", metavar="DIR", help="Default: the prediction log's directory."),
+    ] = None,
+    as_json: AsJson = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Query the prediction log with SQL, e.g. `streamml log query "SELECT route, model_version, count(*)
+    FROM predictions GROUP BY ALL"`."""
+    import duckdb
+
+    from streamml.worker.log_query import open_log
+
+    root = log_dir or load_settings(state_dir).prediction_log_dir()
+    try:
+        cursor = open_log(root).execute(sql)
+        names = [column[0] for column in cursor.description or []]
+        rows = cursor.fetchall() if names else []
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dir") from None
+    except duckdb.Error as exc:
+        console.print(f"[red]query failed:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=str))
+        return
+    table = Table(*names)
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    console.print(table)
+
+
 COMMANDS = (status, config)
-GROUPS = {"dlq": dlq_app, "sink": sink_app}
+GROUPS = {"dlq": dlq_app, "sink": sink_app, "log": log_app}
