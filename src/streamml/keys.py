@@ -47,6 +47,35 @@ def rate_limit_prefix(stream: str) -> str:
     return f"{stream}:rate"
 
 
+def answer_key(stream: str, request_id: str) -> str:
+    """What a request was answered, kept for its feedback: route, version, predictions, and the
+    challenger's when it shadowed the request (``streamml.rollout.ground_truth``)."""
+    return f"{stream}:answer:{request_id}"
+
+
+def feedback_key(stream: str, request_id: str) -> str:
+    """Hash of record index -> the true label given for it (the same feedback twice counts once)."""
+    return f"{stream}:feedback:{request_id}"
+
+
+def accuracy_index_key(stream: str) -> str:
+    """Set of the accuracy aggregates that exist: JSON ``[route, version]`` and ``[route, champion,
+    challenger]``."""
+    return f"{stream}:accuracy"
+
+
+def accuracy_key(stream: str, route: str, version: str, bucket: int | None = None) -> str:
+    """Hash of one version's running totals against feedback; with ``bucket``, those of one slice of the
+    window (expiring with it)."""
+    suffix = "" if bucket is None else f":{bucket}"
+    return f"{stream}:accuracy:{route}:{version}{suffix}"
+
+
+def accuracy_pair_key(stream: str, route: str, champion: str, challenger: str) -> str:
+    """Hash of a shadow pair's paired outcomes on the same labelled records (McNemar's table)."""
+    return f"{stream}:accuracy-pair:{route}:{champion}:{challenger}"
+
+
 def idempotency_key(stream: str, key: str) -> str:
     """The first response given to a client's ``Idempotency-Key``."""
     return f"{stream}:idem:{key}"

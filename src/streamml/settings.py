@@ -317,6 +317,25 @@ class WorkerSettings(Group):
     supervisor that restarts it). 0: keep trying."""
 
 
+class PredictionLogSettings(Group):
+    """The prediction log: every prediction with its inputs, in Parquet files by route and hour
+    (``streamml log query``)."""
+
+    model_config = _config("STREAMML_PREDICTION_LOG_")
+
+    enabled: bool = True
+    """Workers write the log (beside the CSV and the Redis results)."""
+    dir: Path | None = None
+    """Where its files go; unset: ``<state dir>/prediction-log``. Workers that share it share the log."""
+    rotate_mb: float = 64.0
+    """A file is finished (and readable by any Parquet reader) once it holds this many MiB, ..."""
+    rotate_s: float = 300.0
+    """... or is this old, or its hour is over, or its worker stops (``streamml log query`` reads
+    unfinished files too)."""
+    retention_h: float = 168.0
+    """Finished hours older than this are deleted; 0 keeps them all."""
+
+
 class RolloutSettings(Group):
     """Changing a route's model safely: the challenger's aliases, shadow sampling, canary shares."""
 
@@ -339,6 +358,24 @@ class RolloutSettings(Group):
     JSON (``{"lightgbm": 0.1}``, unlisted routes 1.0). Routes without a challenger cost nothing."""
     refresh_s: float = 1.0
     """How often a worker re-reads the canary shares from Redis (``streamml canary set``)."""
+
+
+class FeedbackSettings(Group):
+    """Ground truth fed back (``POST /feedback``, ``streamml feedback``) and accuracy per version."""
+
+    model_config = _config("STREAMML_FEEDBACK_")
+
+    enabled: bool = True
+    """Workers keep what each request was answered, for its feedback (about 100 bytes a request plus
+    its predictions, in Redis, for ``TTL_S``)."""
+    ttl_s: int = 86_400
+    """How long feedback for a request is taken after it was answered; later it is counted as expired."""
+    window_s: int = 3_600
+    """Accuracy is reported over this recent window as well as in total."""
+    max_records: int = 10_000
+    """Most feedback records in one request."""
+    alpha: float = 0.05
+    """Significance level of ``streamml promote --if-better`` (McNemar's exact test)."""
 
 
 class DriftSettings(Group):
@@ -378,8 +415,10 @@ GROUPS: dict[str, type[Group]] = {
     "stream": StreamSettings,
     "gateway": GatewaySettings,
     "worker": WorkerSettings,
+    "prediction_log": PredictionLogSettings,
     "rollout": RolloutSettings,
     "drift": DriftSettings,
+    "feedback": FeedbackSettings,
 }
 """Every group, by the attribute of :class:`Settings` that holds it (docs/configuration.md's order)."""
 
@@ -395,8 +434,10 @@ class Settings(BaseModel):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @classmethod
     def load(cls, state_dir: Path | None = None) -> Settings:
@@ -434,3 +475,6 @@ class Settings(BaseModel):
 
     def predictions_csv(self) -> Path:
         return self.worker.predictions_csv or self.state_dir / "predictions.csv"
+
+    def prediction_log_dir(self) -> Path:
+        return self.prediction_log.dir or self.state_dir / "prediction-log"

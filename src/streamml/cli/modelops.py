@@ -112,10 +112,49 @@ def promote(
     route: Annotated[
         str, typer.Argument(metavar="ROUTE", help="The route whose model to promote, e.g. lightgbm.")
     ],
+    if_better: Annotated[
+        bool,
+        typer.Option(
+            "--if-better",
+            help="Only if the challenger was right more often than the champion on the same labelled "
+            "records (feedback), significantly (McNemar, STREAMML_FEEDBACK_ALPHA).",
+        ),
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Make the 'challenger' version the route's model; the replaced one is kept as 'previous'."""
+    if if_better:
+        better, why = _challenger_is_better(route, state_dir)
+        if not better:
+            console.print(f"[red]not promoted:[/] {why}")
+            raise typer.Exit(1)
+        console.print(why)
     _move_aliases(route, state_dir, "promote")
+
+
+def _challenger_is_better(route: str, state_dir: Path | None) -> tuple[bool, str]:
+    from streamml.local.processes import make_registry
+    from streamml.rollout.ground_truth import FeedbackStore, challenger_is_better
+
+    settings = load_settings(state_dir)
+    require_route(settings, route)
+    resolver = make_registry(settings).resolver
+    champion = asyncio.run(resolver.resolve(route))
+    challenger = asyncio.run(resolver.challenger(route))
+    if challenger is None or challenger.version == champion.version:
+        return False, f"route {route!r} has no challenger other than its champion v{champion.version}"
+    reports = on_redis(
+        state_dir, lambda redis, topology, s: FeedbackStore(redis, topology, s.feedback).reports(route)
+    )
+    pair = next(
+        (
+            r
+            for r in reports
+            if r.get("champion") == champion.version and r.get("challenger") == challenger.version
+        ),
+        None,
+    )
+    return challenger_is_better(pair, settings.feedback.alpha)
 
 
 def rollback(
@@ -215,6 +254,97 @@ def _shadow_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def accuracy(route: RouteFilter = None, as_json: AsJson = False, state_dir: StateDir = None) -> None:
+    """How often each version was right, against the feedback received (in total and recently), and
+    each challenger against its champion on the same labelled records."""
+    from streamml.rollout.ground_truth import FeedbackStore
+
+    settings = load_settings(state_dir)
+    require_route(settings, route)
+    reports = on_redis(
+        state_dir, lambda redis, topology, s: FeedbackStore(redis, topology, s.feedback).reports(route)
+    )
+    versions = [r for r in reports if "version" in r]
+    pairs = [r for r in reports if "challenger" in r]
+    if as_json:
+        print(json.dumps({"versions": versions, "pairs": pairs}, indent=2))
+        return
+    if not reports:
+        console.print("no feedback yet: POST /feedback or `streamml feedback FILE` with true labels")
+        return
+    table = Table("route", "version", "labelled", "accuracy / MAE", "recent labelled", "recent")
+    for r in versions:
+        total, recent = r["total"], r["window"]
+        table.add_row(
+            r["route"],
+            r["version"],
+            str(total["records"]),
+            _score(total),
+            str(recent["records"]),
+            _score(recent),
+        )
+    console.print(table)
+    for pair in pairs:
+        console.print(
+            f"{pair['route']}: champion v{pair['champion']} {_percent(pair['champion_accuracy'])} vs "
+            f"challenger v{pair['challenger']} {_percent(pair['challenger_accuracy'])} on the same "
+            f"{pair['records']} labelled records; McNemar p = {pair['mcnemar_p']:.3g}"
+        )
+
+
+def _score(summary: dict[str, Any]) -> str:
+    if "mae" in summary:
+        return "-" if summary["mae"] is None else f"MAE {summary['mae']:.4g}, RMSE {summary['rmse']:.4g}"
+    return _percent(summary["accuracy"])
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def feedback(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="CSV or Parquet with columns request_id, label and (for requests of several records) "
+            "record_index.",
+        ),
+    ],
+    state_dir: StateDir = None,
+) -> None:
+    """Send true labels, as POST /feedback does: each counted once, however often it is sent."""
+    import pandas as pd
+
+    from streamml.rollout.ground_truth import FeedbackStore, parse_feedback
+
+    frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    missing = {"request_id", "label"} - set(frame.columns)
+    if missing:
+        raise typer.BadParameter(f"{path} has no column {', '.join(sorted(missing))}", param_hint="FILE")
+    if "record_index" not in frame.columns:
+        frame["record_index"] = 0
+    records = frame[["request_id", "record_index", "label"]].to_dict(orient="records")
+    settings = load_settings(state_dir)
+    size = settings.feedback.max_records
+
+    async def send(redis: Any, topology: Any, s: Any) -> dict[str, int]:
+        store = FeedbackStore(redis, topology, s.feedback)
+        totals = {"received": 0, "recorded": 0, "repeated": 0, "unmatched": 0}
+        for start in range(0, len(records), size):
+            items = parse_feedback({"feedback": records[start : start + size]}, size)
+            outcome = (await store.record(items)).as_dict()
+            for name in totals:
+                totals[name] += outcome[name]
+        return totals
+
+    totals = on_redis(state_dir, send)
+    console.print(
+        f"{totals['received']} received: {totals['recorded']} recorded, {totals['repeated']} repeated "
+        f"(counted before), {totals['unmatched']} unmatched (unknown or expired request ids)"
+    )
+
+
 def drift(route: RouteFilter = None, as_json: AsJson = False, state_dir: StateDir = None) -> None:
     """How each route's recent records differ from its model version's training data."""
     from streamml.local.processes import make_registry
@@ -271,5 +401,5 @@ def _drift_table(route: str, report: dict[str, Any]) -> Table | str:
     return table
 
 
-COMMANDS = (train, promote, rollback, drift)
+COMMANDS = (train, promote, rollback, drift, accuracy, feedback)
 GROUPS = {"canary": canary_app, "shadow": shadow_app}

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.exceptions import RedisError
 
-from streamml.gateway import mlflow_scoring, native, open_inference, operations
+from streamml.gateway import feedback, mlflow_scoring, native, open_inference, operations
 from streamml.gateway.auth import Authenticator, RateLimiter, load_api_keys
 from streamml.gateway.context import GatewayContext
 from streamml.gateway.dashboard import SnapshotHub
@@ -25,6 +25,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.monitoring.model_states import ModelStates
 from streamml.monitoring.observer import StreamObserver
 from streamml.rollout.canary import CanaryStore
+from streamml.rollout.ground_truth import FeedbackStore
 from streamml.rollout.shadow_store import ShadowStore
 from streamml.settings import Settings
 from streamml.stream.publisher import Publisher
@@ -65,7 +66,7 @@ def create_app(settings: Settings, publisher: Publisher, registry: ModelRegistry
         telemetry=dict.fromkeys(("tracing", "metrics", "logs"), gateway.opentelemetry),  # type: ignore[arg-type]
     )
     app.state.context = context
-    for module in (native, mlflow_scoring, open_inference, operations):
+    for module in (native, mlflow_scoring, open_inference, operations, feedback):
         app.include_router(module.router)
     install_fallback_handlers(app, retry_after_s=gateway.retry_after_s)
     app.add_middleware(GatewayMiddleware, limit=gateway.max_body_bytes, metrics=context.metrics)
@@ -106,4 +107,6 @@ def build_context(settings: Settings, publisher: Publisher, registry: ModelRegis
         metrics=metrics,
         errors=ErrorPolicy(gateway.retry_after_s, metrics.refused_for if metrics else None),
         model_states=states,
+        feedback=FeedbackStore(redis, topology, settings.feedback),
+        feedback_settings=settings.feedback,
     )

@@ -30,9 +30,10 @@ from streamml.models.schema import ValidatedBatch
 from streamml.monitoring.model_states import ModelStates
 from streamml.output_kinds import PREDICT
 from streamml.rollout.canary import CanaryStore
+from streamml.rollout.ground_truth import FeedbackStore
 from streamml.rollout.shadow_store import ShadowStore
 from streamml.rows import Rows
-from streamml.settings import DriftSettings, GatewaySettings
+from streamml.settings import DriftSettings, FeedbackSettings, GatewaySettings
 from streamml.stream.publisher import Publisher
 
 BEARER = HTTPBearer(auto_error=False, description="An API key, when keys are configured.")
@@ -57,6 +58,8 @@ class GatewayContext:
     errors: ErrorPolicy
     model_states: ModelStates
     """What the workers report of each route's model version (loaded, or why not)."""
+    feedback: FeedbackStore
+    feedback_settings: FeedbackSettings
 
     async def accept(
         self,

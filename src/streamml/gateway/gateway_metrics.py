@@ -39,6 +39,9 @@ its counters to files there, and whichever process a scrape reaches sums them al
 multiprocess mode), so ``/metrics`` describes the gateway, not one process of it."""
 
 
+FEEDBACK_OUTCOMES = ("recorded", "repeated", "unmatched")
+
+
 class GatewayMetrics:
     def __init__(self, routes: list[str], snapshot: StreamStateCollector | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -78,12 +81,20 @@ class GatewayMetrics:
             ["route"],
             registry=r,
         )
+        self.feedback_records = Counter(
+            "streamml_feedback_records",
+            "Feedback records: recorded, repeated (counted once already), or unmatched (no answer kept)",
+            ["outcome"],
+            registry=r,
+        )
         self.state = snapshot or StreamStateCollector()
         r.register(self.state)
         # Known label values start at 0, so a rate over the first refusal is right and every series a
         # dashboard queries exists from the first scrape (the Prometheus guide's advice).
         for reason in REFUSAL_REASONS.values():
             self.refused.labels(reason)
+        for outcome in FEEDBACK_OUTCOMES:
+            self.feedback_records.labels(outcome)
         for route in self.routes:
             self.requests_accepted.labels(route)
             self.records_accepted.labels(route)
@@ -103,6 +114,10 @@ class GatewayMetrics:
     def route_label(self, route: str | None) -> str:
         """Only configured routes become label values (a client's typo must not add a series)."""
         return route if route in self.routes else "-"
+
+    def feedback(self, recorded: int, repeated: int, unmatched: int) -> None:
+        for outcome, count in zip(FEEDBACK_OUTCOMES, (recorded, repeated, unmatched), strict=True):
+            self.feedback_records.labels(outcome).inc(count)
 
     def accepted(self, route: str, records: int) -> None:
         self.requests_accepted.labels(route).inc()

@@ -46,6 +46,12 @@ class Partition:
     def idempotency_key(self, key: str) -> str:
         return keys.idempotency_key(self.stream, key)
 
+    def answer_key(self, request_id: str) -> str:
+        return keys.answer_key(self.stream, request_id)
+
+    def feedback_key(self, request_id: str) -> str:
+        return keys.feedback_key(self.stream, request_id)
+
     @property
     def shadow_index(self) -> str:
         return keys.shadow_index_key(self.stream)

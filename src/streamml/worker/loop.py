@@ -27,7 +27,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from redis.asyncio import Redis, RedisCluster
 
 from streamml.errors import ModelUnavailable, StreamGroupNotFound
+from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
+from streamml.models.schema import InputSchema
 from streamml.models.traffic import Rollout
 from streamml.monitoring.model_states import ModelStates
 from streamml.rollout.canary import CanaryStore
@@ -36,8 +38,10 @@ from streamml.settings import Settings
 from streamml.stream.consumer import Consumer, RawEntry
 from streamml.stream.nodes import SlotClients, leaked_connection_error
 from streamml.stream.topology import StreamTopology
+from streamml.worker.answer_sink import AnswerSink
 from streamml.worker.batch import BatchHandler, WorkerStats
 from streamml.worker.loads import route_loads
+from streamml.worker.prediction_log import PredictionLog
 from streamml.worker.reconnect import REDIS_DOWN, Reconnect
 from streamml.worker.sinks import CsvSink, RedisSink, Sink
 from streamml.worker.worker_metrics import WorkerMetrics
@@ -79,9 +83,7 @@ class Worker:
         self.topology = StreamTopology.of(settings.stream, cluster=settings.redis.cluster)
         name = consumer or self.config.consumer or default_consumer_name()
         self.consumer = Consumer(SlotClients(redis), self.topology, name)
-        self.sinks = list(
-            sinks or (CsvSink(settings.predictions_csv()), RedisSink(self.topology, settings.stream))
-        )
+        self.sinks = list(sinks or self._default_sinks(settings, registry, name))
         self.stats = WorkerStats()
         self.metrics = metrics or WorkerMetrics(enabled=settings.metrics)
         self.drift: DriftMonitor | None = None
@@ -127,6 +129,21 @@ class Worker:
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return (signal handlers call this)."""
         self.stopping.set()
+
+    def _default_sinks(self, settings: Settings, registry: ModelRegistry, name: str) -> list[Sink]:
+        sinks: list[Sink] = [CsvSink(settings.predictions_csv()), RedisSink(self.topology, settings.stream)]
+        if settings.prediction_log.enabled:
+
+            def schema_of(ref: ModelRef) -> InputSchema | None:
+                model = registry.loader.loaded(ref)
+                return model.schema if model is not None else None
+
+            sinks.append(
+                PredictionLog(settings.prediction_log, settings.prediction_log_dir(), name, schema_of)
+            )
+        if settings.feedback.enabled:
+            sinks.append(AnswerSink(settings.feedback.ttl_s))
+        return sinks
 
     async def run(self, *, burst: bool = False) -> WorkerStats:
         try:
