@@ -165,59 +165,67 @@ class PredictionLog:
             self._seal(other)
 
     def _table(self, results: Sequence[Result]) -> pa.Table:
-        first = results[0]
-        schema = self.schema_of(first.model)
+        schema = self.schema_of(results[0].model)
         rows = Rows.concat([r.request.rows for r in results])
-        count = len(rows)
-        columns: dict[str, pa.Array] = {}
-        columns["request_id"] = _repeat([r.request.request_id for r in results], results, pa.string())
-        columns["stream_id"] = _repeat([r.request.stream_id for r in results], results, pa.string())
-        columns["record_index"] = pa.array(
-            [i for r in results for i in range(len(r.labels))], type=pa.int32()
+        lengths = [len(r.labels) for r in results]
+        # One value per request, repeated for each of its records (one index array for every column).
+        spread = (
+            None
+            if all(n == 1 for n in lengths)
+            else pa.array([i for i, n in enumerate(lengths) for _ in range(n)], type=pa.int32())
         )
-        columns["route"] = _repeat([r.request.route for r in results], results, pa.string())
-        columns["model_name"] = _repeat([r.model.name for r in results], results, pa.string())
-        columns["model_version"] = _repeat([r.model.version for r in results], results, pa.string())
-        columns["output"] = _repeat([r.request.output for r in results], results, pa.string())
+
+        def per_request(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
+            array = pa.array(values, type=arrow_type)
+            return array if spread is None else array.take(spread)
+
         proba = [r.request.output == PROBA for r in results]
-        columns["prediction"] = _values(
-            [v for r, p in zip(results, proba, strict=True) for v in _or_nulls(r, not p)]
-        )
-        columns["probabilities"] = pa.array(
-            [v for r, p in zip(results, proba, strict=True) for v in _or_nulls(r, p)],
-            type=pa.list_(pa.float64()),
-        )
-        columns["classes"] = _repeat(
-            [
-                [str(c) for c in r.classes] if r.classes and p else None
-                for r, p in zip(results, proba, strict=True)
-            ],
-            results,
-            pa.list_(pa.string()),
-        )
-        columns["canary"] = _repeat([r.canary for r in results], results, pa.bool_())
-        columns["challenger_version"] = _repeat(
-            [r.shadow.model.version if r.shadow else None for r in results], results, pa.string()
-        )
-        columns["challenger_prediction"] = _values(
-            [v for r in results for v in (r.shadow.labels if r.shadow else [None] * len(r.labels))]
-        )
-        columns["accepted_at"] = _repeat([int(r.request.accepted_ms) for r in results], results, TIMESTAMP)
-        columns["predicted_at"] = _repeat([int(r.predicted_ms) for r in results], results, TIMESTAMP)
-        columns["latency_ms"] = _repeat([predict_latency_ms(r) for r in results], results, pa.float64())
-        columns["batch_predict_ms"] = _repeat([r.predict_ms for r in results], results, pa.float64())
+        asked = list(zip(results, proba, strict=True))
+        columns: dict[str, pa.Array] = {
+            "request_id": per_request([r.request.request_id for r in results], pa.string()),
+            "stream_id": per_request([r.request.stream_id for r in results], pa.string()),
+            "record_index": pa.array([i for n in lengths for i in range(n)], type=pa.int32()),
+            "route": per_request([r.request.route for r in results], pa.string()),
+            "model_name": per_request([r.model.name for r in results], pa.string()),
+            "model_version": per_request([r.model.version for r in results], pa.string()),
+            "output": per_request([r.request.output for r in results], pa.string()),
+            "prediction": _values([v for r, p in asked for v in _or_nulls(r, not p)]),
+            "probabilities": pa.array(
+                [v for r, p in asked for v in _or_nulls(r, p)], type=pa.list_(pa.float64())
+            ),
+            "classes": per_request(
+                [[str(c) for c in r.classes] if r.classes and p else None for r, p in asked],
+                pa.list_(pa.string()),
+            ),
+            "canary": per_request([r.canary for r in results], pa.bool_()),
+            "challenger_version": per_request(
+                [r.shadow.model.version if r.shadow else None for r in results], pa.string()
+            ),
+            "challenger_prediction": _values(
+                [v for r in results for v in (r.shadow.labels if r.shadow else [None] * len(r.labels))]
+            ),
+            "accepted_at": per_request([int(r.request.accepted_ms) for r in results], TIMESTAMP),
+            "predicted_at": per_request([int(r.predicted_ms) for r in results], TIMESTAMP),
+            "latency_ms": per_request([predict_latency_ms(r) for r in results], pa.float64()),
+            "batch_predict_ms": per_request([r.predict_ms for r in results], pa.float64()),
+        }
         if schema is None:
-            columns["inputs_json"] = pa.array(
-                [orjson.dumps(r).decode() for r in rows.records], type=pa.string()
+            as_json = [orjson.dumps(record).decode() for record in rows.records]
+            columns["inputs_json"] = pa.array(as_json, type=pa.string())
+            return pa.table(columns)
+        columns["inputs_json"] = pa.nulls(len(rows), type=pa.string())
+        inputs = pa.schema([(c.name, INPUT_TYPES.get(c.type, pa.string())) for c in schema.columns])
+        if rows.holds_columns:
+            table = pa.table(
+                {
+                    c.name: pa.array(rows.column(c.name), type=t)
+                    for c, t in zip(schema.columns, inputs.types, strict=True)
+                }
             )
-        else:
-            columns["inputs_json"] = pa.nulls(count, type=pa.string())
-            for column in schema.columns:
-                arrow_type = INPUT_TYPES.get(column.type, pa.string())
-                values = rows.column(column.name)
-                if arrow_type == pa.string() and column.type not in ("string", "datetime"):
-                    values = [None if v is None else orjson.dumps(v).decode() for v in values]
-                columns[input_column(column.name)] = pa.array(values, type=arrow_type)
+        else:  # records: read into columns by Arrow, in C++
+            table = pa.Table.from_pylist(rows.records, schema=inputs)
+        for name, array in zip(table.column_names, table.columns, strict=True):
+            columns[input_column(name)] = array
         return pa.table(columns)
 
 
@@ -340,15 +348,6 @@ def expire(root: Path, before_s: float) -> int:
 
 def _hour(epoch_ms: float) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000.0, tz=UTC).strftime("%Y-%m-%dT%H")
-
-
-def _repeat(values: list[Any], results: Sequence[Result], arrow_type: pa.DataType) -> pa.Array:
-    """One value per request, repeated for each of its records."""
-    per_request = pa.array(values, type=arrow_type)
-    lengths = [len(r.labels) for r in results]
-    if all(length == 1 for length in lengths):
-        return per_request
-    return per_request.take(pa.array([i for i, n in enumerate(lengths) for _ in range(n)], type=pa.int32()))
 
 
 def _or_nulls(result: Result, wanted: bool) -> list[Any]:
