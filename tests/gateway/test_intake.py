@@ -111,6 +111,14 @@ def test_for_any_body_the_answer_is_the_careful_paths(records: list[dict[str, An
     assert either(body) == careful(body)
 
 
+def _typed(answer: ValidatedBatch | str) -> Any:
+    """An answer with each value's type beside it (``==`` takes 2 for 2.0): the error, or the missing
+    counts and the records' value types."""
+    if isinstance(answer, str):
+        return answer
+    return answer.missing, [{k: type(v) for k, v in r.items()} for r in answer.records]
+
+
 def _answer(validate: Any, records: list[Any]) -> ValidatedBatch | str:
     try:
         batch: ValidatedBatch = validate(records)
@@ -128,10 +136,7 @@ def test_for_any_records_another_protocol_read_the_answer_is_the_careful_paths(
     when it has one, is the careful path's, value types included."""
     quick, slow = _answer(SCHEMA.validate, records), _answer(SCHEMA.validate_carefully, records)
     assert quick == slow
-    if isinstance(quick, ValidatedBatch) and isinstance(slow, ValidatedBatch):
-        assert [{k: type(v) for k, v in r.items()} for r in quick.records] == [
-            {k: type(v) for k, v in r.items()} for r in slow.records
-        ]
+    assert _typed(quick) == _typed(slow)
 
 
 NUMBERS = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**60), 2**60))
@@ -176,11 +181,7 @@ def test_for_any_columns_the_answer_is_the_careful_paths_on_the_same_records(
     quick = _answer(SCHEMA.validate_columns, rows)  # type: ignore[arg-type]
     slow = _answer(SCHEMA.validate_carefully, rows.records)
     assert quick == slow
-    if isinstance(quick, ValidatedBatch) and isinstance(slow, ValidatedBatch):
-        assert quick.missing == slow.missing
-        assert [{k: type(v) for k, v in r.items()} for r in quick.records] == [
-            {k: type(v) for k, v in r.items()} for r in slow.records
-        ]
+    assert _typed(quick) == _typed(slow)
 
 
 @pytest.mark.parametrize(

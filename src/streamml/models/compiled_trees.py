@@ -22,8 +22,8 @@ crash (a worker stopped by SIGTERM during the compilation ended with SIGSEGV). A
 its compiler; the few milliseconds in which the worker itself loads the object file and checks it are
 guarded, so exit waits for them instead.
 
-lleaves 1.3 needs llvmlite < 0.45 (its own tracker, issue 95: llvmlite 0.45 dropped the legacy pass
-manager it uses); the project pins llvmlite accordingly.
+lleaves 1.3 needs llvmlite < 0.45 (llvmlite 0.45 dropped the legacy pass manager it uses); the project
+pins llvmlite accordingly.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from packaging.version import Version
 log = logging.getLogger(__name__)
 
 LLVMLITE_BREAKS = Version("0.45")
-"""The first llvmlite lleaves 1.3 cannot compile with (its issue 95)."""
+"""The first llvmlite lleaves 1.3 cannot compile with (it dropped the legacy pass manager lleaves uses)."""
 
 Scores = Callable[[np.ndarray], np.ndarray]
 """A float64 matrix -> the booster's transformed scores (probabilities for a classifier)."""
