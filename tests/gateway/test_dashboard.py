@@ -70,6 +70,7 @@ def test_dashboard_shows_live_numbers_model_versions_challengers_drift_and_a_red
             wait_until_healthy(f"{url}/ready", worker, timeout_s=60)  # the worker has loaded its models
             records = record_stream(Profile.load(), seed=3)
             sent = {"svm": 0, "lightgbm": 0, "shadowed": 0}
+            svm_requests = []
             for index in range(30):  # over about four seconds, so the charts have a shape
                 page.wait_for_timeout(150)
                 route = ("svm", "lightgbm", "shadowed")[index % 3]
@@ -77,6 +78,8 @@ def test_dashboard_shows_live_numbers_model_versions_challengers_drift_and_a_red
                 response = httpx.post(f"{url}/predict_stream", params={"model": route}, json={"data": batch})
                 assert response.status_code == 202, response.text
                 sent[route] += len(batch)
+                if route == "svm":
+                    svm_requests.append(response.json()["request_id"])
 
             total = sum(sent.values())
             expect(page.get_by_test_id("accepted-total")).to_have_text(f"{total:,}", timeout=30_000)
@@ -99,8 +102,30 @@ def test_dashboard_shows_live_numbers_model_versions_challengers_drift_and_a_red
             drift = httpx.get(f"{url}/drift", params={"route": "lightgbm"}).json()["routes"]["lightgbm"]
             assert drift["records"] == sent["lightgbm"]
             expect(page.get_by_test_id("drift-status-lightgbm")).to_have_text(drift["status"], timeout=10_000)
-            expect(page.get_by_test_id(f"drift-lightgbm-{FEATURE}")).to_contain_text(
-                f"{drift['features'][FEATURE]['score']:.3f}"
+            scores = {name: f["score"] for name, f in drift["features"].items() if f["score"] is not None}
+            top = max(scores, key=lambda name: scores[name])
+            expect(page.get_by_test_id("drift-top-lightgbm")).to_have_text(f"top: {top} {scores[top]:.3f}")
+            feature = page.get_by_test_id(f"drift-lightgbm-{FEATURE}")
+            expect(feature).to_be_hidden()  # one line per route; its table opens on a click
+            page.get_by_test_id("drift-line-lightgbm").click()
+            expect(feature).to_be_visible()
+            expect(feature).to_contain_text(f"{drift['features'][FEATURE]['score']:.3f}")
+
+            # Feedback: every svm record labelled, the first of each request wrongly.
+            feedback = []
+            for request_id in svm_requests:
+                predicted = httpx.get(f"{url}/predictions/{request_id}").json()["predictions"]
+                for index, label in enumerate(predicted):
+                    feedback.append(
+                        {"request_id": request_id, "record_index": index, "label": label + "?" * (index == 0)}
+                    )
+            assert (
+                httpx.post(f"{url}/feedback", json={"feedback": feedback}).json()["recorded"] == sent["svm"]
+            )
+            [version] = httpx.get(f"{url}/accuracy", params={"route": "svm"}).json()["versions"]
+            assert version["total"]["accuracy"] == pytest.approx(2 / 3)
+            expect(page.get_by_test_id("accuracy-svm-1")).to_have_text(
+                f"{100 * version['total']['accuracy']:.1f} %", timeout=10_000
             )
             page.wait_for_timeout(2500)  # a few points on the charts
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)

@@ -86,6 +86,7 @@ def build_context(settings: Settings, publisher: Publisher, registry: ModelRegis
     metrics = GatewayMetrics(registry.routes) if settings.metrics else None
     observer = StreamObserver(redis, StreamStatus(publisher.slots, topology))
     states = ModelStates(redis, topology)
+    feedback = FeedbackStore(redis, topology, settings.feedback)
     return GatewayContext(
         settings=gateway,
         publisher=publisher,
@@ -98,7 +99,9 @@ def build_context(settings: Settings, publisher: Publisher, registry: ModelRegis
             states,
         ),
         replies=ReplyHub(publisher),
-        snapshots=SnapshotHub(observer, registry, settings.drift if settings.drift.enabled else None, states),
+        snapshots=SnapshotHub(
+            observer, registry, settings.drift if settings.drift.enabled else None, states, feedback
+        ),
         canaries=CanaryStore(redis, topology),
         shadows=ShadowStore(redis, topology),
         drift=settings.drift,
@@ -107,6 +110,6 @@ def build_context(settings: Settings, publisher: Publisher, registry: ModelRegis
         metrics=metrics,
         errors=ErrorPolicy(gateway.retry_after_s, metrics.refused_for if metrics else None),
         model_states=states,
-        feedback=FeedbackStore(redis, topology, settings.feedback),
+        feedback=feedback,
         feedback_settings=settings.feedback,
     )

@@ -18,6 +18,7 @@ from streamml.models.registry import ModelRegistry
 from streamml.monitoring.model_states import ModelStates, RouteLoad, servable
 from streamml.monitoring.observer import ModelInUse, Snapshot, StreamObserver
 from streamml.rollout.drift_monitor import drift_reports
+from streamml.rollout.ground_truth import FeedbackStore
 from streamml.settings import DriftSettings
 
 SNAPSHOT_EVERY_S = 1.0
@@ -34,12 +35,15 @@ class SnapshotHub:
         registry: ModelRegistry,
         drift: DriftSettings | None = None,
         states: ModelStates | None = None,
+        feedback: FeedbackStore | None = None,
     ) -> None:
         self.observer = observer
         self.registry = registry
         self.drift = drift
         self.states = states
         """What the workers report of each route's version: a version no worker can load is shown so."""
+        self.feedback = feedback
+        """Accuracy against the feedback received (None: not shown)."""
         self._lock = asyncio.Lock()
 
     async def current(self, max_age_s: float = SNAPSHOT_EVERY_S) -> Snapshot:
@@ -57,6 +61,11 @@ class SnapshotHub:
                     snap.drift = await drift_reports(
                         self.observer.redis, self.registry, self.observer.topology, self.drift
                     )
+                except (RedisError, OSError) as exc:
+                    snap.redis = f"unreachable ({type(exc).__name__})"
+            if self.feedback is not None and snap.redis == "ok":
+                try:
+                    snap.accuracy = await self.feedback.reports()
                 except (RedisError, OSError) as exc:
                     snap.redis = f"unreachable ({type(exc).__name__})"
             return snap

@@ -81,6 +81,9 @@ class Snapshot:
 
     drift: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Route -> drift of its current model version (``streamml.rollout.drift_monitor.drift_reports``)."""
+    accuracy: list[dict[str, Any]] = field(default_factory=list)
+    """Accuracy against feedback per route and version, and per shadow pair
+    (``streamml.rollout.ground_truth.FeedbackStore.reports``)."""
 
     def current_shadow(self) -> dict[str, dict[str, Any]]:
         """Per route, the report of its newest version pair (the one a dashboard shows)."""
