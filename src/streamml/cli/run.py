@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -166,6 +167,96 @@ def worker(
         )
 
 
+def score(
+    source: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or Parquet, one record per row.")],
+    route: Annotated[str, typer.Option("--route", "-r", metavar="ROUTE", help="The route to score on.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="OUTPUT", help="CSV or Parquet (by its suffix).")
+    ],
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", min=1, metavar="N", help="Rows per request.")
+    ] = 1000,
+    in_flight: Annotated[
+        int, typer.Option("--in-flight", min=1, metavar="N", help="Requests awaiting their result at once.")
+    ] = 16,
+    proba: Annotated[
+        bool, typer.Option("--proba", help="Class probabilities instead of predictions.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Score a whole file through the running workers: the input's rows in order with a prediction (or
+    probabilities) and an error column. Rerun with the same arguments to continue after an interruption:
+    nothing is scored twice."""
+    import sys
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streamml.cli.redis_access import on_redis
+    from streamml.errors import StreammlError
+    from streamml.gateway.submission import BacklogGate, IdempotencyStore, Submission
+    from streamml.local.file_scoring import FileScorer, Interrupted, ScoreProgress
+    from streamml.local.processes import make_registry
+    from streamml.stream.publisher import Publisher
+
+    settings = load_settings(state_dir)
+    if route not in settings.mlflow.routes:
+        raise typer.BadParameter(f"unknown route {route!r}; routes: {', '.join(settings.mlflow.routes)}")
+    if not source.exists():
+        raise typer.BadParameter(f"{source} does not exist", param_hint="INPUT")
+    registry = make_registry(settings)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    interactive = sys.stdout.isatty()
+    last_line = [0.0]
+
+    def shown(progress: ScoreProgress) -> None:
+        rate = f"{progress.rows_per_s:,.0f} records/s"
+        if interactive:
+            total = progress.total_rows if progress.total_rows >= 0 else None
+            bar.update(task, completed=progress.rows_done, total=total, rate=rate)
+        elif time.monotonic() - last_line[0] >= 5.0:
+            last_line[0] = time.monotonic()
+            print(
+                f"{progress.rows_done:,} records scored ({progress.rows_failed:,} failed), {rate}", flush=True
+            )
+
+    async def run(redis: Any, topology: Any, s: Any) -> ScoreProgress:
+        publisher = Publisher.of(redis, s.stream, cluster=s.redis.cluster)
+        submission = Submission(
+            publisher,
+            registry,
+            BacklogGate(publisher, s.gateway.max_backlog, s.gateway.backlog_check_s),
+            IdempotencyStore(redis, topology, s.gateway.idempotency_ttl_s),
+        )
+        scorer = FileScorer(
+            submission, redis, topology, chunk_rows=chunk_rows, in_flight=in_flight, proba=proba
+        )
+        return await scorer.score(source, route, output, shown)
+
+    task = bar.add_task(f"scoring {source.name} on {route}", total=None, rate="")
+    try:
+        if interactive:
+            with bar:
+                done = on_redis(state_dir, run)
+        else:
+            done = on_redis(state_dir, run)
+    except Interrupted as exc:
+        console.print(f"{exc}; rerun the same command to continue")
+        raise typer.Exit(130) from None
+    except StreammlError as exc:
+        console.print(f"[red]stopped:[/red] {exc}; rerun the same command to continue")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{done.rows_done:,} records -> {output} ({done.rows_failed:,} failed, {done.chunks_skipped} chunks "
+        f"kept from an earlier run), {done.rows_per_s:,.0f} records/s"
+    )
+
+
 def model_routes(specs: list[str]) -> dict[str, str]:
     """``churn=models:/Churn@champion`` or ``models:/Churn@champion`` (route ``churn``) -> routes."""
     from streamml.models.refs import RouteTarget
@@ -186,4 +277,4 @@ def model_routes(specs: list[str]) -> dict[str, str]:
     return routes
 
 
-COMMANDS = (up, serve, api, worker)
+COMMANDS = (up, serve, api, worker, score)

@@ -189,7 +189,7 @@ class PredictionLog:
             "model_name": per_request([r.model.name for r in results], pa.string()),
             "model_version": per_request([r.model.version for r in results], pa.string()),
             "output": per_request([r.request.output for r in results], pa.string()),
-            "prediction": _values([v for r, p in asked for v in _or_nulls(r, not p)]),
+            "prediction": typed_values([v for r, p in asked for v in _or_nulls(r, not p)]),
             "probabilities": pa.array(
                 [v for r, p in asked for v in _or_nulls(r, p)], type=pa.list_(pa.float64())
             ),
@@ -201,7 +201,7 @@ class PredictionLog:
             "challenger_version": per_request(
                 [r.shadow.model.version if r.shadow else None for r in results], pa.string()
             ),
-            "challenger_prediction": _values(
+            "challenger_prediction": typed_values(
                 [v for r in results for v in (r.shadow.labels if r.shadow else [None] * len(r.labels))]
             ),
             "accepted_at": per_request([int(r.request.accepted_ms) for r in results], TIMESTAMP),
@@ -354,8 +354,9 @@ def _or_nulls(result: Result, wanted: bool) -> list[Any]:
     return result.labels if wanted else [None] * len(result.labels)
 
 
-def _values(values: list[Any]) -> pa.Array:
-    """Predictions with their own type when they share one (labels, numbers, booleans), else as JSON."""
+def typed_values(values: list[Any]) -> pa.Array:
+    """Predictions as one Arrow column: with their own type when they share one (labels, numbers,
+    booleans), else as JSON text; ``None`` is null."""
     kinds = set(map(type, values)) - {type(None)}
     if kinds <= {str}:  # none at all too: a column of nulls keeps the type of the labels it stands for
         return pa.array(values, type=pa.string())
