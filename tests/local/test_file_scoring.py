@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 from redis import Redis
@@ -97,3 +98,44 @@ def test_a_file_gets_the_routes_predictions_in_order_and_an_interrupted_run_scor
         assert int(redis.hget(partition.counters.predicted, "lightgbm") or 0) == ROWS
     finally:
         redis.close()
+
+
+def test_records_the_signature_refuses_are_written_with_the_reason_and_the_rest_scored(
+    settings: Settings, shared_registry: ModelRegistry, tracking_uri: str, tmp_path: Path
+) -> None:
+    records = _records()[:50]
+    records[3] = records[3] | {"Sleep Hours": float("inf")}
+    records[40] = records[40] | {"Sleep Hours": float("nan")}  # NaN in Parquet is a value, not a gap
+    names = sorted({name for record in records for name in record})
+    source = tmp_path / "input.parquet"
+    pq.write_table(pa.table({name: [r.get(name) for r in records] for name in names}), source)
+    target = tmp_path / "scored.csv"
+    command = [
+        sys.executable,
+        "-m",
+        "streamml",
+        "score",
+        str(source),
+        "--route",
+        "lightgbm",
+        "-o",
+        str(target),
+    ]
+    worker = start_worker(settings, tracking_uri, tmp_path / "worker.log")
+    try:
+        done = subprocess.run(
+            command, env=process_env(settings, tracking_uri), capture_output=True, text=True, timeout=120
+        )
+    finally:
+        worker.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 failed" in done.stdout
+    scored = pa.csv.read_csv(target, convert_options=pa.csv.ConvertOptions(strings_can_be_null=True))
+    errors = scored.column("error").to_pylist()
+    assert [i for i, e in enumerate(errors) if e] == [3, 40]
+    assert "record 3, field 'Sleep Hours': expected a finite number" in errors[3]
+    kept = [r for i, r in enumerate(records) if i not in (3, 40)]
+    model = asyncio.run(load_route(shared_registry, "lightgbm"))
+    predictions = scored.column("prediction").to_pylist()
+    assert [p for i, p in enumerate(predictions) if i not in (3, 40)] == model.predict(kept).values
+    assert predictions[3] is None

@@ -36,8 +36,9 @@ import pyarrow.parquet as pq
 from redis.asyncio import Redis
 
 from streamml.errors import IdempotencyConflict, InvalidRequest, Overloaded, StreammlError
-from streamml.gateway.submission import Submission
+from streamml.gateway.submission import Submission, validated
 from streamml.models.refs import ModelRef
+from streamml.models.schema import ValidatedBatch
 from streamml.output_kinds import PREDICT, PROBA
 from streamml.rows import Rows
 from streamml.stream.topology import StreamTopology
@@ -164,18 +165,16 @@ class FileScorer:
         count = chunk.num_rows
         errors: list[str | None] = [None] * count
         kept = list(range(count))
-        columns = chunk.to_pydict()
-        refused = await self._refused(model, columns, key)
+        batch, refused = await self._validated(model, chunk.to_pydict())
         if refused:
             for index, reason in refused.items():
                 errors[index] = reason
             kept = [i for i in range(count) if i not in refused]
-            columns = {name: [values[i] for i in kept] for name, values in columns.items()}
             key += ":valid"
         predictions: list[Any] = [None] * count
         classes: list[Any] | None = None
-        if kept:
-            document = await self._scored(model, columns, key)
+        if batch is not None:
+            document = await self._scored(model, batch, key)
             if document.get("status") == "failed":
                 error = document.get("error") or {}
                 for i in kept:
@@ -196,30 +195,34 @@ class FileScorer:
         temporary.replace(part)
         return count, sum(e is not None for e in errors)
 
-    async def _refused(self, model: ModelRef, columns: dict[str, list[Any]], key: str) -> dict[int, str]:
-        """The records of a chunk its validation refuses (by row in the chunk), checked without
-        publishing anything; empty when the chunk is valid."""
+    async def _validated(
+        self, model: ModelRef, columns: dict[str, list[Any]]
+    ) -> tuple[ValidatedBatch | None, dict[int, str]]:
+        """The chunk validated against the route's signature, without the records it refuses (by row in
+        the chunk, with the reason); None when it refuses them all."""
         schema = await self.submission.schema(model)
-        if schema is None:
-            return {}
         try:
-            schema.validate_columns(Rows(columns=columns))
+            return validated(Rows(columns=columns), schema), {}
         except InvalidRequest as exc:
             refused: dict[int, str] = {}
             for problem in exc.problems:
-                if problem.record is not None:
-                    refused.setdefault(problem.record, problem.message)
-            return refused
-        return {}
+                if problem.record is None:  # not a record's problem: the chunk as a whole
+                    raise
+                refused.setdefault(problem.record, problem.message)
+        kept = [i for i in range(len(next(iter(columns.values()), []))) if i not in refused]
+        if not kept:
+            return None, refused
+        rest = {name: [values[i] for i in kept] for name, values in columns.items()}
+        return validated(Rows(columns=rest), schema), refused
 
-    async def _scored(self, model: ModelRef, columns: dict[str, list[Any]], key: str) -> dict[str, Any]:
+    async def _scored(self, model: ModelRef, batch: ValidatedBatch, key: str) -> dict[str, Any]:
         """Publish a chunk (once: its key makes a repeat return the first request) and wait for its
         result document."""
         conflict_until = time.monotonic() + CONFLICT_WAIT_S
         while True:
             try:
-                accepted = await self.submission.submit(
-                    model, Rows(columns=columns), None, idempotency_key=key, output=self.output
+                accepted = await self.submission.submit_batch(
+                    model, batch, None, idempotency_key=key, output=self.output
                 )
                 break
             except Overloaded:  # the backlog is over its limit: wait for the workers
