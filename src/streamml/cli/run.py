@@ -175,7 +175,7 @@ def score(
     ],
     chunk_rows: Annotated[
         int, typer.Option("--chunk-rows", min=1, metavar="N", help="Rows per request.")
-    ] = 1000,
+    ] = 5000,
     in_flight: Annotated[
         int, typer.Option("--in-flight", min=1, metavar="N", help="Requests awaiting their result at once.")
     ] = 16,

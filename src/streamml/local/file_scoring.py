@@ -79,7 +79,7 @@ class FileScorer:
         redis: Redis,
         topology: StreamTopology,
         *,
-        chunk_rows: int = 1000,
+        chunk_rows: int = 5000,
         in_flight: int = 16,
         proba: bool = False,
         result_timeout_s: float = 600.0,
