@@ -36,26 +36,20 @@ def _records() -> list[dict[str, Any]]:
     return [r for r, _ in zip(record_stream(Profile.load(), seed=21), range(ROWS), strict=False)]
 
 
+def _score_command(records: list[dict[str, Any]], directory: Path, target: Path) -> list[str]:
+    """`streamml score` of ``records`` (written as Parquet in ``directory``) on lightgbm into ``target``."""
+    names = sorted({name for record in records for name in record})
+    source = directory / "input.parquet"
+    pq.write_table(pa.table({name: [r.get(name) for r in records] for name in names}), source)
+    return [sys.executable, "-m", "streamml", "score", str(source), "--route", "lightgbm", "-o", str(target)]
+
+
 def test_a_file_gets_the_routes_predictions_in_order_and_an_interrupted_run_scores_nothing_twice(
     settings: Settings, shared_registry: ModelRegistry, tracking_uri: str, tmp_path: Path
 ) -> None:
     records = _records()
-    names = sorted({name for record in records for name in record})
-    source = tmp_path / "input.parquet"
-    pq.write_table(pa.table({name: [r.get(name) for r in records] for name in names}), source)
     target = tmp_path / "scored.parquet"
-    command = [
-        sys.executable,
-        "-m",
-        "streamml",
-        "score",
-        str(source),
-        "--route",
-        "lightgbm",
-        "-o",
-        str(target),
-    ]
-    command += ["--chunk-rows", str(CHUNK)]
+    command = [*_score_command(records, tmp_path, target), "--chunk-rows", str(CHUNK)]
     env = process_env(settings, tracking_uri)
     worker = start_worker(settings, tracking_uri, tmp_path / "worker.log")
     try:
@@ -106,21 +100,8 @@ def test_records_the_signature_refuses_are_written_with_the_reason_and_the_rest_
     records = _records()[:50]
     records[3] = records[3] | {"Sleep Hours": float("inf")}
     records[40] = records[40] | {"Sleep Hours": float("nan")}  # NaN in Parquet is a value, not a gap
-    names = sorted({name for record in records for name in record})
-    source = tmp_path / "input.parquet"
-    pq.write_table(pa.table({name: [r.get(name) for r in records] for name in names}), source)
     target = tmp_path / "scored.csv"
-    command = [
-        sys.executable,
-        "-m",
-        "streamml",
-        "score",
-        str(source),
-        "--route",
-        "lightgbm",
-        "-o",
-        str(target),
-    ]
+    command = _score_command(records, tmp_path, target)
     worker = start_worker(settings, tracking_uri, tmp_path / "worker.log")
     try:
         done = subprocess.run(
