@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import pyarrow.parquet as pq
 from redis.asyncio import Redis
@@ -113,6 +114,39 @@ async def test_every_prediction_is_logged_with_its_inputs_as_typed_columns_and_q
     # pandas reads a route's files the same way, the route from the path
     frame = pd.read_parquet(settings.prediction_log_dir() / "route=svm")
     assert sorted(frame["Sleep Hours"].dropna()) == [6.5]
+
+
+async def test_dead_lettered_requests_are_logged_as_failures_with_their_inputs_and_error(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry
+) -> None:
+    """A real worker dead-letters a request for a route no model serves and an unreadable entry; the
+    ``failures`` view has each record's inputs and the reason, beside the predictions of a good one."""
+    stream = settings.stream.name
+    records = [{"Designation": 2.0}, {"Designation": 3.0}]
+    await redis.xadd(
+        stream,
+        {"v": "1", "request_id": "no-model", "route": "nosuch", "records": orjson.dumps(records)},
+    )
+    await redis.xadd(stream, {"v": "1", "request_id": "garbled", "route": "knn", "records": "{not json"})
+    await redis.xadd(
+        stream, {"v": "1", "request_id": "good", "route": "knn", "records": orjson.dumps(records)}
+    )
+    await drain(settings, redis, shared_registry)
+
+    log = open_log(settings.prediction_log_dir())
+    failures = log.execute(
+        "SELECT request_id, record_index, route, error_code, inputs_json FROM failures "
+        "ORDER BY request_id, record_index"
+    ).fetchall()
+    assert failures == [
+        ("garbled", None, "knn", "invalid_payload", "{not json"),
+        ("no-model", 0, "nosuch", "unknown_model", '{"Designation":2.0}'),
+        ("no-model", 1, "nosuch", "unknown_model", '{"Designation":3.0}'),
+    ]
+    assert log.execute("SELECT request_id, count(*) FROM predictions GROUP BY ALL").fetchall() == [
+        ("good", 2)
+    ]
+    assert "nosuch" in log.execute("SELECT error_message FROM failures WHERE record_index = 0").fetchone()[0]
 
 
 def test_a_worker_killed_mid_write_leaves_every_file_readable_and_its_journal_sealed_by_the_next(

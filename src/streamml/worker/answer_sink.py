@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from redis.asyncio.client import Pipeline
 
 from streamml.rollout.ground_truth import stage_answers
-from streamml.worker.sinks import Result, WrittenBatch
+from streamml.worker.sinks import FailedRequest, Result, WrittenBatch
 
 
 class AnswerSink:
@@ -16,7 +16,7 @@ class AnswerSink:
     def __init__(self, ttl_s: int) -> None:
         self.ttl_s = ttl_s
 
-    def write(self, results: Sequence[Result]) -> None:
+    def write(self, results: Sequence[Result], failed: Sequence[FailedRequest] = ()) -> None:
         pass  # everything goes in the acknowledging transaction
 
     def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:

@@ -47,18 +47,34 @@ class Failure:
     fields: dict[bytes, bytes]
     reason: FailureReason
     error: BaseException
+    entry: Entry | None = None
+    """The request, when the entry could be read (a failure to predict it)."""
 
     def told(self) -> FailedRequest | None:
-        """What its client is told once it is dead-lettered; None when the entry has no readable id."""
+        """What its client is told (and the prediction log keeps) once it is dead-lettered; None when the
+        entry has no readable id."""
         try:
             request_id = self.fields[b"request_id"].decode()
             route = self.fields.get(b"route", b"").decode()
             owner = self.fields.get(b"owner", b"").decode()
-        except (KeyError, UnicodeDecodeError):
+            accepted_ms = float(self.fields.get(b"accepted_ms", b"0"))
+        except (KeyError, UnicodeDecodeError, ValueError):
             return None
         reply = self.fields.get(b"reply") == b"1"
         message = f"{type(self.error).__name__}: {self.error}"
-        return FailedRequest(request_id, self.stream_id, route, owner, reply, self.reason.value, message)
+        unreadable = None if self.entry else self.fields.get(b"records", self.fields.get(b"columns"))
+        return FailedRequest(
+            request_id,
+            self.stream_id,
+            route,
+            owner,
+            reply,
+            self.reason.value,
+            message,
+            accepted_ms=accepted_ms,
+            inputs=self.entry.rows if self.entry else None,
+            payload=unreadable.decode(errors="replace") if unreadable is not None else None,
+        )
 
 
 @dataclass
@@ -138,12 +154,12 @@ class BatchHandler:
         results = dispatched.scored
         fields = dict(raw)
         failures += [
-            Failure(u.request.stream_id, fields[u.request.stream_id], u.reason, u.error)
+            Failure(u.request.stream_id, fields[u.request.stream_id], u.reason, u.error, u.request)
             for u in dispatched.unscored
         ]
-        await self._write(results)
         dead, retried = self._triage(failures, deliveries)
         told = [told for failure in dead if (told := failure.told()) is not None]
+        await self._write(results, told)
         batch = WrittenBatch(results, now_ms(), dispatched.shadows, self.partition, told)
         return _Prepared(batch, dead, retried, deliveries)
 
@@ -211,13 +227,13 @@ class BatchHandler:
             + [f.request_id for f in batch.failed if f.reply],
         )
 
-    async def _write(self, results: list[Result]) -> None:
+    async def _write(self, results: list[Result], failed: list[FailedRequest]) -> None:
         if sum(len(r.labels) for r in results) > INLINE_RECORDS:
             for sink in self.sinks:
-                await asyncio.to_thread(sink.write, results)
-        elif results:
+                await asyncio.to_thread(sink.write, results, failed)
+        elif results or failed:
             for sink in self.sinks:
-                sink.write(results)
+                sink.write(results, failed)
 
     def _count(self, batch: WrittenBatch, dead: list[FailureReason], retried: list[FailureReason]) -> None:
         stats = self.stats

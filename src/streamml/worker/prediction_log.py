@@ -5,7 +5,11 @@ Layout under the log's directory (Hive partitioning: engines read ``route``, ``d
 the path as columns, and a file does not repeat them)::
 
     route=<route>/date=<YYYY-MM-DD>/hour=<HH>/<worker>-<first ms>-<n>.parquet   finished files
+    failures/route=<route>/date=<YYYY-MM-DD>/hour=<HH>/<...>.parquet               dead-lettered requests
     .journal/<worker>-<first ms>-<n>.arrows                                        files being written
+
+A request that is dead-lettered (it could not be predicted, or its entry could not be read) is logged
+under ``failures/``: one row per record with its inputs as JSON, the error's code and message.
 
 A worker appends each batch to a journal, an Arrow IPC stream: every batch is a complete message once
 written, so a journal cut short by a crash still reads up to its last whole batch. A journal is sealed —
@@ -44,7 +48,7 @@ from streamml.models.schema import InputSchema
 from streamml.output_kinds import PROBA
 from streamml.rows import Rows
 from streamml.settings import PredictionLogSettings
-from streamml.worker.sinks import Result, WrittenBatch, predict_latency_ms
+from streamml.worker.sinks import FailedRequest, Result, WrittenBatch, predict_latency_ms
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,24 @@ INPUT_TYPES = {
     "datetime": pa.string(),  # as the client sent it (ISO 8601): validated, not reinterpreted
 }
 """A signature column's type -> its column's Arrow type."""
+
+FAILURES_DIR = "failures"
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("stream_id", pa.string()),
+        ("record_index", pa.int32()),  # null when the entry's records could not be read
+        ("route", pa.string()),
+        ("error_code", pa.string()),
+        ("error_message", pa.string()),
+        ("accepted_at", TIMESTAMP),
+        ("failed_at", TIMESTAMP),
+        ("inputs_json", pa.string()),  # a record, or the unreadable payload as it was written
+    ]
+)
+"""The columns of a dead-lettered request's rows."""
+
+PREDICTED, FAILED = "predicted", "failed"
 
 META = (
     "request_id",
@@ -110,20 +132,27 @@ class PredictionLog:
         self.rotate_s = settings.rotate_s
         self.retention_s = settings.retention_h * 3600.0
         self.clock = clock
-        self._journals: dict[tuple[str, str], _Journal] = {}  # (route, hour) -> its open journal
+        self._journals: dict[tuple[str, str, str], _Journal] = {}  # (kind, route, hour) -> its open journal
         self._made = 0
         self._expired_at = 0.0
         (root / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
         if seal_orphans(root):
             log.info("prediction log: finished the journals of workers that stopped without finishing them")
 
-    def write(self, results: Sequence[Result]) -> None:
-        groups: dict[tuple[str, str], list[Result]] = {}
+    def write(self, results: Sequence[Result], failed: Sequence[FailedRequest] = ()) -> None:
+        groups: dict[tuple[str, str, str], list[Result]] = {}
         for result in results:
             hour = _hour(result.predicted_ms)
-            groups.setdefault((result.request.route, hour), []).append(result)
-        for key, members in groups.items():
-            table = self._table(members)
+            groups.setdefault((PREDICTED, result.request.route, hour), []).append(result)
+        tables = {key: self._table(members) for key, members in groups.items()}
+        if failed:
+            failed_ms = self.clock() * 1000.0
+            by_route: dict[str, list[FailedRequest]] = {}
+            for request in failed:
+                by_route.setdefault(request.route, []).append(request)
+            for route, members in by_route.items():
+                tables[(FAILED, route, _hour(failed_ms))] = failure_table(members, failed_ms)
+        for key, table in tables.items():
             journal = self._journals.get(key)
             if journal is not None and journal.schema != table.schema:  # another version's columns
                 self._seal(key)
@@ -138,6 +167,7 @@ class PredictionLog:
         if self.retention_s > 0 and now - self._expired_at > 60.0:
             self._expired_at = now
             expire(self.root, now - self.retention_s)
+            expire(self.root / FAILURES_DIR, now - self.retention_s)
 
     def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:
         pass  # nothing in Redis
@@ -151,7 +181,7 @@ class PredictionLog:
         stem = f"{self.worker}-{int(self.clock() * 1000)}-{self._made}"
         return _Journal.create(self.root / JOURNAL_DIR / f"{stem}{JOURNAL_SUFFIX}", schema, self.clock())
 
-    def _seal(self, key: tuple[str, str]) -> None:
+    def _seal(self, key: tuple[str, str, str]) -> None:
         journal = self._journals.pop(key)
         journal.close()
         try:
@@ -159,9 +189,9 @@ class PredictionLog:
         finally:
             journal.release()
 
-    def _seal_other_hours(self, key: tuple[str, str]) -> None:
+    def _seal_other_hours(self, key: tuple[str, str, str]) -> None:
         """A route's journal of an earlier hour is finished once the next hour's rows arrive."""
-        for other in [k for k in self._journals if k[0] == key[0] and k != key]:
+        for other in [k for k in self._journals if k[:2] == key[:2] and k != key]:
             self._seal(other)
 
     def _table(self, results: Sequence[Result]) -> pa.Table:
@@ -311,9 +341,11 @@ def seal_journal(root: Path, journal: Path) -> Path | None:
     table = read_journal(journal)
     target = None
     if table is not None and table.num_rows:
-        first = table.column("predicted_at")[0].as_py()
+        failures = is_failure_table(table)
+        first = table.column("failed_at" if failures else "predicted_at")[0].as_py()
         route = table.column("route")[0].as_py()
-        target = partition_dir(root, route, first) / f"{journal.stem}.parquet"
+        home = root / FAILURES_DIR if failures else root
+        target = partition_dir(home, route, first) / f"{journal.stem}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # readers skip a leading "."
         # the route is in the path, as Hive partitioning has it: readers add it as a column
@@ -344,6 +376,33 @@ def expire(root: Path, before_s: float) -> int:
             with contextlib.suppress(OSError):  # another worker may have a file there again
                 hour_dir.parent.rmdir()
     return deleted
+
+
+def is_failure_table(table: pa.Table) -> bool:
+    """Whether a journal holds dead-lettered requests rather than predictions."""
+    return "error_code" in table.column_names
+
+
+def failure_table(failed: Sequence[FailedRequest], failed_ms: float) -> pa.Table:
+    """A row per record of each dead-lettered request (one row with the raw payload when its records
+    could not be read)."""
+    rows: list[dict[str, Any]] = []
+    for request in failed:
+        common = {
+            "request_id": request.request_id,
+            "stream_id": request.stream_id,
+            "route": request.route,
+            "error_code": request.reason,
+            "error_message": request.message,
+            "accepted_at": int(request.accepted_ms),
+            "failed_at": int(failed_ms),
+        }
+        if request.inputs is None:
+            rows.append(common | {"record_index": None, "inputs_json": request.payload})
+            continue
+        for index, record in enumerate(request.inputs.records):
+            rows.append(common | {"record_index": index, "inputs_json": orjson.dumps(record).decode()})
+    return pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA)
 
 
 def _hour(epoch_ms: float) -> str:

@@ -28,6 +28,7 @@ from redis.asyncio.client import Pipeline
 from streamml import keys
 from streamml.models.dispatch import Scored, ShadowRun
 from streamml.rollout.shadow_store import stage_shadow
+from streamml.rows import Rows
 from streamml.settings import StreamSettings
 from streamml.stream.entry import Entry
 from streamml.stream.topology import Partition, StreamTopology
@@ -78,6 +79,11 @@ class FailedRequest:
     reply: bool
     reason: str
     message: str
+    accepted_ms: float = 0.0
+    inputs: Rows | None = None
+    """Its records; None when the entry could not be read as a request."""
+    payload: str | None = None
+    """The entry's records as they were written, when they could not be read."""
 
     def document(self, failed_ms: float) -> dict[str, Any]:
         """What ``GET /predictions/{id}`` returns from now on (never ``pending`` again)."""
@@ -149,8 +155,9 @@ class Sink(Protocol):
     Both hooks run before the entries are acknowledged, so a sink never misses a prediction (and may
     see one twice after a re-delivery: sinks must tolerate that)."""
 
-    def write(self, results: Sequence[Result]) -> None:
-        """Write outside Redis (a file, another system). Blocks; large batches run in a thread."""
+    def write(self, results: Sequence[Result], failed: Sequence[FailedRequest] = ()) -> None:
+        """Write outside Redis (a file, another system): the predictions, and the requests dead-lettered
+        now. Blocks; large batches run in a thread."""
 
     def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:
         """Add Redis writes to the transaction that also acknowledges the entries."""
@@ -216,7 +223,8 @@ class CsvSink:
         _set_aside_other_layout(path)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def write(self, results: Sequence[Result]) -> None:
+    def write(self, results: Sequence[Result], failed: Sequence[FailedRequest] = ()) -> None:
+        # Failed requests have no row: the file's columns are the seed's, for predictions only.
         # Formatted by hand rather than with csv.writer: a row differs from its request's other rows
         # only in index, label and features, and writerow per record was most of a worker's time.
         lines: list[str] = []
@@ -265,7 +273,7 @@ class RedisSink:
         self.result_ttl_s = settings.result_ttl_s
         self.results_maxlen = settings.results_maxlen
 
-    def write(self, results: Sequence[Result]) -> None:
+    def write(self, results: Sequence[Result], failed: Sequence[FailedRequest] = ()) -> None:
         pass  # everything goes in the acknowledging transaction
 
     def stage(self, tx: Pipeline, batch: WrittenBatch) -> None:
