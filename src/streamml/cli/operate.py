@@ -226,7 +226,7 @@ def log_query(
         str,
         typer.Argument(
             metavar="SQL",
-            help="DuckDB SQL over the views `predictions` (re-deliveries removed) and `log` (every row).",
+            help="DuckDB SQL over the views `predictions` (no re-deliveries), `log` and `failures`.",
             show_default=False,
         ),
     ],
