@@ -13,11 +13,11 @@ under ``failures/``: one row per record with its inputs as JSON, the error's cod
 
 A worker appends each batch to a journal, an Arrow IPC stream: every batch is a complete message once
 written, so a journal cut short by a crash still reads up to its last whole batch. A journal is sealed —
-read, written as Parquet under a temporary name, renamed into place, then deleted — when it reaches
-the size or age limit, when the hour or the columns change, and when the worker stops. A journal no live
-worker holds (each holds an exclusive ``flock`` on its own) is sealed by the next worker that starts, so
-a crash loses no batch that was written, and no reader ever meets a half-written Parquet file. Finished
-files older than the retention are deleted.
+read, written as Parquet under a temporary name, renamed into place, then deleted, on a thread of its
+own — when it reaches the size or age limit, when the hour or the columns change, and when the worker
+stops. A journal no live worker holds (each holds an exclusive ``flock`` on its own) is sealed by the
+next worker that starts, so a crash loses no batch that was written, and no reader ever meets a
+half-written Parquet file. Finished files older than the retention are deleted.
 
 Rows are at least once, like every sink's: a batch re-delivered after a crash appears twice, and
 ``request_id`` + ``record_index`` identify a row (``streamml log query`` offers the deduplicated view).
@@ -32,11 +32,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -135,6 +138,9 @@ class PredictionLog:
         self._journals: dict[tuple[str, str, str], _Journal] = {}  # (kind, route, hour) -> its open journal
         self._made = 0
         self._expired_at = 0.0
+        # Parquet encoding releases the GIL: sealing on a thread of its own, a batch never waits for
+        # a journal of tens of megabytes to be written, and the encode overlaps the next batches.
+        self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-log-seal")
         (root / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
         if seal_orphans(root):
             log.info("prediction log: finished the journals of workers that stopped without finishing them")
@@ -173,8 +179,10 @@ class PredictionLog:
         pass  # nothing in Redis
 
     def close(self) -> None:
+        """Seal every open journal and wait for every seal to finish."""
         for key in list(self._journals):
             self._seal(key)
+        self._sealer.shutdown(wait=True)
 
     def _open(self, schema: pa.Schema) -> _Journal:
         self._made += 1
@@ -182,10 +190,16 @@ class PredictionLog:
         return _Journal.create(self.root / JOURNAL_DIR / f"{stem}{JOURNAL_SUFFIX}", schema, self.clock())
 
     def _seal(self, key: tuple[str, str, str]) -> None:
+        """Finish the journal's stream now; write it as Parquet in the background."""
         journal = self._journals.pop(key)
         journal.close()
+        self._sealer.submit(self._seal_closed, journal)
+
+    def _seal_closed(self, journal: _Journal) -> None:
         try:
             seal_journal(self.root, journal.path)
+        except Exception:  # the journal stays: the next worker to start seals it
+            log.exception("prediction log: could not seal %s", journal.path)
         finally:
             journal.release()
 
@@ -199,41 +213,49 @@ class PredictionLog:
         rows = Rows.concat([r.request.rows for r in results])
         lengths = [len(r.labels) for r in results]
         # One value per request, repeated for each of its records (one index array for every column).
-        spread = (
-            None
-            if all(n == 1 for n in lengths)
-            else pa.array([i for i, n in enumerate(lengths) for _ in range(n)], type=pa.int32())
-        )
+        spread = None if len(rows) == len(results) else pa.array(np.repeat(np.arange(len(lengths)), lengths))
 
         def per_request(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
             array = pa.array(values, type=arrow_type)
             return array if spread is None else array.take(spread)
 
         proba = [r.request.output == PROBA for r in results]
-        asked = list(zip(results, proba, strict=True))
+        count = len(rows)
+        if any(proba):
+            asked = list(zip(results, proba, strict=True))
+            prediction = typed_values([v for r, p in asked for v in _or_nulls(r, not p)])
+            probabilities = pa.array(
+                [v for r, p in asked for v in _or_nulls(r, p)], type=pa.list_(pa.float64())
+            )
+            classes = per_request(
+                [[str(c) for c in r.classes] if r.classes and p else None for r, p in asked],
+                pa.list_(pa.string()),
+            )
+        else:  # the common case: no per-record lists of nulls to build
+            prediction = typed_values(list(chain.from_iterable(r.labels for r in results)))
+            probabilities = pa.nulls(count, pa.list_(pa.float64()))
+            classes = pa.nulls(count, pa.list_(pa.string()))
+        shadowed = any(r.shadow for r in results)
         columns: dict[str, pa.Array] = {
             "request_id": per_request([r.request.request_id for r in results], pa.string()),
             "stream_id": per_request([r.request.stream_id for r in results], pa.string()),
-            "record_index": pa.array([i for n in lengths for i in range(n)], type=pa.int32()),
+            "record_index": pa.array(_record_indexes(lengths), type=pa.int32()),
             "route": per_request([r.request.route for r in results], pa.string()),
             "model_name": per_request([r.model.name for r in results], pa.string()),
             "model_version": per_request([r.model.version for r in results], pa.string()),
             "output": per_request([r.request.output for r in results], pa.string()),
-            "prediction": typed_values([v for r, p in asked for v in _or_nulls(r, not p)]),
-            "probabilities": pa.array(
-                [v for r, p in asked for v in _or_nulls(r, p)], type=pa.list_(pa.float64())
-            ),
-            "classes": per_request(
-                [[str(c) for c in r.classes] if r.classes and p else None for r, p in asked],
-                pa.list_(pa.string()),
-            ),
+            "prediction": prediction,
+            "probabilities": probabilities,
+            "classes": classes,
             "canary": per_request([r.canary for r in results], pa.bool_()),
             "challenger_version": per_request(
                 [r.shadow.model.version if r.shadow else None for r in results], pa.string()
             ),
             "challenger_prediction": typed_values(
                 [v for r in results for v in (r.shadow.labels if r.shadow else [None] * len(r.labels))]
-            ),
+            )
+            if shadowed
+            else pa.nulls(count, pa.string()),
             "accepted_at": per_request([int(r.request.accepted_ms) for r in results], TIMESTAMP),
             "predicted_at": per_request([int(r.predicted_ms) for r in results], TIMESTAMP),
             "latency_ms": per_request([predict_latency_ms(r) for r in results], pa.float64()),
@@ -347,6 +369,8 @@ def seal_journal(root: Path, journal: Path) -> Path | None:
         home = root / FAILURES_DIR if failures else root
         target = partition_dir(home, route, first) / f"{journal.stem}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a seal of this journal cut short
+            stale.unlink(missing_ok=True)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # readers skip a leading "."
         # the route is in the path, as Hive partitioning has it: readers add it as a column
         pq.write_table(table.drop_columns(["route"]), temporary, compression="zstd")
@@ -407,6 +431,12 @@ def failure_table(failed: Sequence[FailedRequest], failed_ms: float) -> pa.Table
 
 def _hour(epoch_ms: float) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000.0, tz=UTC).strftime("%Y-%m-%dT%H")
+
+
+def _record_indexes(lengths: list[int]) -> np.ndarray:
+    """Each record's index in its request: 0..n-1 for every request of n records."""
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.arange(len(starts)) - starts
 
 
 def _or_nulls(result: Result, wanted: bool) -> list[Any]:
