@@ -276,14 +276,14 @@ def _rollout_table(rollout: dict[str, Any] | None) -> list[str]:
         return []
     out = [
         "",
-        "## 2. What drift windows, the prediction log and shadow scoring cost a worker",
+        "## 2. What feedback answers, drift windows, the prediction log and shadow scoring cost a worker",
         "",
         "One worker process drains a pre-filled stream (as in the worker drain) of "
         f"{rollout['results'][0]['records']:,} records for {rollout['model']}, in "
         f"{len({r['config'] for r in rollout['results']})} configurations "
         "that alternate within each of "
         f"{rollout['repeats']} repeats (medians shown). CPU is the worker process's, per record drained; "
-        "'extra' is over the champion alone with drift windows and the prediction log off.",
+        "'extra' is over the first configuration (CSV and Redis results only).",
         "",
         "| configuration | records per entry | records/s | CPU µs per record | extra µs per record |",
         "| --- | --- | --- | --- | --- |",
