@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from streamml.local.services import free_port
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
+from streamml.worker.health import WorkerHealth, probes_and_metrics, serve
 from streamml.worker.loop import Worker
 from streamml.worker.worker_metrics import WorkerMetrics
 from tests.helpers import gateway_client
@@ -54,7 +55,7 @@ async def test_gateway_and_worker_metrics_add_up_to_what_happened(
 
         port = free_port()
         metrics = WorkerMetrics()
-        metrics.serve(port, "127.0.0.1")
+        served = serve(probes_and_metrics(WorkerHealth(), metrics.registry), "127.0.0.1", port)
         stats = await Worker(redis, shared_registry, settings, consumer="counted", metrics=metrics).run(
             burst=True
         )
@@ -62,6 +63,7 @@ async def test_gateway_and_worker_metrics_add_up_to_what_happened(
         gateway = samples((await client.get("/metrics")).text)
     async with httpx.AsyncClient() as http:
         worker = samples((await http.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text)
+    served.shutdown()
 
     assert statuses == [202, 202, 202, 429]
     assert invalid.status_code == 422

@@ -242,6 +242,23 @@ async def test_ready_is_503_while_a_route_cannot_resolve_whatever_its_error_says
     assert " v" in models["ghost"]
 
 
+async def test_readyz_accepts_without_a_worker_but_not_while_a_route_cannot_resolve(
+    settings: Settings, redis: Redis, shared_registry: ModelRegistry, tracking_uri: str
+) -> None:
+    """The orchestrator's probe: no worker is needed to accept (workers may scale from zero on the
+    backlog), a route whose version does not resolve is."""
+    await redis.delete(keys.workers_heartbeat_key(settings.stream.name))
+    async with gateway_client(settings, redis, shared_registry) as client:
+        assert (await client.get("/ready")).status_code == 503  # no worker seen
+        accepting = await client.get("/readyz")
+        assert (accepting.status_code, accepting.json()) == (200, {"ready": True})
+    routes = {"svm": "models:/SVC@champion", "ghost": "models:/Ghost@champion"}
+    registry = ModelRegistry(tracking_uri, routes, trusted_types=DEFAULT_TRUSTED_TYPES)
+    async with gateway_client(settings, redis, registry) as client:
+        refused = await client.get("/readyz")
+        assert (refused.status_code, refused.json()) == (503, {"ready": False})
+
+
 async def test_synchronous_predict_waits_for_the_worker(
     settings: Settings, redis: Redis, shared_registry: ModelRegistry
 ) -> None:

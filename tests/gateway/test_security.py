@@ -214,10 +214,11 @@ async def keyed(
         yield c
 
 
-async def test_keys_are_required_everywhere_but_health(
+async def test_keys_are_required_everywhere_but_the_probes(
     keyed: httpx.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
     assert (await keyed.get("/health")).status_code == 200
+    assert (await keyed.get("/readyz")).json() == {"ready": True}  # a probe sends no key; told no detail
     for method, path in [
         ("POST", "/predict_stream?model=svm"),
         ("GET", "/models"),

@@ -92,6 +92,22 @@ async def ready(context: Context, key: AdmittedKey) -> JSONResponse:
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
+@router.get("/readyz", responses={503: {"description": 'Cannot accept requests now: {"ready": false}.'}})
+async def accepting(context: Context) -> JSONResponse:
+    """For an orchestrator's readiness probe (no key asked, no detail given): the gateway can accept
+    requests — Redis answers and every route's current version resolves. Unlike ``/ready`` it does
+    not ask for a live worker: accepted requests wait in the stream, and workers that scale from zero
+    on the stream's backlog start only once the gateway takes requests."""
+    try:
+        await context.publisher.slots.redis.ping()
+    except (RedisError, OSError):
+        return JSONResponse({"ready": False}, status_code=503)
+    for route in context.registry.resolver.routes:
+        if (await context.registry.resolver.status(route)).ref is None:
+            return JSONResponse({"ready": False}, status_code=503)
+    return JSONResponse({"ready": True})
+
+
 async def readiness(context: GatewayContext) -> tuple[bool, dict[str, Any]]:
     """Whether the gateway can answer predictions now, and each check's finding: Redis, a live worker,
     and every route's current version resolvable and loadable by some worker."""

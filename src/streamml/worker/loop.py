@@ -40,6 +40,7 @@ from streamml.stream.nodes import SlotClients, leaked_connection_error
 from streamml.stream.topology import StreamTopology
 from streamml.worker.answer_sink import AnswerSink
 from streamml.worker.batch import BatchHandler, WorkerStats
+from streamml.worker.health import WorkerHealth
 from streamml.worker.loads import route_loads
 from streamml.worker.prediction_log import PredictionLog
 from streamml.worker.reconnect import REDIS_DOWN, Reconnect
@@ -77,6 +78,7 @@ class Worker:
         consumer: str | None = None,
         sinks: Sequence[Sink] | None = None,
         metrics: WorkerMetrics | None = None,
+        health: WorkerHealth | None = None,
     ) -> None:
         self.registry = registry
         self.config = settings.worker
@@ -113,6 +115,9 @@ class Worker:
         self._turn = asyncio.Lock()
         """Held while a batch is processed: partitions take turns."""
         self._reconnect = Reconnect(self.config.redis_give_up_s, self._sleep, self.metrics.reconnects.inc)
+        self.health = health or WorkerHealth()
+        """What the metrics port's /ready answers."""
+        self.health.reconnect = self._reconnect
         now = time.monotonic()
         self._due = {"heartbeat": 0.0, "rollout": 0.0, "drift": 0.0}
         self._claim_due = [0.0] * len(self.handlers)
@@ -217,7 +222,9 @@ class Worker:
         if now >= self._due["heartbeat"]:
             self._due["heartbeat"] = now + self.config.heartbeat_s
             await self.consumer.heartbeat()
-            await self.model_states.publish(self.name, await route_loads(self.registry))
+            loads = await route_loads(self.registry)
+            self.health.observe(loads)
+            await self.model_states.publish(self.name, loads)
         if now >= self._due["rollout"]:
             await self._refresh_rollout()
         if now >= self._due["drift"] and self.drift is not None:
@@ -273,6 +280,7 @@ class Worker:
                 await self.registry.loader.load(await self.registry.resolver.resolve(route))
             except ModelUnavailable as exc:
                 log.warning("cannot load the model of route %s: %s", route, exc)
+        self.health.observe(await route_loads(self.registry))
         # Models and libraries are loaded: keep the collector from walking them on every full pass.
         gc.collect()
         gc.freeze()

@@ -37,6 +37,11 @@ class Reconnect:
         self._since: float | None = None
         self._attempt = 0
 
+    @property
+    def down_since(self) -> float | None:
+        """When the outage being waited out began (``time.monotonic``); None while Redis answers."""
+        return self._since
+
     def connected(self) -> None:
         if self._since is not None:
             log.info("Redis reachable again after %.1fs", time.monotonic() - self._since)

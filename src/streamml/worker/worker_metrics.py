@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from streamml.errors import FailureReason
 from streamml.monitoring.build_info import build_info
@@ -92,10 +92,6 @@ class WorkerMetrics:
         for reason in FailureReason:  # known label values start at 0 (see gateway/metrics.py)
             self.dead_letters.labels(reason.value)
             self.retries.labels(reason.value)
-
-    def serve(self, port: int, host: str) -> None:
-        """Serve ``/metrics`` from a thread of this process."""
-        start_http_server(port, addr=host, registry=self.registry)
 
     def batch(
         self, batch: WrittenBatch, dead: Sequence[FailureReason], retried: Sequence[FailureReason]
