@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -142,9 +142,17 @@ class RedisSettings(Group):
     """Port the embedded server prefers; a free one is picked if it is taken."""
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
     """AOF fsync policy of the embedded server (``everysec`` may lose the last second on a crash)."""
+    password: SecretStr | None = None
+    """Redis's password, kept out of the URL (and so out of a process's listing and of logs)."""
+    password_file: Path | None = None
+    """A file holding the password (a Compose or Kubernetes secret mounted as a file); wins over
+    ``PASSWORD``."""
     cluster: bool = False
     """The URL names a node of a Redis (or Valkey) Cluster: every process uses redis-py's cluster
     client, which discovers the other nodes and follows slot moves and failovers."""
+    seeds: list[str] = Field(default_factory=list)
+    """More cluster nodes to start from (a JSON list of ``host:port``), besides the URL's: a process
+    that starts while one is down discovers the cluster through another."""
     max_connections: int = 256
     """Connections one process may open to one cluster node. redis-py's cluster client refuses a
     command past it (it does not queue: the gateway answers 503), so it bounds what a gateway under
@@ -454,6 +462,12 @@ class Settings(BaseModel):
     @property
     def metrics(self) -> bool:
         return self.general.metrics
+
+    def redis_password(self) -> str | None:
+        """The password from ``PASSWORD_FILE`` or ``PASSWORD``; None: the URL's, if any."""
+        if self.redis.password_file is not None:
+            return self.redis.password_file.read_text().strip()
+        return self.redis.password.get_secret_value() if self.redis.password else None
 
     def redis_url(self) -> str:
         """The configured URL, else the embedded server's (written by `streamml up`)."""

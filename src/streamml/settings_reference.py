@@ -142,7 +142,7 @@ def _doc(group: type[Group]) -> str:
 
 
 def _type(field: FieldInfo) -> str:
-    text = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
+    text = str(field.annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
     text = re.sub(r"<class '([^']+)'>", r"\1", text)
     return f"`{text}`".replace("|", "\\|")
 

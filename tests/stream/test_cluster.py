@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from redis.crc import key_slot
 
 from streamml import keys
 from streamml.local.cluster import LocalCluster
+from streamml.local.services import free_port
 from streamml.settings import Settings
 from streamml.stream.topology import CLUSTER_PARTITIONS
 from streamml.synthetic.producer import Producer, ProducerConfig, parse_routes, record_stream
@@ -230,3 +232,40 @@ async def test_a_master_killed_under_load_fails_over_and_loses_nothing_acknowled
     assert figures.pending == 0
     if durability == "replica":
         assert figures.lost == 0
+
+
+def test_processes_started_while_their_urls_node_is_down_come_up_through_a_seed_or_wait(
+    redis_cluster: LocalCluster, start_gateway: StartGateway, tracking_uri: str, tmp_path: Path
+) -> None:
+    """REDIS_URL names a node that does not answer (nothing listens on its port). With another node in
+    STREAMML_REDIS_SEEDS, gateway, worker and `streamml status` start through it; without one, a worker
+    waits with its logged retry policy — never a traceback."""
+    cluster = urlsplit(redis_cluster.url)
+    down = f"redis://:{cluster.password}@127.0.0.1:{free_port()}/0"
+    live = f"{cluster.hostname}:{cluster.port}"
+    seeds = {"STREAMML_REDIS_SEEDS": json.dumps([live])}
+    url, settings = start_gateway(redis_override=down, **CLUSTER_ENV, **seeds)
+    env = worker_env(settings, down, tracking_uri, **CLUSTER_ENV, **seeds)
+    pool = WorkerPool(env, tmp_path)
+    client = cluster_client(redis_cluster)
+    try:
+        pool.start("seeded")
+        wait_for_workers(client, settings, 1)
+        answer = httpx.post(f"{url}/predict?model=svm", json={"data": [{"Designation": 2}]}, timeout=15)
+        assert answer.status_code == 200, answer.text
+        assert streamml_status(env)["groups"][0]["pending"] == 0
+
+        alone = WorkerPool(worker_env(settings, down, tracking_uri, **CLUSTER_ENV), tmp_path)
+        waiting = alone.start("unseeded")
+        log = tmp_path / "unseeded.log"
+        deadline = time.monotonic() + 30
+        while "Redis unreachable" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "Redis unreachable" in log.read_text()
+        assert waiting.process is not None
+        assert waiting.process.poll() is None  # still waiting, not exited
+        assert "Traceback" not in log.read_text()
+        alone.stop_all()
+    finally:
+        pool.stop_all()
+        client.close()

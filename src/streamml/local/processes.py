@@ -16,17 +16,20 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import Redis
 
 from streamml.errors import RedisUnreachable
 from streamml.gateway.gateway_metrics import MULTIPROCESS_DIR
 from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
 from streamml.settings import Settings
+from streamml.stream.cluster_client import cluster_from_url
 from streamml.stream.publisher import Publisher
 from streamml.stream.wire import redis_from_url
 from streamml.synthetic.producer import Submit
 from streamml.worker.batch import WorkerStats
+from streamml.worker.health import WorkerHealth, probes_and_metrics
+from streamml.worker.health import serve as serve_probes
 from streamml.worker.loop import Worker
 from streamml.worker.worker_metrics import WorkerMetrics
 
@@ -67,14 +70,20 @@ def make_registry(
 
 def make_redis(settings: Settings) -> Redis:
     """The client every process uses: redis-py's cluster client when ``STREAMML_REDIS_CLUSTER`` is
-    set (typed as Redis: streamml sends only commands both clients have)."""
+    set (typed as Redis: streamml sends only commands both clients have), starting from the URL's node
+    and ``STREAMML_REDIS_SEEDS``. No connection is made here: the first command connects, and an
+    unreachable Redis is then an error each caller's retry policy handles."""
     # Timeouts bound every call, so an unreachable Redis turns into a 503, never a hang.
+    password = settings.redis_password()
+    auth: dict[str, Any] = {"password": password} if password is not None else {}
     if settings.redis.cluster:
-        cluster: Any = RedisCluster.from_url(
+        cluster: Any = cluster_from_url(
             settings.redis_url(),
+            settings.redis.seeds,
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             max_connections=settings.redis.max_connections,
+            **auth,
         )
         return cast(Redis, cluster)
     return redis_from_url(
@@ -83,6 +92,7 @@ def make_redis(settings: Settings) -> Redis:
         socket_timeout=5.0,
         health_check_interval=10,
         retry_on_timeout=False,
+        **auth,
     )
 
 
@@ -159,17 +169,22 @@ async def run_worker_async(
 ) -> WorkerStats:
     redis = make_redis(settings)
     metrics = WorkerMetrics(enabled=settings.metrics)
+    health = WorkerHealth()
     if settings.metrics and settings.worker.metrics_port is not None:
-        metrics.serve(settings.worker.metrics_port, settings.worker.metrics_host)
-        log.info(
-            "metrics on http://%s:%d/metrics", settings.worker.metrics_host, settings.worker.metrics_port
-        )
+        host, port = settings.worker.metrics_host, settings.worker.metrics_port
+        serve_probes(probes_and_metrics(health, metrics.registry), host, port)
+        log.info("metrics on http://%s:%d/metrics, probes on /ready and /health", host, port)
 
     def load_observed(ref: ModelRef, seconds: float) -> None:
         metrics.model_load.labels(ref.name, ref.version).observe(seconds)
 
     worker = Worker(
-        redis, make_registry(settings, load_observed), settings, consumer=consumer, metrics=metrics
+        redis,
+        make_registry(settings, load_observed),
+        settings,
+        consumer=consumer,
+        metrics=metrics,
+        health=health,
     )
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
