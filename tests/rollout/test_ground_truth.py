@@ -4,13 +4,18 @@ and the promotion rule that reads it. Against a real Redis, registry, gateway an
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from mlflow import MlflowClient
 from redis.asyncio import Redis
 from scipy.stats import binomtest
 
@@ -19,12 +24,12 @@ from streamml.models.refs import ModelRef
 from streamml.models.registry import ModelRegistry
 from streamml.rollout.ground_truth import Feedback, FeedbackStore, challenger_is_better, stage_answers
 from streamml.rows import Rows
-from streamml.settings import Settings
+from streamml.settings import DEFAULT_TRUSTED_TYPES, Settings
 from streamml.stream.entry import Entry
 from streamml.stream.topology import StreamTopology
 from streamml.synthetic.producer import record_stream
 from streamml.synthetic.profile import Profile
-from tests.helpers import drain, gateway_client
+from tests.helpers import drain, gateway_client, process_env, publisher_for, register_challenged
 
 
 async def test_feedback_gives_the_confusion_matrix_computed_offline_from_the_predictions_and_labels(
@@ -188,3 +193,58 @@ async def test_regressor_feedback_gives_mae_and_rmse(settings: Settings, redis: 
         "rmse": pytest.approx((10 / 3) ** 0.5),
     }
     assert orjson.loads(orjson.dumps(report))["version"] == "4"
+
+
+async def test_promote_if_better_refuses_a_worse_challenger_then_promotes_a_better_one(
+    settings: Settings, redis: Redis, tracking_uri: str, tmp_path: Path
+) -> None:
+    """A real worker shadows every request; labels first side with the champion (the command refuses and
+    moves nothing), then, on more records, with the challenger (it promotes). ``streamml promote`` runs
+    as a process, as an operator runs it."""
+    name = register_challenged(tracking_uri, "IfBetter")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    settings.mlflow.routes = {"lc": f"models:/{name}@champion"}
+    registry = ModelRegistry(
+        tracking_uri,
+        settings.mlflow.routes,
+        alias_refresh_s=0.0,
+        trusted_types=DEFAULT_TRUSTED_TYPES,
+        cache_dir=tmp_path,
+        challenger_alias="challenger",
+    )
+    publisher = publisher_for(settings, redis)
+    stream = [r for r, _ in zip(record_stream(Profile.load(), seed=9), range(1200), strict=False)]
+    store = FeedbackStore(redis, StreamTopology.of(settings.stream), settings.feedback)
+    env = process_env(settings, tracking_uri, STREAMML_ROUTES=orjson.dumps(settings.mlflow.routes).decode())
+
+    async def label(records: list[dict[str, Any]], prefix: str, side_with: str) -> None:
+        """Predict ``records`` (100 per request), then send as truth what ``side_with`` answered."""
+        ids = [f"{prefix}{i}" for i in range(len(records) // 100)]
+        await publisher.publish_many(
+            [(rid, "lc", records[i * 100 : (i + 1) * 100]) for i, rid in enumerate(ids)]
+        )
+        await drain(settings, redis, registry)
+        results: Any = await redis.xrange(settings.stream.results)
+        answers = {f[b"request_id"].decode(): f for _, f in results}
+        feedback = [
+            Feedback(rid, index, label)
+            for rid in ids
+            for index, label in enumerate(orjson.loads(answers[rid][side_with.encode()]))
+        ]
+        await store.record(feedback)
+
+    def promote() -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "streamml", "promote", "lc", "--if-better"]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    await label(stream[:300], "a", side_with="predictions")
+    refused = await asyncio.to_thread(promote)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "not promoted" in refused.stdout
+    assert "not more accurate" in " ".join(refused.stdout.split())
+    assert client.get_registered_model(name).aliases == {"champion": 1, "challenger": 2}
+
+    await label(stream[300:], "b", side_with="challenger_predictions")
+    promoted = await asyncio.to_thread(promote)
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert client.get_registered_model(name).aliases == {"champion": 2, "previous": 1}

@@ -146,7 +146,8 @@ async def test_dead_lettered_requests_are_logged_as_failures_with_their_inputs_a
     assert log.execute("SELECT request_id, count(*) FROM predictions GROUP BY ALL").fetchall() == [
         ("good", 2)
     ]
-    assert "nosuch" in log.execute("SELECT error_message FROM failures WHERE record_index = 0").fetchone()[0]
+    [(message,)] = log.execute("SELECT error_message FROM failures WHERE record_index = 0").fetchall()
+    assert "nosuch" in message
 
 
 def test_a_worker_killed_mid_write_leaves_every_file_readable_and_its_journal_sealed_by_the_next(
