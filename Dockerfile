@@ -46,7 +46,8 @@ EXPOSE 8800
 # SIGTERM lets a worker finish and acknowledge its batch (STREAMML_WORKER_SHUTDOWN_GRACE_S); run with an
 # init (compose sets `init: true`) so the signal reaches it.
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('STREAMML_GATEWAY_PORT', '8800') + '/health', timeout=2)"]
+# No HEALTHCHECK here: one image runs several roles, each with its own probe (the gateway's /readyz, a
+# worker's /ready on its metrics port, MLflow's /health), set where the role is chosen: compose.yaml's
+# services and the Helm chart's probes.
 ENTRYPOINT ["streamml"]
 CMD ["api"]

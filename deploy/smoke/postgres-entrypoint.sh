@@ -1,7 +1,9 @@
 #!/bin/sh
 # First start: create the cluster (UTF-8, as the official image does: with SQL_ASCII psycopg returns bytes
-# and MLflow cannot start), the user with its password and the database; then run the server.
+# and MLflow cannot start), the user with its password and the database; then run the server. The password
+# from POSTGRES_PASSWORD_FILE (a Compose secret) or POSTGRES_PASSWORD, as the official image reads them.
 set -eu
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE"); fi
 mkdir -p "$PGDATA" /var/run/postgresql && chown postgres:postgres "$PGDATA" /var/run/postgresql
 chmod 700 "$PGDATA"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then

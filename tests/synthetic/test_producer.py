@@ -45,17 +45,23 @@ async def test_holds_200_records_per_second_over_mixed_routes(
 
 
 @pytest.mark.integration
-async def test_backs_off_on_429_and_counts_what_it_could_not_send(
+async def test_sends_its_api_key_and_backs_off_on_429_counting_what_it_could_not_send(
     start_gateway: StartGateway, redis: Redis
 ) -> None:
-    """No worker drains the stream and the gateway allows a backlog of 20 entries."""
-    url, settings = start_gateway(STREAMML_GATEWAY_MAX_BACKLOG="20", STREAMML_GATEWAY_BACKLOG_CHECK_S="0")
-    config = ProducerConfig(rate=100, duration_s=3, routes={"knn": 1.0}, seed=1)
+    """No worker drains the stream and the gateway, which asks for an API key, allows a backlog of 20
+    entries: without the key every request would be a 401 and none accepted."""
+    url, settings = start_gateway(
+        STREAMML_GATEWAY_MAX_BACKLOG="20",
+        STREAMML_GATEWAY_BACKLOG_CHECK_S="0",
+        STREAMML_GATEWAY_API_KEYS="sk-producer",
+    )
+    config = ProducerConfig(rate=100, duration_s=3, routes={"knn": 1.0}, seed=1, api_key="sk-producer")
     stats = await Producer(config, record_stream(Profile.load(), seed=1), url=url).run()
 
     # The limit is soft: requests already past the check when the backlog filled still publish.
     assert 20 <= stats.records_accepted <= 20 + config.concurrency
     assert await redis.xlen(settings.stream.name) == stats.records_accepted  # a 429 publishes nothing
+    assert "401 unauthenticated" not in stats.rejections
     assert stats.rejections.get("429 overloaded", 0) >= 1
     assert stats.backoffs >= 1
     assert stats.dropped_backoff > 0  # sends due while backing off are counted, not silently lost

@@ -94,6 +94,14 @@ def produce(
         int, typer.Option("--concurrency", min=1, metavar="N", help="Requests in flight at most.")
     ] = 32,
     profile_path: ProfilePath = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file",
+            metavar="PATH",
+            help="A file holding the API key to send (a gateway with keys); a file keeps it out of argv.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live display; print a JSON summary.")] = False,
     state_dir: StateDir = None,
 ) -> None:
@@ -102,6 +110,10 @@ def produce(
     from streamml.synthetic.producer import run_producer
 
     settings = load_settings(state_dir)
+    try:
+        api_key = api_key_file.read_text().strip() if api_key_file else None
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read the API key: {exc}", param_hint="--api-key-file") from exc
     try:
         summary = run_producer(
             settings,
@@ -119,6 +131,7 @@ def produce(
             quiet=quiet,
             console=console,
             open_submit=lambda: direct_submission(settings),
+            api_key=api_key,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -127,6 +127,8 @@ class ProducerConfig:
     via: Literal["http", "redis"] = "http"
     track_ids: bool = False
     """Keep every accepted request id (for reconciliation in tests; memory grows with the run)."""
+    api_key: str | None = None
+    """Sent as ``Authorization: Bearer`` to a gateway with API keys."""
 
 
 class Producer:
@@ -152,6 +154,9 @@ class Producer:
         self._random = random.Random(config.seed)
         self._backoff_until = 0.0
         self._slots = asyncio.Semaphore(config.concurrency)
+        self._headers = {"Content-Type": "application/json"}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
 
     def _choose_route(self) -> str:
         routes, weights = zip(*self.config.routes.items(), strict=True)
@@ -211,7 +216,7 @@ class Producer:
                     "/predict_stream",
                     params={"model": route},
                     data=orjson.dumps({"data": batch}),
-                    headers={"Content-Type": "application/json"},
+                    headers=self._headers,
                 ) as response:
                     status, retry_after = response.status, response.headers.get("Retry-After")
                     body = await response.read()
@@ -266,6 +271,7 @@ def run_producer(
     quiet: bool,
     console: Console,
     open_submit: Callable[[], contextlib.AbstractAsyncContextManager[Submit]] | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
     """The ``streamml produce`` command: build the producer, show live progress, return the summary.
     ``open_submit`` gives the function that submits straight to the stream (``--via redis``)."""
@@ -282,6 +288,7 @@ def run_producer(
         concurrency=concurrency,
         seed=seed,
         via=via,  # type: ignore[arg-type]
+        api_key=api_key,
     )
     records = record_stream(Profile.load(profile_path), seed=seed, drift=parse_drifts(drift))
     gateway_url = url or f"http://{settings.gateway.host}:{settings.gateway.port}"
