@@ -53,3 +53,32 @@ def test_picked_records_come_from_the_columns_without_building_the_others() -> N
 def test_the_same_records_in_either_form_are_equal() -> None:
     assert Rows(records=RECORDS) == Rows(columns=COLUMNS)
     assert Rows(records=RECORDS) != Rows(records=RECORDS[:2])
+
+
+def test_as_arrow_a_record_lacking_a_feature_is_null_and_either_form_gives_the_same_table() -> None:
+    import pyarrow as pa
+
+    schema = pa.schema([("a", pa.float64()), ("b", pa.string()), ("n", pa.int64())])
+    records = [{"a": 1, "b": "x", "n": 3}, {"b": "y"}]
+    table = Rows(records=records).arrow(schema)
+    assert table.schema == schema
+    assert table.to_pylist() == [{"a": 1.0, "b": "x", "n": 3}, {"a": None, "b": "y", "n": None}]
+    as_columns = Rows(columns=Rows(records=records).columns).arrow(schema)
+    assert as_columns.equals(table)
+
+
+def test_the_arrow_table_is_built_once_per_schema() -> None:
+    import pyarrow as pa
+
+    rows = Rows(records=[{"a": 1.5}])
+    doubles, floats = pa.schema([("a", pa.float64())]), pa.schema([("a", pa.float32())])
+    first = rows.arrow(doubles)
+    assert rows.arrow(pa.schema([("a", pa.float64())])) is first  # an equal schema: the same table
+    assert rows.arrow(floats).schema == floats
+
+
+def test_a_value_its_arrow_type_cannot_hold_is_refused() -> None:
+    import pyarrow as pa
+
+    with pytest.raises(pa.ArrowInvalid):
+        Rows(records=[{"n": "seven"}]).arrow(pa.schema([("n", pa.int64())]))

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from itertools import chain, repeat
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Record = dict[str, Any]
 Columns = dict[str, list[Any]]
@@ -26,13 +29,14 @@ RowsLike: TypeAlias = "Rows | Sequence[Mapping[str, Any]]"
 class Rows:
     """``count`` records, as records or as columns (or both, once one was derived from the other)."""
 
-    __slots__ = ("_columns", "_records", "count")
+    __slots__ = ("_arrow", "_columns", "_records", "count")
 
     def __init__(self, *, records: list[Record] | None = None, columns: Columns | None = None) -> None:
         if (records is None) == (columns is None):
             raise ValueError("Rows needs records or columns, not both and not neither")
         self._records = records
         self._columns = columns
+        self._arrow: tuple[pa.Schema, pa.Table] | None = None
         if records is not None:
             self.count = len(records)
         else:
@@ -114,6 +118,23 @@ class Rows:
         assert self._columns is not None
         columns = self._columns.items()
         return [{name: values[i] for name, values in columns if values[i] is not None} for i in indices]
+
+    def arrow(self, schema: pa.Schema) -> pa.Table:
+        """The records as an Arrow table with ``schema``'s columns and types (null where a record lacks a
+        feature), converted in C++ once per schema: a model's matrix and the prediction log read the same
+        table. Raises ``pyarrow.ArrowInvalid`` (a ``ValueError``) or ``ArrowTypeError`` (a ``TypeError``)
+        for a value the type cannot hold."""
+        if self._arrow is not None and self._arrow[0].equals(schema):
+            return self._arrow[1]
+        import pyarrow as pa  # here, not at the top: the gateway builds rows but never reads them so
+
+        if self._columns is not None:
+            arrays = [pa.array(self.column(field.name), type=field.type) for field in schema]
+            table = pa.Table.from_arrays(arrays, schema=schema)
+        else:
+            table = pa.Table.from_pylist(self.records, schema=schema)
+        self._arrow = (schema, table)
+        return table
 
     def column(self, name: str) -> list[Any]:
         """The values of ``name``, one per record (all ``None`` when no record has it)."""

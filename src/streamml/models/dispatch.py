@@ -91,6 +91,11 @@ class Scored(Generic[R]):
     """The model answered a dict of arrays: MLflow's protocol lays the answer out as one object of lists."""
     classes: list[Any] | None = None
     """With probabilities: the class each position of a record's list stands for."""
+    batch_rows: Rows | None = None
+    """The records of the whole predict call this request was part of (the model read them as columns
+    already: a sink that wants every record's inputs reuses those instead of rebuilding them)."""
+    batch_offset: int = 0
+    """Where this request's records start in ``batch_rows``."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +325,8 @@ def predict_isolating(
                 categorical=categorical,
                 columns=outputs.columns,
                 classes=outputs.classes,
+                batch_rows=rows,
+                batch_offset=offset - len(request.rows),
             )
         )
     return out, []

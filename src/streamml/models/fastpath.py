@@ -17,6 +17,7 @@ both as records and as columns (the matrix is built from whichever form a reques
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -31,6 +32,8 @@ import numpy as np
 from streamml.rows import Rows, RowsLike
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from streamml.models.compiled_trees import TreeCompilation
 
 log = logging.getLogger(__name__)
@@ -59,9 +62,12 @@ class _Numeric:
             return lambda record: [record[name]]
         return itemgetter(*self.names)
 
-    def write(self, rows: Rows, out: np.ndarray, offset: int) -> None:
+    def write(self, rows: Rows, out: np.ndarray, offset: int, table: pa.Table | None = None) -> None:
         block = out[:, offset : offset + len(self.names)]
-        if rows.holds_columns:  # one C call per column; None (absent) becomes NaN
+        if table is not None:  # typed by Arrow already: a column is one copy (null -> NaN)
+            for j, name in enumerate(self.names):
+                block[:, j] = table.column(name).to_numpy(zero_copy_only=False)
+        elif rows.holds_columns:  # one C call per column; None (absent) becomes NaN
             for j, name in enumerate(self.names):
                 block[:, j] = np.asarray(rows.column(name), dtype=np.float64)
         else:
@@ -92,13 +98,15 @@ class _OneHot:
     offsets: list[int]
     width: int
 
-    def write(self, rows: Rows, out: np.ndarray, offset: int) -> None:
+    def write(self, rows: Rows, out: np.ndarray, offset: int, table: pa.Table | None = None) -> None:
         nan = math.nan
         for j, name in enumerate(self.names):
             lookup, base = self.index[j], offset + self.offsets[j]
             fill = self.fill[j] if self.fill is not None else nan
-            if rows.holds_columns:
-                values: Iterable[Any] = rows.column(name)
+            if table is not None:
+                values: Iterable[Any] = table.column(name).to_pylist()
+            elif rows.holds_columns:
+                values = rows.column(name)
             else:
                 values = (record.get(name) for record in rows.records)
             for row, value in enumerate(values):
@@ -115,23 +123,46 @@ _Block = _Numeric | _OneHot
 class FastPipeline:
     """Records -> feature matrix with numpy -> the pipeline's classifier. Same labels, less overhead."""
 
-    def __init__(self, blocks: list[_Block], classify: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(
+        self,
+        blocks: list[_Block],
+        classify: Callable[[np.ndarray], np.ndarray],
+        arrow_schema: pa.Schema | None = None,
+    ) -> None:
         self.blocks = blocks
         self.classify = classify
         self.width = sum(block.width for block in blocks)
+        self.arrow_schema = arrow_schema
+        """The model's signature as Arrow types: records are read through an Arrow table of it."""
 
-    def transform(self, records: RowsLike) -> np.ndarray:
-        """The classifier's matrix, built from the records or, when they came as columns, from those."""
+    def transform(self, records: RowsLike, arrow: bool = True) -> np.ndarray:
+        """The classifier's matrix, built from the columns when the records came as columns, else from
+        the records through an Arrow table of the signature's types (converted in C++; the rows keep it,
+        so the prediction log reads the same table), else (``arrow`` off, no signature, or a value
+        Arrow refuses) from the records one by one."""
         rows = Rows.of(records)
         out = np.zeros((len(rows), self.width), dtype=np.float64)
-        offset = 0
-        for block in self.blocks:
-            block.write(rows, out, offset)
-            offset += block.width
+        table = None
+        if arrow and self.arrow_schema is not None and not rows.holds_columns:
+            with contextlib.suppress(TypeError, ValueError, OverflowError, NotImplementedError):
+                table = rows.arrow(self.arrow_schema)
+        try:
+            self._write(rows, out, table)
+        except (KeyError, TypeError, ValueError):
+            if table is None:
+                raise
+            out[:] = 0.0  # a column the table types otherwise than the blocks read: one by one instead
+            self._write(rows, out, None)
         return out
 
-    def predict(self, records: RowsLike) -> np.ndarray:
-        return self.classify(self.transform(records))
+    def _write(self, rows: Rows, out: np.ndarray, table: pa.Table | None) -> None:
+        offset = 0
+        for block in self.blocks:
+            block.write(rows, out, offset, table)
+            offset += block.width
+
+    def predict(self, records: RowsLike, arrow: bool = True) -> np.ndarray:
+        return self.classify(self.transform(records, arrow))
 
     @property
     def trees_compiled(self) -> bool:
@@ -154,12 +185,14 @@ def compile_pipeline(
     estimator: Any,
     frame_of: Callable[[list[dict[str, Any]]], Any],
     *,
+    arrow_schema: pa.Schema | None = None,
     compile_trees: bool = False,
     trees_cache: Path | None = None,
 ) -> FastPipeline | None:
     """A checked numpy path for ``estimator``, or None (with the reason logged at debug level) when it
     has a step this module does not know or does not reproduce scikit-learn's labels exactly.
-    ``frame_of`` builds the frame the scikit-learn pipeline is normally called with. With
+    ``frame_of`` builds the frame the scikit-learn pipeline is normally called with; ``arrow_schema``
+    (the signature's types) is what records are read through. With
     ``compile_trees``, a LightGBM classifier's trees are compiled in the background (kept in
     ``trees_cache``) and used once they give the booster's labels on the probe records (built from the
     fitted steps' statistics of the training data)."""
@@ -168,11 +201,20 @@ def compile_pipeline(
     except _Unsupported as exc:
         log.debug("no fast path for %s: %s", type(estimator).__name__, exc)
         return None
+    fast.arrow_schema = arrow_schema
     probes = _probe_records(fast)
     as_columns = Rows(columns=Rows(records=probes).columns)  # the same records, as a V2 request brings them
     try:
         expected = np.asarray(estimator.predict(frame_of(probes)))
-        agrees = all(np.array_equal(expected, fast.predict(form)) for form in (probes, as_columns))
+        # Every way a matrix is built: records through Arrow, records one by one, columns.
+        agrees = all(
+            np.array_equal(expected, labels)
+            for labels in (
+                fast.predict(Rows(records=probes)),
+                fast.predict(probes, arrow=False),
+                fast.predict(as_columns),
+            )
+        )
     except Exception as exc:  # a probe the real pipeline rejects: stay on the real pipeline
         log.debug("no fast path: probe failed: %s", exc)
         return None

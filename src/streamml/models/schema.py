@@ -16,13 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from streamml.errors import InvalidRequest, Problem
 from streamml.rows import Rows
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 INTEGER_TYPES = frozenset({"long", "integer"})
@@ -75,6 +78,7 @@ class InputSchema:
         self._by_normalised = {normalise_name(c.name): c for c in self.columns}
         self._required = {c.name: c.required for c in self.columns}
         self._compiled: dict[tuple[int, int], TypeAdapter[Any] | None] = {}
+        self._arrow: pa.Schema | None = None
 
     @classmethod
     def from_mlflow_signature(cls, signature: Any) -> InputSchema:
@@ -92,6 +96,24 @@ class InputSchema:
 
     def as_dict(self) -> list[dict[str, Any]]:
         return [c.as_dict() for c in self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        """The columns as an Arrow schema: what a model's matrix and the prediction log read records as.
+        A ``datetime`` stays the text the client sent (ISO 8601): validated, not reinterpreted."""
+        if self._arrow is None:
+            import pyarrow as pa  # here: the gateway validates with this class and never needs Arrow
+
+            types = {
+                "double": pa.float64(),
+                "float": pa.float32(),
+                "long": pa.int64(),
+                "integer": pa.int32(),
+                "boolean": pa.bool_(),
+                "string": pa.string(),
+                "datetime": pa.string(),
+            }
+            self._arrow = pa.schema([(c.name, types.get(c.type, pa.string())) for c in self.columns])
+        return self._arrow
 
     def compiled(self, max_records: int, max_string_length: int) -> TypeAdapter[Any] | None:
         """A validator of the common case, compiled by pydantic-core: a ``{"data": [...]}`` JSON body of

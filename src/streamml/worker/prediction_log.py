@@ -58,17 +58,6 @@ log = logging.getLogger(__name__)
 JOURNAL_DIR = ".journal"
 JOURNAL_SUFFIX = ".arrows"
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
-INPUT_TYPES = {
-    "double": pa.float64(),
-    "float": pa.float32(),
-    "long": pa.int64(),
-    "integer": pa.int32(),
-    "boolean": pa.bool_(),
-    "string": pa.string(),
-    "datetime": pa.string(),  # as the client sent it (ISO 8601): validated, not reinterpreted
-}
-"""A signature column's type -> its column's Arrow type."""
-
 FAILURES_DIR = "failures"
 FAILURE_SCHEMA = pa.schema(
     [
@@ -210,7 +199,7 @@ class PredictionLog:
 
     def _table(self, results: Sequence[Result]) -> pa.Table:
         schema = self.schema_of(results[0].model)
-        rows = Rows.concat([r.request.rows for r in results])
+        rows = joined_rows(results)
         lengths = [len(r.labels) for r in results]
         # One value per request, repeated for each of its records (one index array for every column).
         spread = None if len(rows) == len(results) else pa.array(np.repeat(np.arange(len(lengths)), lengths))
@@ -266,19 +255,27 @@ class PredictionLog:
             columns["inputs_json"] = pa.array(as_json, type=pa.string())
             return pa.table(columns)
         columns["inputs_json"] = pa.nulls(len(rows), type=pa.string())
-        inputs = pa.schema([(c.name, INPUT_TYPES.get(c.type, pa.string())) for c in schema.columns])
-        if rows.holds_columns:
-            table = pa.table(
-                {
-                    c.name: pa.array(rows.column(c.name), type=t)
-                    for c, t in zip(schema.columns, inputs.types, strict=True)
-                }
-            )
-        else:  # records: read into columns by Arrow, in C++
-            table = pa.Table.from_pylist(rows.records, schema=inputs)
+        # The table the model's fast path read its matrix from, when it did (the same schema's).
+        table = rows.arrow(schema.arrow_schema())
         for name, array in zip(table.column_names, table.columns, strict=True):
             columns[input_column(name)] = array
         return pa.table(columns)
+
+
+def joined_rows(results: Sequence[Result]) -> Rows:
+    """The records of ``results``, in order: the predict call's own batch when ``results`` are the whole
+    of it in its order (its columns, which the model read, are then at hand), else joined anew."""
+    batch = results[0].batch_rows
+    if batch is not None:
+        expected = 0
+        for result in results:
+            if result.batch_rows is not batch or result.batch_offset != expected:
+                break
+            expected += len(result.request.rows)
+        else:
+            if expected == len(batch):
+                return batch
+    return Rows.concat([r.request.rows for r in results])
 
 
 @dataclass

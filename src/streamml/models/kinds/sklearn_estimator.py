@@ -59,6 +59,7 @@ class SklearnEstimator:
             fast = compile_pipeline(
                 estimator,
                 lambda records: records_to_frame(records, schema),
+                arrow_schema=schema.arrow_schema(),
                 compile_trees=self.compile_trees,
                 trees_cache=self.trees_cache,
             )
