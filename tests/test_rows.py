@@ -59,7 +59,7 @@ def test_as_arrow_a_record_lacking_a_feature_is_null_and_either_form_gives_the_s
     import pyarrow as pa
 
     schema = pa.schema([("a", pa.float64()), ("b", pa.string()), ("n", pa.int64())])
-    records = [{"a": 1, "b": "x", "n": 3}, {"b": "y"}]
+    records: list[dict[str, Any]] = [{"a": 1, "b": "x", "n": 3}, {"b": "y"}]
     table = Rows(records=records).arrow(schema)
     assert table.schema == schema
     assert table.to_pylist() == [{"a": 1.0, "b": "x", "n": 3}, {"a": None, "b": "y", "n": None}]
