@@ -25,9 +25,11 @@ serve: $(STAMP)
 	@test -n "$(MODEL)" || { echo 'make serve MODEL=models:/Name@alias (the registry: MLFLOW_TRACKING_URI)'; exit 2; }
 	$(BIN)/streamml serve $(MODEL) $(ARGS)
 
-## test: the whole suite, cheapest first: lint and types, then the unit tests, then the integration tests
-## (a failure stops it there)
-test: check unit integration
+## test: the whole suite: lint and types beside the unit tests (each on a core of its own, each's output
+## whole), then the integration tests (a failure stops it there)
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target check unit
+	$(MAKE) --no-print-directory integration
 
 ## unit: the tests that start no server process (the run's one Redis and sqlite registry only); minutes
 unit: $(STAMP)
