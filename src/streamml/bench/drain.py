@@ -221,7 +221,7 @@ is compared with a ceiling taken at the same time, never with one from another m
 def run(
     *, redis_url: str, tracking_uri: str, quick: bool, routes: list[str], metrics: bool = True
 ) -> dict[str, Any]:
-    total = 10_000 if quick else 50_000
+    total = 2_000 if quick else 50_000  # quick: a smoke run, no figure is read from it
     repeats = 1 if quick else REPEATS
     naive_n = 20 if quick else 100
     records = [r for r, _ in zip(record_stream(Profile.load(), seed=42), range(total), strict=False)]

@@ -106,7 +106,7 @@ def register_pair(tracking_uri: str) -> str:
 
 
 def run(*, redis_url: str, tracking_uri: str, quick: bool, metrics: bool = True) -> dict[str, Any]:
-    total = 10_000 if quick else 50_000
+    total = 2_000 if quick else 50_000  # quick: a smoke run, no figure is read from it
     repeats = 1 if quick else REPEATS
     records = [r for r, _ in zip(record_stream(Profile.load(), seed=43), range(total), strict=False)]
     name = register_pair(tracking_uri)
