@@ -11,9 +11,10 @@ PYTEST_ARGS ?= --durations=10
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# uv installs the pinned set in seconds where pip takes minutes (the same versions: requirements.lock
-	# pins every transitive one); uv itself is pinned here. The project installs editable.
+	# pins every transitive one); uv itself is pinned here. The project installs editable. Bytecode is
+	# compiled now, as pip does, not by the first processes of every run.
 	$(BIN)/python -m pip install --quiet uv==0.9.30
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 ## demo: the whole pipeline on this machine (Redis, MLflow, models, gateway, workers, producer)
