@@ -92,8 +92,9 @@ class Scored(Generic[R]):
     classes: list[Any] | None = None
     """With probabilities: the class each position of a record's list stands for."""
     batch_rows: Rows | None = None
-    """The records of the whole predict call this request was part of (the model read them as columns
-    already: a sink that wants every record's inputs reuses those instead of rebuilding them)."""
+    """The records of the whole predict call this request was part of. The model has read them, and
+    they keep the Arrow table it read them through: a sink that wants every record's inputs reuses it
+    instead of converting the records again."""
     batch_offset: int = 0
     """Where this request's records start in ``batch_rows``."""
 

@@ -123,16 +123,11 @@ _Block = _Numeric | _OneHot
 class FastPipeline:
     """Records -> feature matrix with numpy -> the pipeline's classifier. Same labels, less overhead."""
 
-    def __init__(
-        self,
-        blocks: list[_Block],
-        classify: Callable[[np.ndarray], np.ndarray],
-        arrow_schema: pa.Schema | None = None,
-    ) -> None:
+    def __init__(self, blocks: list[_Block], classify: Callable[[np.ndarray], np.ndarray]) -> None:
         self.blocks = blocks
         self.classify = classify
         self.width = sum(block.width for block in blocks)
-        self.arrow_schema = arrow_schema
+        self.arrow_schema: pa.Schema | None = None
         """The model's signature as Arrow types: records are read through an Arrow table of it."""
 
     def transform(self, records: RowsLike, arrow: bool = True) -> np.ndarray:

@@ -264,7 +264,7 @@ class PredictionLog:
 
 def joined_rows(results: Sequence[Result]) -> Rows:
     """The records of ``results``, in order: the predict call's own batch when ``results`` are the whole
-    of it in its order (its columns, which the model read, are then at hand), else joined anew."""
+    of it in its order (the Arrow table the model read is then at hand), else joined anew."""
     batch = results[0].batch_rows
     if batch is not None:
         expected = 0
